@@ -1,0 +1,258 @@
+// Package dialects defines what the outbox needs from a database: the DDL
+// of the outbox table and the statements that write and (later) claim its
+// rows. Each supported database implements [Dialect] in its own package
+// (dialects/postgres, dialects/mysql); gormoutbox picks one from the name of
+// the GORM dialector.
+//
+// A dialect holds no connection and no state: every method takes the
+// connection or transaction to run on, so the caller decides which one (for
+// capture, always the transaction of the GORM statement being captured).
+package dialects
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Record is one outbox row as written at capture time. The relay-side
+// columns (attempts, last_error, published_at, dead_at) start empty.
+type Record struct {
+	// EventID is the stable identity of the event (a UUIDv7 string);
+	// consumers deduplicate on it.
+	EventID string
+	// Topic is the Kafka topic the event goes to.
+	Topic string
+	// Key is the Kafka message key. Nil means no key.
+	Key []byte
+	// EventType names what happened, e.g. "InventoryUpdated".
+	EventType string
+	// AggregateType and AggregateID identify the entity the event is about.
+	AggregateType string
+	AggregateID   string
+	// Payload is the message value, stored byte for byte.
+	Payload []byte
+	// Headers are stored as a JSON object and sent as Kafka headers.
+	Headers map[string]string
+	// Shard is a hash of Key modulo the shard count, fixed at insert.
+	Shard int
+	// CreatedAt is when the event was captured (UTC).
+	CreatedAt time.Time
+	// AvailableAt is when the relay may first publish it (UTC).
+	AvailableAt time.Time
+}
+
+// Execer runs a statement. *sql.DB, *sql.Tx, *sql.Conn and every
+// gorm.ConnPool satisfy it.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Querier runs a query. *sql.DB, *sql.Tx, *sql.Conn and every gorm.ConnPool
+// satisfy it.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// Dialect is the database-specific part of the outbox.
+type Dialect interface {
+	// Name is the GORM dialector name this dialect serves ("postgres", "mysql").
+	Name() string
+	// Migrate creates or upgrades the outbox table named table. It is
+	// idempotent, versioned and safe to run from several processes at once.
+	Migrate(ctx context.Context, db *sql.DB, table Table) error
+	// SchemaVersion reports the applied migration version of table, 0 when
+	// the table has never been migrated.
+	SchemaVersion(ctx context.Context, db *sql.DB, table Table) (int, error)
+	// Insert writes recs into table in one or more multi-row INSERTs, in
+	// order, on q (the capturing transaction).
+	Insert(ctx context.Context, q Execer, table Table, recs []Record) error
+	// Placeholder returns the bind variable for the n-th argument (1-based).
+	Placeholder(n int) string
+	// Quote quotes an identifier (a plain name, no dots).
+	Quote(ident string) string
+}
+
+// ErrInvalidTable reports a table name that is not a plain SQL identifier.
+var ErrInvalidTable = errors.New("invalid outbox table name")
+
+// MaxTableNameLen bounds the table name so that index names derived from it
+// (name + "_pending_key_idx") stay within PostgreSQL's 63-byte limit.
+const MaxTableNameLen = 44
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Table is a validated outbox table name, optionally qualified by a schema
+// (PostgreSQL) or database (MySQL): "outbox" or "events.outbox".
+type Table struct {
+	// Schema is the qualifier, empty when none was given.
+	Schema string
+	// Name is the unqualified table name.
+	Name string
+}
+
+// ParseTable validates name as "table" or "schema.table", each part a plain
+// identifier ([A-Za-z_][A-Za-z0-9_]*) of at most MaxTableNameLen bytes.
+func ParseTable(name string) (Table, error) {
+	parts := strings.Split(name, ".")
+	if len(parts) > 2 {
+		return Table{}, fmt.Errorf("%w %q: use \"table\" or \"schema.table\"", ErrInvalidTable, name)
+	}
+	for _, p := range parts {
+		if !identRE.MatchString(p) {
+			return Table{}, fmt.Errorf("%w %q: %q is not a plain identifier (letters, digits and _, not starting with a digit)", ErrInvalidTable, name, p)
+		}
+		if len(p) > MaxTableNameLen {
+			return Table{}, fmt.Errorf("%w %q: %q is longer than %d bytes", ErrInvalidTable, name, p, MaxTableNameLen)
+		}
+	}
+	if len(parts) == 2 {
+		return Table{Schema: parts[0], Name: parts[1]}, nil
+	}
+	return Table{Name: parts[0]}, nil
+}
+
+// String returns the name as given: "schema.table" or "table".
+func (t Table) String() string {
+	if t.Schema == "" {
+		return t.Name
+	}
+	return t.Schema + "." + t.Name
+}
+
+// Qualified returns the quoted, possibly schema-qualified name.
+func (t Table) Qualified(d interface{ Quote(string) string }) string {
+	if t.Schema == "" {
+		return d.Quote(t.Name)
+	}
+	return d.Quote(t.Schema) + "." + d.Quote(t.Name)
+}
+
+// Sibling returns a table name in the same schema as t with suffix appended
+// to its name, e.g. the migrations table "outbox_migrations".
+func (t Table) Sibling(suffix string) Table {
+	return Table{Schema: t.Schema, Name: t.Name + suffix}
+}
+
+// Columns lists the outbox columns written at capture, in Insert order.
+var Columns = []string{
+	"event_id", "topic", "msg_key", "event_type", "aggregate_type", "aggregate_id",
+	"payload", "headers", "shard", "available_at", "created_at",
+}
+
+// MaxInsertRows bounds the rows of one INSERT statement so that its bind
+// variables stay well under the 65,535 both databases allow.
+const MaxInsertRows = 1000
+
+// InsertSQL builds "INSERT INTO table (cols) VALUES (...), (...)" for n rows
+// with d's placeholders.
+func InsertSQL(d Dialect, table Table, n int) string {
+	var b strings.Builder
+	b.Grow(64 + n*len(Columns)*5)
+	b.WriteString("INSERT INTO ")
+	b.WriteString(table.Qualified(d))
+	b.WriteString(" (")
+	for i, c := range Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c)
+	}
+	b.WriteString(") VALUES ")
+	arg := 1
+	for r := 0; r < n; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for i := range Columns {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(d.Placeholder(arg))
+			arg++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// InsertArgs flattens recs into bind arguments in Columns order. headers
+// encodes a record's headers (the JSON column).
+func InsertArgs(recs []Record, headers func(map[string]string) (any, error)) ([]any, error) {
+	args := make([]any, 0, len(recs)*len(Columns))
+	for i := range recs {
+		r := &recs[i]
+		h, err := headers(r.Headers)
+		if err != nil {
+			return nil, fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
+		}
+		var key any
+		if r.Key != nil {
+			key = r.Key
+		}
+		args = append(args, r.EventID, r.Topic, key, r.EventType, r.AggregateType, r.AggregateID,
+			r.Payload, h, r.Shard, r.AvailableAt, r.CreatedAt)
+	}
+	return args, nil
+}
+
+// InsertChunked runs Insert in chunks of MaxInsertRows, in order.
+func InsertChunked(ctx context.Context, d Dialect, q Execer, table Table, recs []Record,
+	headers func(map[string]string) (any, error)) error {
+	for len(recs) > 0 {
+		n := min(len(recs), MaxInsertRows)
+		args, err := InsertArgs(recs[:n], headers)
+		if err != nil {
+			return err
+		}
+		if _, err := q.ExecContext(ctx, InsertSQL(d, table, n), args...); err != nil {
+			return fmt.Errorf("insert %d outbox rows into %s: %w", n, table, err)
+		}
+		recs = recs[n:]
+	}
+	return nil
+}
+
+// Migration is one versioned step of the outbox schema. Its statements must
+// be idempotent (IF NOT EXISTS and the like): on MySQL DDL is not
+// transactional, so a step cut short is run again in full.
+type Migration struct {
+	Version    int
+	Statements []string
+}
+
+// ApplyMigrations runs, on q, the steps of ms whose version is above
+// current, in order, recording each in the migrations table with record
+// (which receives the version). It returns the version reached.
+func ApplyMigrations(ctx context.Context, q Execer, current int, ms []Migration, record string) (int, error) {
+	for _, m := range ms {
+		if m.Version <= current {
+			continue
+		}
+		for _, s := range m.Statements {
+			if _, err := q.ExecContext(ctx, s); err != nil {
+				return current, fmt.Errorf("migration %d: %w", m.Version, err)
+			}
+		}
+		if _, err := q.ExecContext(ctx, record, m.Version); err != nil {
+			return current, fmt.Errorf("record migration %d: %w", m.Version, err)
+		}
+		current = m.Version
+	}
+	return current, nil
+}
+
+// HashKey is the 32-bit FNV-1a hash used for shards and lock ids.
+func HashKey(b []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
+}

@@ -1,0 +1,162 @@
+// Package mysql is the MySQL dialect of the outbox (MySQL 8 and MariaDB
+// 10.6+; only syntax both accept is used).
+//
+// The payload is a LONGBLOB (stored byte for byte) and the headers a JSON
+// column. MySQL has no partial indexes, so the pending index leads with
+// (published_at, dead_at): the relay's claim reads the "both NULL" range of
+// it, which published rows never enter, and its cost does not grow with the
+// published rows kept in the table.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+// Dialect implements dialects.Dialect for MySQL and MariaDB.
+type Dialect struct{}
+
+var _ dialects.Dialect = Dialect{}
+
+// New returns the MySQL dialect.
+func New() Dialect { return Dialect{} }
+
+// Name implements dialects.Dialect.
+func (Dialect) Name() string { return "mysql" }
+
+// Placeholder implements dialects.Dialect.
+func (Dialect) Placeholder(int) string { return "?" }
+
+// Quote implements dialects.Dialect.
+func (Dialect) Quote(ident string) string {
+	return "`" + strings.ReplaceAll(ident, "`", "``") + "`"
+}
+
+// MaxKeyLen is the longest message key the msg_key column holds.
+const MaxKeyLen = 1024
+
+func migrations(d Dialect, t dialects.Table) []dialects.Migration {
+	n := t.Name
+	return []dialects.Migration{{
+		Version: 1,
+		Statements: []string{
+			`CREATE TABLE IF NOT EXISTS ` + t.Qualified(d) + ` (
+	id             BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+	event_id       CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+	topic          VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+	msg_key        VARBINARY(` + strconv.Itoa(MaxKeyLen) + `) NULL,
+	event_type     VARCHAR(255) NOT NULL,
+	aggregate_type VARCHAR(255) NOT NULL DEFAULT '',
+	aggregate_id   VARCHAR(1024) NOT NULL DEFAULT '',
+	payload        LONGBLOB NOT NULL,
+	headers        JSON NOT NULL,
+	shard          INT NOT NULL DEFAULT 0,
+	attempts       INT NOT NULL DEFAULT 0,
+	available_at   DATETIME(6) NOT NULL,
+	last_error     TEXT NULL,
+	created_at     DATETIME(6) NOT NULL,
+	published_at   DATETIME(6) NULL,
+	dead_at        DATETIME(6) NULL,
+	PRIMARY KEY (id),
+	UNIQUE KEY ` + d.Quote(n+"_event_id_key") + ` (event_id),
+	KEY ` + d.Quote(n+"_pending_idx") + ` (published_at, dead_at, shard, id),
+	KEY ` + d.Quote(n+"_pending_key_idx") + ` (topic, msg_key, published_at, dead_at, id),
+	KEY ` + d.Quote(n+"_dead_idx") + ` (dead_at, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+		},
+	}}
+}
+
+// LatestVersion is the schema version Migrate brings a table to.
+const LatestVersion = 1
+
+func migrationsTable(d Dialect, t dialects.Table) string {
+	return t.Sibling("_migrations").Qualified(d)
+}
+
+// lockName is the GET_LOCK name that serialises concurrent migrations of one
+// table (lock names are limited to 64 characters).
+func lockName(t dialects.Table) string {
+	return "gormoutbox:migrate:" + strconv.FormatUint(uint64(dialects.HashKey([]byte(t.String()))), 16)
+}
+
+// Migrate implements dialects.Dialect. MySQL DDL commits implicitly, so
+// Migrate serialises concurrent runs with GET_LOCK held on one dedicated
+// connection (advisory locks belong to a session; taking one through the
+// pool would lock a random connection) and every step is idempotent.
+func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) (err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", t, err)
+	}
+	defer conn.Close()
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, lockName(t)).Scan(&got); err != nil {
+		return fmt.Errorf("migrate %s: lock: %w", t, err)
+	}
+	if !got.Valid || got.Int64 != 1 {
+		return fmt.Errorf("migrate %s: lock %q not granted within 60s", t, lockName(t))
+	}
+	defer func() {
+		// A fresh context: the lock must be released even when ctx is done.
+		_, rerr := conn.ExecContext(context.WithoutCancel(ctx), `DO RELEASE_LOCK(?)`, lockName(t))
+		err = errors.Join(err, rerr)
+	}()
+	mt := migrationsTable(d, t)
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+mt+
+		` (version INT NOT NULL PRIMARY KEY, applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`); err != nil {
+		return fmt.Errorf("migrate %s: %w", t, err)
+	}
+	var cur int
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+mt).Scan(&cur); err != nil {
+		return fmt.Errorf("migrate %s: read version: %w", t, err)
+	}
+	if _, err := dialects.ApplyMigrations(ctx, conn, cur, migrations(d, t),
+		`INSERT INTO `+mt+` (version) VALUES (?)`); err != nil {
+		return fmt.Errorf("migrate %s: %w", t, err)
+	}
+	return nil
+}
+
+// SchemaVersion implements dialects.Dialect.
+func (d Dialect) SchemaVersion(ctx context.Context, db *sql.DB, t dialects.Table) (int, error) {
+	mt := t.Sibling("_migrations")
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.tables
+WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?`, mt.Schema, mt.Name).Scan(&n)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	var v int
+	err = db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+migrationsTable(d, t)).Scan(&v)
+	return v, err
+}
+
+// Insert implements dialects.Dialect.
+func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table, recs []dialects.Record) error {
+	for i := range recs {
+		if len(recs[i].Key) > MaxKeyLen {
+			return fmt.Errorf("event %s: message key is %d bytes, over the %d the outbox table holds",
+				recs[i].EventID, len(recs[i].Key), MaxKeyLen)
+		}
+	}
+	return dialects.InsertChunked(ctx, d, q, t, recs, encodeHeaders)
+}
+
+func encodeHeaders(h map[string]string) (any, error) {
+	if len(h) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}

@@ -1,0 +1,691 @@
+package gormoutbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+// How capture works, per GORM statement on a tagged model:
+//
+//	begin    (after gorm:begin_transaction)   check the write can be captured;
+//	                                          open a transaction if GORM did not
+//	prepare  (just before the SQL runs)       lock and read what the write will
+//	                                          touch, where the after-image alone
+//	                                          cannot tell (deletes, soft deletes,
+//	                                          upserts)
+//	capture  (just after the SQL ran)         read the after-image, build one
+//	                                          event per entity, INSERT them
+//	end      (after gorm:commit_or_rollback)  commit or roll back the
+//	                                          transaction begin opened
+//
+// Every read and write goes through Statement.ConnPool, the statement's own
+// transaction.
+
+type stateKey struct{ stmt *gorm.Statement }
+
+// stmtState is what one statement's callbacks share.
+type stmtState struct {
+	m         *model
+	op        op
+	startedTx bool
+	// keys are the primary keys the write targets, in statement order.
+	keys [][]any
+	// live are the rows, keyed by keyString, that existed (and, on a
+	// soft-delete model, were not deleted) before the write, read under
+	// a row lock by prepare; nil when prepare had nothing to do.
+	live map[string]reflect.Value
+	// upsert: a Create with an ON CONFLICT clause.
+	upsert bool
+}
+
+func stateOf(db *gorm.DB) *stmtState {
+	v, ok := db.Statement.Settings.Load(stateKey{db.Statement})
+	if !ok {
+		return nil
+	}
+	return v.(*stmtState)
+}
+
+func (p *Plugin) register(db *gorm.DB) error {
+	cb := db.Callback()
+	c, u, d := cb.Create(), cb.Update(), cb.Delete()
+	return errors.Join(
+		c.After("gorm:begin_transaction").Before("gorm:before_create").
+			Register("gormoutbox:begin_create", p.begin(opCreate)),
+		c.After("gorm:save_before_associations").Before("gorm:create").
+			Register("gormoutbox:prepare_create", p.prepare),
+		c.After("gorm:create").Before("gorm:save_after_associations").
+			Register("gormoutbox:capture_create", p.captureCreate),
+		c.After("gorm:commit_or_rollback_transaction").
+			Register("gormoutbox:end_create", p.end),
+
+		u.After("gorm:begin_transaction").Before("gorm:before_update").
+			Register("gormoutbox:begin_update", p.begin(opUpdate)),
+		u.After("gorm:save_before_associations").Before("gorm:update").
+			Register("gormoutbox:prepare_update", p.prepare),
+		u.After("gorm:update").Before("gorm:save_after_associations").
+			Register("gormoutbox:capture_update", p.captureUpdate),
+		u.After("gorm:commit_or_rollback_transaction").
+			Register("gormoutbox:end_update", p.end),
+
+		d.After("gorm:begin_transaction").Before("gorm:before_delete").
+			Register("gormoutbox:begin_delete", p.begin(opDelete)),
+		d.After("gorm:delete_before_associations").Before("gorm:delete").
+			Register("gormoutbox:prepare_delete", p.prepare),
+		d.After("gorm:delete").Before("gorm:after_delete").
+			Register("gormoutbox:capture_delete", p.captureDelete),
+		d.After("gorm:commit_or_rollback_transaction").
+			Register("gormoutbox:end_delete", p.end),
+	)
+}
+
+func uncaptured(model string, o op, why, wayOut string) error {
+	return fmt.Errorf("%w: %s of %s %s; %s, or opt out explicitly with db.Clauses(gormoutbox.Skip(\"reason\"))",
+		ErrUncapturedWrite, o, model, why, wayOut)
+}
+
+// begin decides whether the statement is captured, refuses writes that
+// cannot be, and makes sure the statement runs in a transaction.
+func (p *Plugin) begin(o op) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		stmt := db.Statement
+		if db.Error != nil || stmt.DryRun {
+			return
+		}
+		if reason, ok := skipped(stmt); ok {
+			if strings.TrimSpace(reason) == "" {
+				_ = db.AddError(fmt.Errorf("%w: gormoutbox.Skip needs a reason, for the code reviewer", ErrInvalidConfig))
+			}
+			return
+		}
+		if stmt.Schema == nil {
+			// A write without a model, e.g. db.Table("inventories").Create(map...).
+			if name, ok := p.models.tables.Load(stmt.Table); ok {
+				_ = db.AddError(uncaptured(name.(string), o, "through db.Table(\""+stmt.Table+"\") without the model",
+					"write through the model (db.Model(&"+name.(string)+"{})) so that the event can be built"))
+			}
+			return
+		}
+		m, err := p.models.lookup(stmt.Schema)
+		if err != nil {
+			_ = db.AddError(err)
+			return
+		}
+		if m == nil {
+			if name, ok := p.models.tables.Load(stmt.Table); ok && stmt.Table != stmt.Schema.Table {
+				_ = db.AddError(uncaptured(name.(string), o, "through an untagged model "+stmt.Schema.Name+" on its table "+stmt.Table,
+					"write through the tagged model"))
+			}
+			return
+		}
+		if m.ops&o == 0 {
+			return
+		}
+		st := &stmtState{m: m, op: o}
+		ok, err := p.plan(db, st)
+		if err != nil {
+			_ = db.AddError(err)
+			return
+		}
+		if !ok {
+			return // GORM itself refuses this statement (e.g. no WHERE)
+		}
+		if !inTransaction(stmt.ConnPool) {
+			// GORM opens no transaction under SkipDefaultTransaction: open
+			// one so that the entity write and its event stay atomic.
+			tx := db.Begin()
+			if tx.Error != nil {
+				_ = db.AddError(fmt.Errorf("gormoutbox: open a transaction for the %s of %s: %w", o, m.name, tx.Error))
+				return
+			}
+			stmt.ConnPool = tx.Statement.ConnPool
+			st.startedTx = true
+		}
+		stmt.Settings.Store(stateKey{stmt}, st)
+	}
+}
+
+// plan checks that the statement is one the plugin captures. It returns
+// false, nil for statements GORM will refuse by itself.
+func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
+	stmt, m := db.Statement, st.m
+	if !isEntityValue(stmt.ReflectValue) {
+		return false, uncaptured(m.name, st.op, "from a "+stmt.ReflectValue.Kind().String()+" value",
+			"pass the model struct (or a slice of them)")
+	}
+	if st.op == opCreate {
+		if c, ok := stmt.Clauses["INSERT"]; ok {
+			if ins, ok := c.Expression.(clause.Insert); ok && strings.Contains(strings.ToUpper(ins.Modifier), "IGNORE") {
+				return false, uncaptured(m.name, st.op, "with INSERT "+ins.Modifier+" (the rows skipped cannot be told apart)",
+					"use clause.OnConflict{DoNothing: true} on a single row")
+			}
+		}
+		if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
+			oc, _ := c.Expression.(clause.OnConflict)
+			if stmt.ReflectValue.Kind() != reflect.Struct {
+				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) of several rows",
+					"upsert one row per statement")
+			}
+			if !conflictOnPrimaryKey(oc, m) {
+				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) on columns other than the primary key",
+					"upsert on the primary key")
+			}
+			keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
+			if !complete {
+				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) without a primary key value",
+					"set the primary key before the upsert")
+			}
+			st.upsert, st.keys = true, keys
+		}
+		return true, nil
+	}
+	// Update and delete: only of loaded entities, identified by primary key.
+	if c, ok := stmt.Clauses["WHERE"]; ok {
+		if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 {
+			return false, uncaptured(m.name, st.op, "by condition (Where, Scopes or inline conditions)",
+				"load the rows and write each entity, or publish your own event with gormoutbox.Publish")
+		}
+	}
+	keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
+	if !complete || len(keys) == 0 {
+		if !stmt.AllowGlobalUpdate {
+			return false, nil // GORM refuses it with ErrMissingWhereClause
+		}
+		return false, uncaptured(m.name, st.op, "of every row (AllowGlobalUpdate)",
+			"load the rows and write each entity")
+	}
+	st.keys = keys
+	return true, nil
+}
+
+func conflictOnPrimaryKey(oc clause.OnConflict, m *model) bool {
+	if len(oc.Columns) == 0 {
+		return true // GORM uses the primary key
+	}
+	if len(oc.Columns) != len(m.pkDBNames) {
+		return false
+	}
+	for _, c := range oc.Columns {
+		found := false
+		for _, n := range m.pkDBNames {
+			if c.Name == n {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// prepare reads, under a row lock, the rows the write is about to touch
+// where the after-image alone cannot tell what the write did: the
+// before-image of a hard delete, the live rows a soft delete or an update
+// of a soft-delete model will match, and whether an upsert's row exists.
+func (p *Plugin) prepare(db *gorm.DB) {
+	st := stateOf(db)
+	if st == nil || db.Error != nil {
+		return
+	}
+	stmt := db.Statement
+	var scoped bool
+	switch {
+	case st.upsert:
+		scoped = false // a conflict happens whether or not the row is soft-deleted
+	case st.op == opDelete:
+		scoped = !stmt.Unscoped
+	case st.op == opUpdate && st.m.softDelete && !stmt.Unscoped:
+		scoped = true
+	default:
+		return
+	}
+	live, err := p.load(db, st.m, st.keys, scoped, true)
+	if err != nil {
+		_ = db.AddError(fmt.Errorf("gormoutbox: %s of %s: read rows before the write: %w", st.op, st.m.name, err))
+		return
+	}
+	st.live = live
+}
+
+func (p *Plugin) captureCreate(db *gorm.DB) {
+	st := stateOf(db)
+	if st == nil || db.Error != nil {
+		return
+	}
+	stmt, m := db.Statement, st.m
+	elems := entities(stmt.ReflectValue)
+	if len(elems) == 0 {
+		return
+	}
+	if st.upsert {
+		if db.RowsAffected == 0 {
+			return // DO NOTHING on a conflict, or (MySQL) an update that changed nothing
+		}
+		_, existed := st.live[keyString(st.keys[0])]
+		if p.dialect.Name() == "mysql" && (db.RowsAffected == 2) != existed {
+			_ = db.AddError(uncaptured(m.name, st.op, "as an upsert that conflicted on a unique key other than the primary key",
+				"upsert on the primary key"))
+			return
+		}
+		rows, err := p.load(db, m, st.keys, false, false)
+		if err != nil {
+			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: read the row after the write: %w", m.name, err))
+			return
+		}
+		row, ok := rows[keyString(st.keys[0])]
+		if !ok {
+			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: row %s not found after the write", m.name, keyString(st.keys[0])))
+			return
+		}
+		typ := m.createType
+		if existed {
+			typ = m.updateType
+		}
+		p.emit(db, m, []reflect.Value{row}, []string{typ})
+		return
+	}
+	if p.dialect.Name() != "postgres" && m.needsReload(stmt.Context, elems) {
+		keys, complete := m.keysOf(stmt.Context, elems)
+		if !complete {
+			_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: primary key not set after the insert", m.name))
+			return
+		}
+		rows, err := p.load(db, m, keys, false, false)
+		if err != nil {
+			_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: read database defaults after the insert: %w", m.name, err))
+			return
+		}
+		for i, k := range keys {
+			row, ok := rows[keyString(k)]
+			if !ok {
+				_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: row %s not found after the insert", m.name, keyString(k)))
+				return
+			}
+			elems[i] = row
+		}
+	}
+	p.emit(db, m, elems, repeat(m.createType, len(elems)))
+}
+
+func (p *Plugin) captureUpdate(db *gorm.DB) {
+	st := stateOf(db)
+	if st == nil || db.Error != nil {
+		return
+	}
+	stmt, m := db.Statement, st.m
+	// The keys as they are now: an update may have changed a key column.
+	keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
+	if !complete {
+		keys = st.keys
+	}
+	if st.live != nil {
+		// Soft-delete model: only the rows that were live matched.
+		kept := keys[:0:0]
+		for i, k := range st.keys {
+			if _, ok := st.live[keyString(k)]; ok {
+				kept = append(kept, keys[i])
+			}
+		}
+		keys = kept
+	}
+	rows, err := p.load(db, m, keys, false, false)
+	if err != nil {
+		_ = db.AddError(fmt.Errorf("gormoutbox: update of %s: read the rows after the write: %w", m.name, err))
+		return
+	}
+	if int64(len(rows)) < db.RowsAffected {
+		_ = db.AddError(fmt.Errorf("gormoutbox: update of %s: %d rows changed but %d found after the write", m.name, db.RowsAffected, len(rows)))
+		return
+	}
+	elems := make([]reflect.Value, 0, len(keys))
+	for _, k := range keys {
+		if row, ok := rows[keyString(k)]; ok {
+			elems = append(elems, row)
+		}
+	}
+	p.emit(db, m, elems, repeat(m.updateType, len(elems)))
+}
+
+func (p *Plugin) captureDelete(db *gorm.DB) {
+	st := stateOf(db)
+	if st == nil || db.Error != nil {
+		return
+	}
+	stmt, m := db.Statement, st.m
+	var elems []reflect.Value
+	typ := m.deleteType
+	if m.softDelete && !stmt.Unscoped {
+		// Soft delete: the event carries the row as it is now, deleted_at set.
+		var keys [][]any
+		for _, k := range st.keys {
+			if _, ok := st.live[keyString(k)]; ok {
+				keys = append(keys, k)
+			}
+		}
+		rows, err := p.load(db, m, keys, false, false)
+		if err != nil {
+			_ = db.AddError(fmt.Errorf("gormoutbox: delete of %s: read the rows after the write: %w", m.name, err))
+			return
+		}
+		for _, k := range keys {
+			if row, ok := rows[keyString(k)]; ok {
+				elems = append(elems, row)
+			}
+		}
+	} else {
+		// Hard delete: the event carries the last state of the row.
+		if m.softDelete {
+			typ = m.purgeType
+		}
+		for _, k := range st.keys {
+			if row, ok := st.live[keyString(k)]; ok {
+				elems = append(elems, row)
+			}
+		}
+	}
+	if int64(len(elems)) != db.RowsAffected {
+		_ = db.AddError(fmt.Errorf("gormoutbox: delete of %s: %d rows deleted but %d read under lock", m.name, db.RowsAffected, len(elems)))
+		return
+	}
+	p.emit(db, m, elems, repeat(typ, len(elems)))
+}
+
+// end commits or rolls back the transaction begin opened.
+func (p *Plugin) end(db *gorm.DB) {
+	key := stateKey{db.Statement}
+	v, ok := db.Statement.Settings.LoadAndDelete(key)
+	if !ok {
+		return
+	}
+	if v.(*stmtState).startedTx {
+		if db.Error != nil {
+			db.Rollback()
+		} else {
+			db.Commit()
+		}
+		db.Statement.ConnPool = db.ConnPool
+	}
+}
+
+// emit builds the events of elems (with the matching types) and writes
+// them to the outbox on the statement's transaction.
+func (p *Plugin) emit(db *gorm.DB, m *model, elems []reflect.Value, types []string) {
+	if len(elems) == 0 {
+		return
+	}
+	stmt := db.Statement
+	if !inTransaction(stmt.ConnPool) {
+		_ = db.AddError(fmt.Errorf("gormoutbox: %s: not in a transaction, refusing a non-atomic write", m.name))
+		return
+	}
+	ctx := stmt.Context
+	headers := p.headers(ctx, "application/json", m.version)
+	now := p.cfg.Now().UTC()
+	recs := make([]dialects.Record, len(elems))
+	for i, e := range elems {
+		r, err := p.entityRecord(ctx, m, types[i], e, now, headers)
+		if err != nil {
+			_ = db.AddError(err)
+			return
+		}
+		recs[i] = r
+	}
+	if err := p.dialect.Insert(ctx, stmt.ConnPool, p.table, recs); err != nil {
+		_ = db.AddError(fmt.Errorf("gormoutbox: %s: %w", m.name, err))
+	}
+}
+
+func (p *Plugin) headers(ctx context.Context, contentType, version string) map[string]string {
+	h := make(map[string]string, 4)
+	h["content-type"] = contentType
+	if version != "" {
+		h["schema-version"] = version
+	}
+	p.cfg.Propagator.Inject(ctx, propagation.MapCarrier(h))
+	return h
+}
+
+func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e reflect.Value, now time.Time, headers map[string]string) (dialects.Record, error) {
+	payload, err := m.enc.encode(e)
+	if err != nil {
+		return dialects.Record{}, err
+	}
+	pk := fieldValues(ctx, m.pkFields, e)
+	aggID := keyString(pk)
+	key := aggID
+	if !sameFields(m.keyFields, m.pkFields) {
+		key = keyString(fieldValues(ctx, m.keyFields, e))
+	}
+	if len(key) > MaxKeyLen {
+		return dialects.Record{}, fmt.Errorf("%w: model %s row %s: message key is %d bytes, over the limit of %d",
+			ErrInvalidEvent, m.name, aggID, len(key), MaxKeyLen)
+	}
+	return dialects.Record{
+		EventID:       p.ids.New(),
+		Topic:         m.topic,
+		Key:           []byte(key),
+		EventType:     typ,
+		AggregateType: m.aggregateType,
+		AggregateID:   aggID,
+		Payload:       payload,
+		Headers:       headers,
+		Shard:         p.shard([]byte(key)),
+		CreatedAt:     now,
+		AvailableAt:   now,
+	}, nil
+}
+
+func (p *Plugin) shard(key []byte) int {
+	return int(dialects.HashKey(key) % uint32(p.cfg.Shards))
+}
+
+// load reads the rows of m with the given primary keys, on the statement's
+// transaction, into fresh model values keyed by keyString. scoped applies
+// the model's default query scopes (soft delete); lock reads FOR UPDATE.
+func (p *Plugin) load(db *gorm.DB, m *model, keys [][]any, scoped, lock bool) (map[string]reflect.Value, error) {
+	out := make(map[string]reflect.Value, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), dialects.MaxInsertRows)
+		chunk := keys[:n]
+		keys = keys[n:]
+
+		q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
+		st := q.Statement
+		st.ConnPool = db.Statement.ConnPool
+		st.Context = db.Statement.Context
+		slice := reflect.New(reflect.SliceOf(m.schema.ModelType))
+		st.Dest, st.Model, st.Schema = slice.Interface(), slice.Interface(), m.schema
+		st.Unscoped = !scoped
+		if scoped {
+			for _, c := range m.schema.QueryClauses {
+				st.AddClause(c)
+			}
+		}
+		col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, chunk)
+		st.AddClause(clause.Where{Exprs: []clause.Expression{clause.IN{Column: col, Values: vals}}})
+		if lock {
+			st.AddClause(clause.Locking{Strength: clause.LockingStrengthUpdate})
+		}
+		st.AddClauseIfNotExists(clause.Select{})
+		st.AddClauseIfNotExists(clause.From{})
+		st.Build("SELECT", "FROM", "WHERE", "FOR")
+		rows, err := st.ConnPool.QueryContext(st.Context, st.SQL.String(), st.Vars...)
+		if err != nil {
+			return nil, err
+		}
+		st.ReflectValue = slice.Elem()
+		gorm.Scan(rows, q, 0)
+		cerr := rows.Close()
+		if q.Error != nil {
+			return nil, q.Error
+		}
+		if cerr != nil {
+			return nil, cerr
+		}
+		sv := slice.Elem()
+		for i := 0; i < sv.Len(); i++ {
+			e := sv.Index(i)
+			out[keyString(fieldValues(st.Context, m.pkFields, e))] = e
+		}
+	}
+	return out, nil
+}
+
+// needsReload reports whether a created entity still lacks values the
+// database computed (defaults that are expressions), which only a read
+// after the insert can fill in where INSERT … RETURNING is not used.
+func (m *model) needsReload(ctx context.Context, elems []reflect.Value) bool {
+	for _, f := range m.dbDefaults {
+		for _, e := range elems {
+			if _, zero := f.ValueOf(ctx, e); zero {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// keysOf returns the primary key values of elems; complete is false when a
+// key is zero (the entity does not identify a row).
+func (m *model) keysOf(ctx context.Context, elems []reflect.Value) (keys [][]any, complete bool) {
+	keys = make([][]any, 0, len(elems))
+	for _, e := range elems {
+		k := make([]any, len(m.pkFields))
+		for i, f := range m.pkFields {
+			v, zero := f.ValueOf(ctx, e)
+			if zero {
+				return keys, false
+			}
+			k[i] = v
+		}
+		keys = append(keys, k)
+	}
+	return keys, true
+}
+
+func fieldValues(ctx context.Context, fields []*schema.Field, e reflect.Value) []any {
+	vs := make([]any, len(fields))
+	for i, f := range fields {
+		vs[i], _ = f.ValueOf(ctx, e)
+	}
+	return vs
+}
+
+func sameFields(a, b []*schema.Field) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// keyString renders key values as a message key / aggregate id: the value
+// itself for a single column, a JSON array of the values for several.
+func keyString(vals []any) string {
+	if len(vals) == 1 {
+		return formatKey(vals[0])
+	}
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = formatKey(v)
+	}
+	b, _ := json.Marshal(parts)
+	return string(b)
+}
+
+func formatKey(v any) string {
+	rv := reflect.ValueOf(v)
+	for rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return ""
+		}
+		rv = rv.Elem()
+		v = rv.Interface()
+	}
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	case time.Time:
+		return x.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
+	case fmt.Stringer:
+		return x.String()
+	}
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strconv.FormatInt(rv.Int(), 10)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return strconv.FormatUint(rv.Uint(), 10)
+	case reflect.String:
+		return rv.String()
+	}
+	return fmt.Sprint(v)
+}
+
+// isEntityValue reports whether rv is a struct or a slice/array of structs
+// (or pointers to them): values that carry whole entities.
+func isEntityValue(rv reflect.Value) bool {
+	t := rv.Type()
+	switch t.Kind() {
+	case reflect.Struct:
+		return true
+	case reflect.Slice, reflect.Array:
+		et := t.Elem()
+		for et.Kind() == reflect.Pointer {
+			et = et.Elem()
+		}
+		return et.Kind() == reflect.Struct
+	}
+	return false
+}
+
+// entities returns the struct values held by rv, in order.
+func entities(rv reflect.Value) []reflect.Value {
+	switch rv.Kind() {
+	case reflect.Struct:
+		return []reflect.Value{rv}
+	case reflect.Slice, reflect.Array:
+		out := make([]reflect.Value, 0, rv.Len())
+		for i := 0; i < rv.Len(); i++ {
+			e := rv.Index(i)
+			for e.Kind() == reflect.Pointer || e.Kind() == reflect.Interface {
+				if e.IsNil() {
+					break
+				}
+				e = e.Elem()
+			}
+			if e.Kind() == reflect.Struct {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,237 @@
+// Package gormoutbox is the transactional outbox for GORM: a plugin that
+// writes an event row into the outbox table in the same database transaction
+// as every create, update and delete of a tagged model, and a Publish call
+// for domain events of your own.
+//
+// Adopting it takes three steps:
+//
+//  1. Tag the models that are event sources (see Source).
+//  2. Register the plugin: db.Use(gormoutbox.New(gormoutbox.Config{})), and
+//     create the outbox table with Plugin.Migrate.
+//  3. Run the relay, which publishes the committed rows to Kafka.
+//
+// The promise: no committed write to a tagged model without its event, and
+// no event without its committed write. A write the plugin cannot capture is
+// refused with ErrUncapturedWrite rather than committed without its event.
+package gormoutbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/mysql"
+	"github.com/go-outbox/outbox/dialects/postgres"
+	"github.com/go-outbox/outbox/internal/eventid"
+)
+
+// PluginName is the name the plugin registers under in gorm.Config.Plugins.
+const PluginName = "gormoutbox"
+
+// Defaults of Config.
+const (
+	DefaultTable  = "outbox"
+	DefaultShards = 16
+	// MaxKeyLen is the longest message key accepted, in bytes.
+	MaxKeyLen = 1024
+)
+
+// Config configures the plugin. The zero value is ready to use.
+type Config struct {
+	// Table is the outbox table, "table" or "schema.table", each part a
+	// plain identifier. Default "outbox".
+	Table string
+
+	// Shards is the number of shards rows are spread over by a hash of
+	// their message key; the relay on MySQL takes one advisory lock per
+	// shard, so it bounds how many relays share the work. The relay must
+	// be configured with the same number. Default 16.
+	Shards int
+
+	// Propagator injects the trace context of the write's context.Context
+	// into each event's headers. Default propagation.TraceContext{}, which
+	// writes the W3C "traceparent" (and "tracestate") when ctx carries a
+	// valid span context.
+	Propagator propagation.TextMapPropagator
+
+	// Dialect overrides the dialect picked from the GORM dialector's name
+	// ("postgres" or "mysql").
+	Dialect dialects.Dialect
+
+	// Logger receives the plugin's logs. Default: no logging.
+	Logger *slog.Logger
+
+	// Now returns the current time; for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// Plugin is the GORM plugin. Create it with New and register it with
+// (*gorm.DB).Use; one Plugin serves one *gorm.DB.
+type Plugin struct {
+	cfg     Config
+	table   dialects.Table
+	dialect dialects.Dialect
+	db      *gorm.DB
+	models  registry
+	ids     eventid.Generator
+	log     *slog.Logger
+	cfgErr  error
+}
+
+// New returns the plugin configured by cfg. Configuration errors are
+// reported by (*gorm.DB).Use.
+func New(cfg Config) *Plugin {
+	p := &Plugin{cfg: cfg}
+	if p.cfg.Table == "" {
+		p.cfg.Table = DefaultTable
+	}
+	if p.cfg.Shards == 0 {
+		p.cfg.Shards = DefaultShards
+	}
+	if p.cfg.Propagator == nil {
+		p.cfg.Propagator = propagation.TraceContext{}
+	}
+	if p.cfg.Now == nil {
+		p.cfg.Now = time.Now
+	}
+	p.log = p.cfg.Logger
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	t, err := dialects.ParseTable(p.cfg.Table)
+	if err != nil {
+		p.cfgErr = fmt.Errorf("%w: Table: %w", ErrInvalidConfig, err)
+	}
+	p.table = t
+	if p.cfg.Shards < 1 || p.cfg.Shards > 1<<16 {
+		p.cfgErr = errors.Join(p.cfgErr, fmt.Errorf("%w: Shards = %d, want 1..65536", ErrInvalidConfig, p.cfg.Shards))
+	}
+	return p
+}
+
+// Name implements gorm.Plugin.
+func (p *Plugin) Name() string { return PluginName }
+
+// Table returns the outbox table name.
+func (p *Plugin) Table() string { return p.table.String() }
+
+// Shards returns the configured shard count.
+func (p *Plugin) Shards() int { return p.cfg.Shards }
+
+// Dialect returns the dialect in use; nil before Initialize.
+func (p *Plugin) Dialect() dialects.Dialect { return p.dialect }
+
+// DialectFor returns the outbox dialect for a GORM dialector name, or an
+// error wrapping ErrUnsupportedDialect.
+func DialectFor(name string) (dialects.Dialect, error) {
+	switch name {
+	case "postgres", "pgx":
+		return postgres.New(), nil
+	case "mysql":
+		return mysql.New(), nil
+	}
+	return nil, fmt.Errorf("%w %q (supported: postgres, mysql)", ErrUnsupportedDialect, name)
+}
+
+// Initialize implements gorm.Plugin: it checks the configuration and the
+// dialect and registers the capture callbacks.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	if p.cfgErr != nil {
+		return p.cfgErr
+	}
+	if p.db != nil {
+		return fmt.Errorf("%w: this Plugin is already registered on a *gorm.DB; create one Plugin per *gorm.DB", ErrInvalidConfig)
+	}
+	p.dialect = p.cfg.Dialect
+	if p.dialect == nil {
+		d, err := DialectFor(db.Dialector.Name())
+		if err != nil {
+			return err
+		}
+		p.dialect = d
+	}
+	p.db = db
+	return p.register(db)
+}
+
+// Migrate creates or upgrades the outbox table. It is idempotent and safe to
+// run from several processes at once.
+func (p *Plugin) Migrate(ctx context.Context) error {
+	sqlDB, err := p.sqlDB()
+	if err != nil {
+		return err
+	}
+	return p.dialect.Migrate(ctx, sqlDB, p.table)
+}
+
+func (p *Plugin) sqlDB() (*sql.DB, error) {
+	if p.db == nil {
+		return nil, ErrNotRegistered
+	}
+	return p.db.DB()
+}
+
+// Validate parses the outbox tags of models (values or pointers to them) and
+// returns every problem found, each naming its model and field. Run it at
+// start-up to fail fast; the same checks run on a model's first write.
+// A model that is not an event source is not an error.
+func (p *Plugin) Validate(models ...any) error {
+	if p.db == nil {
+		return ErrNotRegistered
+	}
+	var errs []error
+	for _, v := range models {
+		sch, err := parseSchema(p.db, v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %T: %w", ErrInvalidTag, v, err))
+			continue
+		}
+		if _, err := p.models.lookup(sch); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsSource reports whether model is a valid, tagged event source.
+func (p *Plugin) IsSource(model any) bool {
+	if p.db == nil {
+		return false
+	}
+	sch, err := parseSchema(p.db, model)
+	if err != nil {
+		return false
+	}
+	m, err := p.models.lookup(sch)
+	return err == nil && m != nil
+}
+
+// from returns the plugin registered on db.
+func from(db *gorm.DB) (*Plugin, error) {
+	if db == nil || db.Config == nil {
+		return nil, ErrNotRegistered
+	}
+	v, ok := db.Config.Plugins[PluginName]
+	if !ok {
+		return nil, ErrNotRegistered
+	}
+	p, ok := v.(*Plugin)
+	if !ok {
+		return nil, ErrNotRegistered
+	}
+	return p, nil
+}
+
+// inTransaction reports whether pool is a transaction (GORM's own, the
+// caller's, or a prepared-statement wrapper of one).
+func inTransaction(pool gorm.ConnPool) bool {
+	c, ok := pool.(gorm.TxCommitter)
+	return ok && c != nil
+}

@@ -1,0 +1,160 @@
+package gormoutbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+// Event is a domain event of your own, written with Publish. Use it for
+// business events that span several tables or that no single row change
+// expresses ("OrderPlaced", "StockReserved").
+type Event struct {
+	// ID is the event id consumers deduplicate on. Optional: a UUIDv7 is
+	// generated when empty. When set it must be a UUID.
+	ID string
+	// Topic is the Kafka topic. Required.
+	Topic string
+	// Key is the Kafka message key; events with the same key keep their
+	// order. Empty means no key (no order, spread over partitions).
+	Key string
+	// Type names the event, e.g. "OrderPlaced". Required.
+	Type string
+	// AggregateType and AggregateID identify the entity the event is about.
+	// Optional.
+	AggregateType string
+	AggregateID   string
+	// Payload is the message value: []byte and json.RawMessage are sent as
+	// they are, a string as its bytes, anything else encoded as JSON.
+	Payload any
+	// ContentType is sent as the "content-type" header. Default
+	// "application/json" for JSON-encoded payloads and json.RawMessage,
+	// "application/octet-stream" for []byte and string.
+	ContentType string
+	// Headers are extra Kafka headers.
+	Headers map[string]string
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// Publish writes events to the outbox in tx, the transaction of the
+// business writes they belong to, so that they are committed (and later
+// sent) if and only if the transaction commits.
+//
+// tx must be a transaction (db.Transaction's argument or db.Begin()'s
+// result): outside one, Publish returns ErrNoTransaction and writes
+// nothing, since an event written apart from its business writes is the
+// dual write the outbox exists to prevent. Every event is checked before
+// any is written; an invalid one fails the call with ErrInvalidEvent,
+// naming it by its position.
+func Publish(tx *gorm.DB, events ...Event) error {
+	p, err := from(tx)
+	if err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if tx.Error != nil {
+		return fmt.Errorf("gormoutbox: Publish on a failed statement: %w", tx.Error)
+	}
+	if !inTransaction(tx.Statement.ConnPool) {
+		return fmt.Errorf("%w: call Publish with the *gorm.DB of a transaction (db.Transaction(func(tx *gorm.DB) error { ... }))", ErrNoTransaction)
+	}
+	ctx := tx.Statement.Context
+	now := p.cfg.Now().UTC()
+	recs := make([]dialects.Record, len(events))
+	for i := range events {
+		r, err := p.eventRecord(ctx, &events[i], now)
+		if err != nil {
+			return fmt.Errorf("%w: event %d (type %q, topic %q): %v", ErrInvalidEvent, i, events[i].Type, events[i].Topic, err)
+		}
+		recs[i] = r
+	}
+	if tx.Statement.DryRun {
+		return nil
+	}
+	if err := p.dialect.Insert(ctx, tx.Statement.ConnPool, p.table, recs); err != nil {
+		return fmt.Errorf("gormoutbox: publish: %w", err)
+	}
+	return nil
+}
+
+func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dialects.Record, error) {
+	if e.Topic == "" {
+		return dialects.Record{}, fmt.Errorf("Topic is required")
+	}
+	if !validTopic(e.Topic) {
+		return dialects.Record{}, fmt.Errorf("Topic %q is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])", e.Topic)
+	}
+	if e.Type == "" {
+		return dialects.Record{}, fmt.Errorf("Type is required")
+	}
+	if len(e.Key) > MaxKeyLen {
+		return dialects.Record{}, fmt.Errorf("Key is %d bytes, over the limit of %d", len(e.Key), MaxKeyLen)
+	}
+	id := e.ID
+	if id == "" {
+		id = p.ids.New()
+	} else if !uuidRE.MatchString(id) {
+		return dialects.Record{}, fmt.Errorf("ID %q is not a UUID", id)
+	}
+	var payload []byte
+	ct := "application/json"
+	switch v := e.Payload.(type) {
+	case nil:
+		payload = []byte("null")
+	case json.RawMessage:
+		if !json.Valid(v) {
+			return dialects.Record{}, fmt.Errorf("Payload is a json.RawMessage that is not valid JSON")
+		}
+		payload = v
+	case []byte:
+		payload, ct = v, "application/octet-stream"
+	case string:
+		payload, ct = []byte(v), "application/octet-stream"
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return dialects.Record{}, fmt.Errorf("%w: Payload %T: %v", ErrEncodePayload, v, err)
+		}
+		payload = b
+	}
+	if e.ContentType != "" {
+		ct = e.ContentType
+	}
+	h := p.headers(ctx, ct, "")
+	for k, v := range e.Headers {
+		if k == "" {
+			return dialects.Record{}, fmt.Errorf("Headers has an empty name")
+		}
+		h[k] = v
+	}
+	var key []byte
+	if e.Key != "" {
+		key = []byte(e.Key)
+	}
+	shardKey := key
+	if shardKey == nil {
+		shardKey = []byte(id)
+	}
+	return dialects.Record{
+		EventID:       id,
+		Topic:         e.Topic,
+		Key:           key,
+		EventType:     e.Type,
+		AggregateType: e.AggregateType,
+		AggregateID:   e.AggregateID,
+		Payload:       payload,
+		Headers:       h,
+		Shard:         p.shard(shardKey),
+		CreatedAt:     now,
+		AvailableAt:   now,
+	}, nil
+}

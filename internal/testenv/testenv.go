@@ -1,0 +1,230 @@
+// Package testenv gives tests real PostgreSQL and MySQL databases.
+//
+// The servers come from the environment, so that the suite runs against
+// your own servers:
+//
+//	OUTBOX_TEST_POSTGRES_URL  e.g. postgres://u:p@127.0.0.1:5432/db?sslmode=disable
+//	OUTBOX_TEST_MYSQL_DSN     e.g. u:p@tcp(127.0.0.1:3306)/db?parseTime=true
+//
+// When a variable is unset, testenv starts the project's own throwaway
+// server with scripts/servers.sh (idempotent, state outside the checkout)
+// and reads its address from there.
+//
+// Every Open gives the test a database of its own: a fresh schema on
+// PostgreSQL, a fresh database on MySQL, dropped when the test ends. The
+// user behind the DSN needs the right to create them.
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Environment variables read by testenv.
+const (
+	PostgresEnv = "OUTBOX_TEST_POSTGRES_URL"
+	MySQLEnv    = "OUTBOX_TEST_MYSQL_DSN"
+)
+
+// Dialect names a database the tests run on.
+type Dialect struct {
+	Name string
+	// Open returns a *gorm.DB on a fresh, empty database of this kind.
+	Open func(t testing.TB, cfg *gorm.Config) *gorm.DB
+}
+
+// Dialects returns PostgreSQL and MySQL, for table-driven tests.
+func Dialects() []Dialect {
+	return []Dialect{{"postgres", OpenPostgres}, {"mysql", OpenMySQL}}
+}
+
+var (
+	startMu sync.Mutex
+	started = map[string]map[string]string{}
+)
+
+// RepoRoot returns the root of the checkout (the directory with go.mod).
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// serverEnv returns the value of key, starting the project's server for
+// it when the variable is unset.
+func serverEnv(t testing.TB, key, server string) string {
+	t.Helper()
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	startMu.Lock()
+	defer startMu.Unlock()
+	if env, ok := started[server]; ok {
+		return env[key]
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	script := filepath.Join(root, "scripts", "servers.sh")
+	var out bytes.Buffer
+	cmd := exec.Command("bash", script, "up", server)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("testenv: %s is unset and starting the project's %s server failed (%v):\n%s", key, server, err, out.String())
+	}
+	envOut, err := exec.Command("bash", script, "env").Output()
+	if err != nil {
+		t.Fatalf("testenv: %s env: %v", script, err)
+	}
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(envOut))
+	for sc.Scan() {
+		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = strings.Trim(v, `"'`)
+		}
+	}
+	started[server] = env
+	if env[key] == "" {
+		t.Fatalf("testenv: %s env printed no %s", script, key)
+	}
+	return env[key]
+}
+
+func randomName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+func gormConfig(cfg *gorm.Config) *gorm.Config {
+	if cfg == nil {
+		cfg = &gorm.Config{}
+	}
+	if cfg.Logger == nil {
+		level := logger.Silent
+		if os.Getenv("OUTBOX_TEST_SQL_LOG") != "" {
+			level = logger.Info
+		}
+		cfg.Logger = logger.Default.LogMode(level)
+	}
+	return cfg
+}
+
+// PostgresURL returns the base server URL (no per-test schema).
+func PostgresURL(t testing.TB) string {
+	return serverEnv(t, PostgresEnv, "postgres")
+}
+
+// MySQLDSN returns the base server DSN (no per-test database).
+func MySQLDSN(t testing.TB) string {
+	return serverEnv(t, MySQLEnv, "mysql")
+}
+
+// OpenPostgres returns a *gorm.DB whose search_path is a fresh schema,
+// dropped with everything in it when the test ends.
+func OpenPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
+	t.Helper()
+	base := PostgresURL(t)
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", PostgresEnv, err)
+	}
+	defer admin.Close()
+	schemaName := randomName("t_")
+	if _, err := admin.Exec(`CREATE SCHEMA ` + schemaName); err != nil {
+		t.Fatalf("testenv: create schema on PostgreSQL (%s): %v", PostgresEnv, err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("testenv: %s is not a URL: %v", PostgresEnv, err)
+	}
+	q := u.Query()
+	q.Set("search_path", schemaName)
+	u.RawQuery = q.Encode()
+	db, err := gorm.Open(postgres.Open(u.String()), gormConfig(cfg))
+	if err != nil {
+		t.Fatalf("testenv: gorm.Open postgres: %v", err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		_, _ = admin.Exec(`DROP SCHEMA ` + schemaName + ` CASCADE`)
+	})
+	return db
+}
+
+// OpenMySQL returns a *gorm.DB on a fresh database, dropped when the test
+// ends. It opens MariaDB with DisableWithReturning so that it behaves like
+// MySQL 8, which has no RETURNING.
+func OpenMySQL(t testing.TB, cfg *gorm.Config) *gorm.DB {
+	t.Helper()
+	base := MySQLDSN(t)
+	mc, err := gomysql.ParseDSN(base)
+	if err != nil {
+		t.Fatalf("testenv: %s: %v", MySQLEnv, err)
+	}
+	mc.ParseTime = true
+	admin, err := sql.Open("mysql", mc.FormatDSN())
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", MySQLEnv, err)
+	}
+	defer admin.Close()
+	dbName := randomName("t_")
+	if _, err := admin.Exec(`CREATE DATABASE ` + dbName + ` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`); err != nil {
+		t.Fatalf("testenv: create database on MySQL (%s): %v", MySQLEnv, err)
+	}
+	mc.DBName = dbName
+	db, err := gorm.Open(mysql.New(mysql.Config{DSN: mc.FormatDSN(), DisableWithReturning: true}), gormConfig(cfg))
+	if err != nil {
+		t.Fatalf("testenv: gorm.Open mysql: %v", err)
+	}
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+		mc.DBName = ""
+		admin, err := sql.Open("mysql", mc.FormatDSN())
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		_, _ = admin.Exec(`DROP DATABASE IF EXISTS ` + dbName)
+	})
+	return db
+}
