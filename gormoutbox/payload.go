@@ -1,6 +1,7 @@
 package gormoutbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -114,9 +115,11 @@ func dropMembers(b []byte, drop map[string]bool) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		var key string
-		if err := json.Unmarshal(b[start:kEnd], &key); err != nil {
-			return nil, err
+		key := string(b[start+1 : kEnd-1])
+		if bytes.IndexByte(b[start:kEnd], '\\') >= 0 {
+			if err := json.Unmarshal(b[start:kEnd], &key); err != nil {
+				return nil, err
+			}
 		}
 		if kEnd >= len(b) || b[kEnd] != ':' {
 			return nil, errors.New("malformed JSON object")

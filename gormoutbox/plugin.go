@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -154,6 +156,13 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		d, err := DialectFor(db.Dialector.Name())
 		if err != nil {
 			return err
+		}
+		if pg, ok := d.(postgres.Dialect); ok {
+			// Array binds (unnest) need pgx, GORM's default PostgreSQL driver.
+			if sqlDB, err := db.DB(); err == nil {
+				pg.Unnest = strings.Contains(reflect.TypeOf(sqlDB.Driver()).String(), "stdlib")
+			}
+			d = pg
 		}
 		p.dialect = d
 	}

@@ -3,6 +3,7 @@ package gormoutbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -88,22 +89,22 @@ func Publish(tx *gorm.DB, events ...Event) error {
 
 func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dialects.Record, error) {
 	if e.Topic == "" {
-		return dialects.Record{}, fmt.Errorf("Topic is required")
+		return dialects.Record{}, errors.New("no Topic given")
 	}
 	if !validTopic(e.Topic) {
-		return dialects.Record{}, fmt.Errorf("Topic %q is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])", e.Topic)
+		return dialects.Record{}, fmt.Errorf("topic %q is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])", e.Topic)
 	}
 	if e.Type == "" {
-		return dialects.Record{}, fmt.Errorf("Type is required")
+		return dialects.Record{}, errors.New("no Type given")
 	}
 	if len(e.Key) > MaxKeyLen {
-		return dialects.Record{}, fmt.Errorf("Key is %d bytes, over the limit of %d", len(e.Key), MaxKeyLen)
+		return dialects.Record{}, fmt.Errorf("key is %d bytes, over the limit of %d", len(e.Key), MaxKeyLen)
 	}
 	id := e.ID
 	if id == "" {
 		id = p.ids.New()
 	} else if !uuidRE.MatchString(id) {
-		return dialects.Record{}, fmt.Errorf("ID %q is not a UUID", id)
+		return dialects.Record{}, fmt.Errorf("event id %q is not a UUID", id)
 	}
 	var payload []byte
 	ct := "application/json"
@@ -112,7 +113,7 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 		payload = []byte("null")
 	case json.RawMessage:
 		if !json.Valid(v) {
-			return dialects.Record{}, fmt.Errorf("Payload is a json.RawMessage that is not valid JSON")
+			return dialects.Record{}, errors.New("payload is a json.RawMessage that is not valid JSON")
 		}
 		payload = v
 	case []byte:
@@ -122,7 +123,7 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 	default:
 		b, err := json.Marshal(v)
 		if err != nil {
-			return dialects.Record{}, fmt.Errorf("%w: Payload %T: %v", ErrEncodePayload, v, err)
+			return dialects.Record{}, fmt.Errorf("%w: payload %T: %v", ErrEncodePayload, v, err)
 		}
 		payload = b
 	}
@@ -132,7 +133,7 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 	h := p.headers(ctx, ct, "")
 	for k, v := range e.Headers {
 		if k == "" {
-			return dialects.Record{}, fmt.Errorf("Headers has an empty name")
+			return dialects.Record{}, errors.New("a header has an empty name")
 		}
 		h[k] = v
 	}

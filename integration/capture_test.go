@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
+	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
@@ -19,7 +20,10 @@ var errRollback = errors.New("roll back, please")
 
 func TestCreateOneAndSlice(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
-		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Inventory{})
+		db, p := setup(t, d, nil, gormoutbox.Config{}, &Inventory{})
+		if pg, ok := p.Dialect().(postgres.Dialect); ok && !pg.Unnest {
+			t.Errorf("PostgreSQL over pgx should insert with unnest")
+		}
 		one := Inventory{SKU: "sku-1", Quantity: 5, CostPrice: 99}
 		if err := db.Create(&one).Error; err != nil {
 			t.Fatal(err)

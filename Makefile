@@ -1,0 +1,53 @@
+# go-outbox developer tasks. Run "make" (or "make help") to list them.
+#
+# Local servers keep their state in $(OUTBOX_STATE_DIR) (default
+# /var/tmp/go-outbox), outside the checkout; see scripts/servers.sh.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Pinned: the newest release on the module proxy when this was written.
+STATICCHECK_VERSION := v0.8.2
+
+# Services for up/down, e.g. make up SERVICES="postgres broker"
+SERVICES ?=
+
+.PHONY: help up down status env test demo demo-mysql bench lint
+
+help: ## List the targets (default)
+	@echo "Usage: make <target>"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+up: ## Start local PostgreSQL + MariaDB, or SERVICES="postgres mysql broker" (scripts/servers.sh up)
+	scripts/servers.sh up $(SERVICES)
+
+down: ## Stop the local servers, or just SERVICES="..." (scripts/servers.sh down)
+	scripts/servers.sh down $(SERVICES)
+
+status: ## Show which local servers are running, their ports and the env file
+	@scripts/servers.sh status
+
+env: ## Print the env file (OUTBOX_TEST_POSTGRES_URL, OUTBOX_TEST_MYSQL_DSN, ...)
+	@scripts/servers.sh env
+
+test: ## Start servers, go vet, go test -race ./... (scripts/test.sh)
+	scripts/test.sh
+
+demo: ## Start PostgreSQL + kfake broker and run examples/postgres (scripts/demo.sh)
+	scripts/demo.sh
+
+demo-mysql: ## Start MariaDB and run examples/mysql (scripts/demo.sh mysql)
+	scripts/demo.sh mysql
+
+bench: ## Start servers and run the benchmarks (scripts/bench.sh)
+	scripts/bench.sh
+
+lint: ## gofmt -l check, go vet and staticcheck (pinned version)
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; \
+	fi
+	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...

@@ -1,0 +1,111 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/internal/testenv"
+)
+
+// BenchInventory is the tagged model of the capture benchmark.
+type BenchInventory struct {
+	gormoutbox.Source `outbox:"topic:inventory"`
+	ID                uint   `gorm:"primaryKey"`
+	SKU               string `gorm:"size:64" outbox:"key"`
+	Quantity          int
+	CostPrice         int `outbox:"-"`
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+// BenchPlainInventory is the same model, untagged.
+type BenchPlainInventory struct {
+	ID        uint   `gorm:"primaryKey"`
+	SKU       string `gorm:"size:64"`
+	Quantity  int
+	CostPrice int
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// BenchmarkCaptureOverhead compares, in one run, GORM writes of a tagged
+// model (entity + outbox rows in one transaction) with the same writes of
+// an untagged model. Iterations alternate between the two so that drift in
+// the server's speed hits both alike. Reported: ns per write of each and
+// their ratio (tagged ÷ untagged).
+func BenchmarkCaptureOverhead(b *testing.B) {
+	for _, d := range testenv.Dialects() {
+		b.Run(d.Name, func(b *testing.B) {
+			db := d.Open(b, nil)
+			p := gormoutbox.New(gormoutbox.Config{})
+			if err := db.Use(p); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.Migrate(b.Context()); err != nil {
+				b.Fatal(err)
+			}
+			if err := db.AutoMigrate(&BenchInventory{}, &BenchPlainInventory{}); err != nil {
+				b.Fatal(err)
+			}
+			for _, size := range []int{1, 100} {
+				b.Run(fmt.Sprintf("rows=%d", size), func(b *testing.B) {
+					benchPair(b, db, size)
+				})
+			}
+		})
+	}
+}
+
+func benchPair(b *testing.B, db *gorm.DB, size int) {
+	tagged := func(i int) error {
+		if size == 1 {
+			return db.Create(&BenchInventory{SKU: fmt.Sprint("sku-", i), Quantity: i, CostPrice: 1}).Error
+		}
+		rows := make([]BenchInventory, size)
+		for j := range rows {
+			rows[j] = BenchInventory{SKU: fmt.Sprint("sku-", i, "-", j), Quantity: j, CostPrice: 1}
+		}
+		return db.Create(&rows).Error
+	}
+	plain := func(i int) error {
+		if size == 1 {
+			return db.Create(&BenchPlainInventory{SKU: fmt.Sprint("sku-", i), Quantity: i, CostPrice: 1}).Error
+		}
+		rows := make([]BenchPlainInventory, size)
+		for j := range rows {
+			rows[j] = BenchPlainInventory{SKU: fmt.Sprint("sku-", i, "-", j), Quantity: j, CostPrice: 1}
+		}
+		return db.Create(&rows).Error
+	}
+	// Warm both paths (connections, prepared statements, schema caches).
+	for i := 0; i < 20; i++ {
+		if err := tagged(-i); err != nil {
+			b.Fatal(err)
+		}
+		if err := plain(-i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var tTagged, tPlain time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := time.Now()
+		if err := plain(i); err != nil {
+			b.Fatal(err)
+		}
+		m := time.Now()
+		if err := tagged(i); err != nil {
+			b.Fatal(err)
+		}
+		tPlain += m.Sub(s)
+		tTagged += time.Since(m)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(tPlain.Nanoseconds())/float64(b.N), "untagged-ns/op")
+	b.ReportMetric(float64(tTagged.Nanoseconds())/float64(b.N), "tagged-ns/op")
+	b.ReportMetric(float64(tTagged)/float64(tPlain), "tagged/untagged")
+}

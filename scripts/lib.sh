@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# Helpers shared by scripts/test.sh, demo.sh and bench.sh. Source it; do not run it.
+
+# load_outbox_env [REQUIRED_VAR...]: export the KEY='value' lines of the env
+# file written by "servers.sh up" (see "servers.sh env"), but never override
+# a variable the caller already set. Fails if a REQUIRED_VAR ends up unset.
+load_outbox_env() {
+	local servers content="" line key missing=()
+	servers="$(dirname "${BASH_SOURCE[0]}")/servers.sh"
+	if ! content=$("$servers" env 2>/dev/null); then
+		content=""
+	fi
+	while IFS= read -r line; do
+		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)= ]] || continue
+		key=${BASH_REMATCH[1]}
+		if [ -z "${!key:-}" ]; then
+			eval "export $line"
+		fi
+	done <<<"$content"
+	for key in "$@"; do
+		[ -n "${!key:-}" ] || missing+=("$key")
+	done
+	if [ "${#missing[@]}" -gt 0 ]; then
+		echo "ERROR: ${missing[*]} not set and not in the env file; did '$servers up' succeed? (see '$servers status')" >&2
+		return 1
+	fi
+}
+
+# servers_up_unless_set: start PostgreSQL and/or MariaDB unless the user
+# already points the tests at their own servers via the env variables.
+servers_up_unless_set() {
+	local services=()
+	[ -n "${OUTBOX_TEST_POSTGRES_URL:-}" ] || services+=(postgres)
+	[ -n "${OUTBOX_TEST_MYSQL_DSN:-}" ] || services+=(mysql)
+	if [ "${#services[@]}" -gt 0 ]; then
+		"$(dirname "${BASH_SOURCE[0]}")/servers.sh" up "${services[@]}"
+	else
+		echo "[servers] OUTBOX_TEST_POSTGRES_URL and OUTBOX_TEST_MYSQL_DSN are set; not starting local servers" >&2
+	fi
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run the whole test suite against local servers (see scripts/servers.sh).
+#
+# If OUTBOX_TEST_POSTGRES_URL / OUTBOX_TEST_MYSQL_DSN are already set, those
+# servers are used and nothing is started for them.
+# Extra arguments replace the package list, e.g.: scripts/test.sh -run TestFoo ./gormoutbox/...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+servers_up_unless_set
+load_outbox_env OUTBOX_TEST_POSTGRES_URL OUTBOX_TEST_MYSQL_DSN
+
+echo "+ go vet ./..." >&2
+go vet ./...
+if [ "$#" -eq 0 ]; then set -- ./...; fi
+echo "+ go test -race -count=1 -timeout 12m $*" >&2
+go test -race -count=1 -timeout 12m "$@"
