@@ -82,28 +82,36 @@ func RepoRoot() (string, error) {
 // it when the variable is unset.
 func serverEnv(t testing.TB, key, server string) string {
 	t.Helper()
+	v, err := lookupServer(key, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func lookupServer(key, server string) (string, error) {
 	if v := os.Getenv(key); v != "" {
-		return v
+		return v, nil
 	}
 	startMu.Lock()
 	defer startMu.Unlock()
 	if env, ok := started[server]; ok {
-		return env[key]
+		return env[key], nil
 	}
 	root, err := RepoRoot()
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		return "", fmt.Errorf("testenv: %v", err)
 	}
 	script := filepath.Join(root, "scripts", "servers.sh")
 	var out bytes.Buffer
 	cmd := exec.Command("bash", script, "up", server)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("testenv: %s is unset and starting the project's %s server failed (%v):\n%s", key, server, err, out.String())
+		return "", fmt.Errorf("testenv: %s is unset and starting the project's %s server failed (%v):\n%s", key, server, err, out.String())
 	}
 	envOut, err := exec.Command("bash", script, "env").Output()
 	if err != nil {
-		t.Fatalf("testenv: %s env: %v", script, err)
+		return "", fmt.Errorf("testenv: %s env: %v", script, err)
 	}
 	env := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(envOut))
@@ -115,9 +123,9 @@ func serverEnv(t testing.TB, key, server string) string {
 	}
 	started[server] = env
 	if env[key] == "" {
-		t.Fatalf("testenv: %s env printed no %s", script, key)
+		return "", fmt.Errorf("testenv: %s env printed no %s", script, key)
 	}
-	return env[key]
+	return env[key], nil
 }
 
 func randomName(prefix string) string {
@@ -154,28 +162,42 @@ func MySQLDSN(t testing.TB) string {
 // dropped with everything in it when the test ends.
 func OpenPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
 	t.Helper()
-	base := PostgresURL(t)
+	db, cleanup, err := NewPostgres(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	return db
+}
+
+// NewPostgres is OpenPostgres for code without a testing.TB (Example
+// functions): the caller runs cleanup when done.
+func NewPostgres(cfg *gorm.Config) (*gorm.DB, func(), error) {
+	base, err := lookupServer(PostgresEnv, "postgres")
+	if err != nil {
+		return nil, nil, err
+	}
 	admin, err := sql.Open("pgx", base)
 	if err != nil {
-		t.Fatalf("testenv: open %s: %v", PostgresEnv, err)
+		return nil, nil, fmt.Errorf("testenv: open %s: %v", PostgresEnv, err)
 	}
 	defer admin.Close()
 	schemaName := randomName("t_")
 	if _, err := admin.Exec(`CREATE SCHEMA ` + schemaName); err != nil {
-		t.Fatalf("testenv: create schema on PostgreSQL (%s): %v", PostgresEnv, err)
+		return nil, nil, fmt.Errorf("testenv: create schema on PostgreSQL (%s): %v", PostgresEnv, err)
 	}
 	u, err := url.Parse(base)
 	if err != nil {
-		t.Fatalf("testenv: %s is not a URL: %v", PostgresEnv, err)
+		return nil, nil, fmt.Errorf("testenv: %s is not a URL: %v", PostgresEnv, err)
 	}
 	q := u.Query()
 	q.Set("search_path", schemaName)
 	u.RawQuery = q.Encode()
 	db, err := gorm.Open(postgres.Open(u.String()), gormConfig(cfg))
 	if err != nil {
-		t.Fatalf("testenv: gorm.Open postgres: %v", err)
+		return nil, nil, fmt.Errorf("testenv: gorm.Open postgres: %v", err)
 	}
-	t.Cleanup(func() {
+	return db, func() {
 		if sqlDB, err := db.DB(); err == nil {
 			sqlDB.Close()
 		}
@@ -185,8 +207,7 @@ func OpenPostgres(t testing.TB, cfg *gorm.Config) *gorm.DB {
 		}
 		defer admin.Close()
 		_, _ = admin.Exec(`DROP SCHEMA ` + schemaName + ` CASCADE`)
-	})
-	return db
+	}, nil
 }
 
 // OpenMySQL returns a *gorm.DB on a fresh database, dropped when the test
