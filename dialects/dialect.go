@@ -12,6 +12,7 @@ package dialects
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -255,4 +256,17 @@ func HashKey(b []byte) uint32 {
 		h *= 16777619
 	}
 	return h
+}
+
+// EncodeHeaders encodes headers for the JSON headers column ("{}" when
+// there are none).
+func EncodeHeaders(h map[string]string) (any, error) {
+	if len(h) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
 }

@@ -318,7 +318,43 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 			elems[i] = row
 		}
 	}
+	if p.dialect.Name() == "postgres" && len(m.timeFields) > 0 {
+		elems = m.roundTimes(stmt.Context, elems)
+	}
 	p.emit(db, m, elems, repeat(m.createType, len(elems)))
+}
+
+// roundTimes returns copies of elems whose time values are cut to the
+// microsecond as PostgreSQL stores them (pgx sends whole microseconds,
+// truncating), so that a create's payload shows the committed values, not
+// the nanoseconds the struct holds (GORM's NowFunc keeps them on
+// PostgreSQL).
+func (m *model) roundTimes(ctx context.Context, elems []reflect.Value) []reflect.Value {
+	out := make([]reflect.Value, len(elems))
+	for i, e := range elems {
+		c := reflect.New(e.Type()).Elem()
+		c.Set(e)
+		for _, f := range m.timeFields {
+			v, zero := f.ValueOf(ctx, c)
+			if zero {
+				continue
+			}
+			var t time.Time
+			switch x := v.(type) {
+			case time.Time:
+				t = x
+			case *time.Time:
+				t = *x
+			default:
+				continue
+			}
+			if r := t.Truncate(time.Microsecond); !r.Equal(t) {
+				_ = f.Set(ctx, c, r)
+			}
+		}
+		out[i] = c
+	}
+	return out
 }
 
 func (p *Plugin) captureUpdate(db *gorm.DB) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
@@ -48,7 +49,10 @@ import (
 // Source has no fields: it adds no column and nothing to the JSON payload.
 type Source struct{}
 
-var sourceType = reflect.TypeOf(Source{})
+var (
+	sourceType = reflect.TypeOf(Source{})
+	timeType   = reflect.TypeOf(time.Time{})
+)
 
 type op uint8
 
@@ -89,6 +93,9 @@ type model struct {
 	// dbDefaults are fields whose default the database computes (not a
 	// literal GORM can fill in); without RETURNING they need a reload.
 	dbDefaults []*schema.Field
+	// timeFields hold time.Time or *time.Time values, which PostgreSQL
+	// stores rounded to the microsecond.
+	timeFields []*schema.Field
 	enc        encoder
 }
 
@@ -272,6 +279,11 @@ func parseModel(sch *schema.Schema) (*model, error) {
 	for _, f := range sch.Fields {
 		if f.HasDefaultValue && f.DefaultValueInterface == nil && f.DBName != "" && f != sch.PrioritizedPrimaryField {
 			m.dbDefaults = append(m.dbDefaults, f)
+		}
+	}
+	for _, f := range sch.Fields {
+		if f.DBName != "" && f.IndirectFieldType == timeType {
+			m.timeFields = append(m.timeFields, f)
 		}
 	}
 	enc, err := newEncoder(sch, name, excluded)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
@@ -54,8 +55,14 @@ func TestCreateOneAndSlice(t *testing.T) {
 		if rows[0].Headers["content-type"] != "application/json" {
 			t.Errorf("headers %v: want content-type application/json", rows[0].Headers)
 		}
-		if _, ok := rows[0].Payload["CreatedAt"]; !ok {
-			t.Errorf("payload %s lacks CreatedAt", rows[0].RawPayload)
+		// The payload's timestamps are the committed ones, at the column's precision.
+		var stored Inventory
+		if err := db.First(&stored, one.ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		created, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rows[0].Payload["CreatedAt"]))
+		if err != nil || !created.Equal(stored.CreatedAt) {
+			t.Errorf("payload CreatedAt %v (%v), stored %v", rows[0].Payload["CreatedAt"], err, stored.CreatedAt)
 		}
 		if n := count(t, db, &Inventory{}); n != 6 {
 			t.Fatalf("%d inventory rows, want 6", n)

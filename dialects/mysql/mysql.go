@@ -11,7 +11,6 @@ package mysql
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -147,16 +146,5 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 				recs[i].EventID, len(recs[i].Key), MaxKeyLen)
 		}
 	}
-	return dialects.InsertChunked(ctx, d, q, t, recs, encodeHeaders)
-}
-
-func encodeHeaders(h map[string]string) (any, error) {
-	if len(h) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(h)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
+	return dialects.InsertChunked(ctx, d, q, t, recs, dialects.EncodeHeaders)
 }

@@ -10,7 +10,6 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -154,7 +153,7 @@ func (d Dialect) SchemaVersion(ctx context.Context, db *sql.DB, t dialects.Table
 // Insert implements dialects.Dialect.
 func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table, recs []dialects.Record) error {
 	if !d.Unnest {
-		return dialects.InsertChunked(ctx, d, q, t, recs, encodeHeaders)
+		return dialects.InsertChunked(ctx, d, q, t, recs, dialects.EncodeHeaders)
 	}
 	n := len(recs)
 	var (
@@ -179,7 +178,7 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 		shards[i], avail[i], created[i] = int32(r.Shard), r.AvailableAt, r.CreatedAt
 		// Records of one statement share their headers map: encode it once.
 		if lastH == nil || !sameMap(lastH, r.Headers) {
-			h, err := encodeHeaders(r.Headers)
+			h, err := dialects.EncodeHeaders(r.Headers)
 			if err != nil {
 				return fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
 			}
@@ -200,15 +199,4 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[]
 // sameMap reports whether a and b are the same map (not merely equal).
 func sameMap(a, b map[string]string) bool {
 	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
-}
-
-func encodeHeaders(h map[string]string) (any, error) {
-	if len(h) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(h)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
 }
