@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"context"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/internal/testenv"
+)
+
+func TestMigrateIsVersionedAndIdempotent(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db := d.Open(t, nil)
+		p := gormoutbox.New(gormoutbox.Config{Table: "events_outbox"})
+		if err := db.Use(p); err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, _ := db.DB()
+		ctx := context.Background()
+		tbl, _ := dialects.ParseTable("events_outbox")
+		if v, err := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); err != nil || v != 0 {
+			t.Fatalf("version before Migrate = %d, %v; want 0", v, err)
+		}
+		for i := 0; i < 3; i++ {
+			if err := p.Migrate(ctx); err != nil {
+				t.Fatalf("Migrate #%d: %v", i+1, err)
+			}
+		}
+		if v, err := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); err != nil || v != 1 {
+			t.Fatalf("version after Migrate = %d, %v; want 1", v, err)
+		}
+		var n int64
+		if err := db.Table("events_outbox_migrations").Count(&n).Error; err != nil || n != 1 {
+			t.Fatalf("migrations rows = %d, %v; want 1", n, err)
+		}
+		// The configured table is the one written.
+		if err := db.AutoMigrate(&Inventory{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Create(&Inventory{SKU: "t"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		checkRows(t, readOutbox(t, db, "events_outbox"), want{Type: "InventoryCreated", Key: "t"})
+		if db.Migrator().HasTable("outbox") {
+			t.Fatal("default outbox table created although another was configured")
+		}
+	})
+}
+
+func TestPrepareStmt(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		for _, mode := range []string{"global", "session"} {
+			t.Run(mode, func(t *testing.T) {
+				db, _ := setup(t, d, &gorm.Config{PrepareStmt: mode == "global"}, gormoutbox.Config{}, &Inventory{})
+				w := db
+				if mode == "session" {
+					w = db.Session(&gorm.Session{PrepareStmt: true})
+				}
+				for i := 0; i < 3; i++ { // the same statements again, from the statement cache
+					inv := Inventory{SKU: "p" + string(rune('a'+i)), Quantity: i}
+					if err := w.Create(&inv).Error; err != nil {
+						t.Fatal(err)
+					}
+					if err := w.Model(&inv).Update("quantity", gorm.Expr("quantity + ?", 10)).Error; err != nil {
+						t.Fatal(err)
+					}
+				}
+				err := w.Transaction(func(tx *gorm.DB) error {
+					if err := tx.Create(&[]Inventory{{SKU: "b1"}, {SKU: "b2"}}).Error; err != nil {
+						return err
+					}
+					return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "t", Type: "Batch"})
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkRows(t, readOutbox(t, db, ""),
+					want{Key: "pa"}, want{Key: "pa", Type: "InventoryUpdated", Payload: map[string]any{"Quantity": 10}},
+					want{Key: "pb"}, want{Key: "pb", Payload: map[string]any{"Quantity": 11}},
+					want{Key: "pc"}, want{Key: "pc", Payload: map[string]any{"Quantity": 12}},
+					want{Key: "b1"}, want{Key: "b2"}, want{Type: "Batch"})
+			})
+		}
+	})
+}
