@@ -680,6 +680,9 @@ func formatKey(v any) string {
 // isEntityValue reports whether rv is a struct or a slice/array of structs
 // (or pointers to them): values that carry whole entities.
 func isEntityValue(rv reflect.Value) bool {
+	if !rv.IsValid() {
+		return false
+	}
 	t := rv.Type()
 	switch t.Kind() {
 	case reflect.Struct:
