@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -182,13 +183,13 @@ func InsertSQL(d Dialect, table Table, n int) string {
 	return b.String()
 }
 
-// InsertArgs flattens recs into bind arguments in Columns order. headers
-// encodes a record's headers (the JSON column).
-func InsertArgs(recs []Record, headers func(map[string]string) (any, error)) ([]any, error) {
+// InsertArgs flattens recs into bind arguments in Columns order.
+func InsertArgs(recs []Record) ([]any, error) {
 	args := make([]any, 0, len(recs)*len(Columns))
+	var he HeadersEncoder
 	for i := range recs {
 		r := &recs[i]
-		h, err := headers(r.Headers)
+		h, err := he.Encode(r.Headers)
 		if err != nil {
 			return nil, fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
 		}
@@ -203,11 +204,10 @@ func InsertArgs(recs []Record, headers func(map[string]string) (any, error)) ([]
 }
 
 // InsertChunked runs Insert in chunks of MaxInsertRows, in order.
-func InsertChunked(ctx context.Context, d Dialect, q Execer, table Table, recs []Record,
-	headers func(map[string]string) (any, error)) error {
+func InsertChunked(ctx context.Context, d Dialect, q Execer, table Table, recs []Record) error {
 	for len(recs) > 0 {
 		n := min(len(recs), MaxInsertRows)
-		args, err := InsertArgs(recs[:n], headers)
+		args, err := InsertArgs(recs[:n])
 		if err != nil {
 			return err
 		}
@@ -258,15 +258,27 @@ func HashKey(b []byte) uint32 {
 	return h
 }
 
-// EncodeHeaders encodes headers for the JSON headers column ("{}" when
-// there are none).
-func EncodeHeaders(h map[string]string) (any, error) {
+// HeadersEncoder encodes headers for the JSON headers column ("{}" when
+// there are none). The records of one captured statement share one headers
+// map, so it encodes a map once and reuses the result while the same map
+// comes back. The zero value is ready to use.
+type HeadersEncoder struct {
+	last map[string]string
+	enc  string
+}
+
+// Encode returns the JSON text of h.
+func (e *HeadersEncoder) Encode(h map[string]string) (string, error) {
 	if len(h) == 0 {
 		return "{}", nil
 	}
+	if e.last != nil && reflect.ValueOf(e.last).UnsafePointer() == reflect.ValueOf(h).UnsafePointer() {
+		return e.enc, nil
+	}
 	b, err := json.Marshal(h)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return string(b), nil
+	e.last, e.enc = h, string(b)
+	return e.enc, nil
 }

@@ -146,5 +146,5 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 				recs[i].EventID, len(recs[i].Key), MaxKeyLen)
 		}
 	}
-	return dialects.InsertChunked(ctx, d, q, t, recs, dialects.EncodeHeaders)
+	return dialects.InsertChunked(ctx, d, q, t, recs)
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -153,7 +152,7 @@ func (d Dialect) SchemaVersion(ctx context.Context, db *sql.DB, t dialects.Table
 // Insert implements dialects.Dialect.
 func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table, recs []dialects.Record) error {
 	if !d.Unnest {
-		return dialects.InsertChunked(ctx, d, q, t, recs, dialects.EncodeHeaders)
+		return dialects.InsertChunked(ctx, d, q, t, recs)
 	}
 	n := len(recs)
 	var (
@@ -169,22 +168,17 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 		avail   = make([]time.Time, n)
 		created = make([]time.Time, n)
 	)
-	var lastH map[string]string
-	var lastEnc string
+	var he dialects.HeadersEncoder
 	for i := range recs {
 		r := &recs[i]
 		ids[i], topics[i], keys[i], types[i] = r.EventID, r.Topic, r.Key, r.EventType
 		aggT[i], aggID[i], payload[i] = r.AggregateType, r.AggregateID, r.Payload
 		shards[i], avail[i], created[i] = int32(r.Shard), r.AvailableAt, r.CreatedAt
-		// Records of one statement share their headers map: encode it once.
-		if lastH == nil || !sameMap(lastH, r.Headers) {
-			h, err := dialects.EncodeHeaders(r.Headers)
-			if err != nil {
-				return fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
-			}
-			lastH, lastEnc = r.Headers, h.(string)
+		h, err := he.Encode(r.Headers)
+		if err != nil {
+			return fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
 		}
-		headers[i] = lastEnc
+		headers[i] = h
 	}
 	_, err := q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+strings.Join(dialects.Columns, ", ")+`)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
@@ -194,9 +188,4 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[]
 		return fmt.Errorf("insert %d outbox rows into %s: %w", n, t, err)
 	}
 	return nil
-}
-
-// sameMap reports whether a and b are the same map (not merely equal).
-func sameMap(a, b map[string]string) bool {
-	return len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }

@@ -25,22 +25,13 @@ import (
 )
 
 func main() {
-	dsn := flag.String("dsn", firstEnv("OUTBOX_MYSQL_DSN", "OUTBOX_TEST_MYSQL_DSN"), "MySQL DSN (go-sql-driver format)")
+	dsn := flag.String("dsn", inventory.FirstEnv("OUTBOX_MYSQL_DSN", "OUTBOX_TEST_MYSQL_DSN"), "MySQL DSN (go-sql-driver format)")
 	database := flag.String("database", "outbox_demo", "database to (re)create and work in")
 	flag.Parse()
 	if err := run(context.Background(), *dsn, *database); err != nil {
 		slog.Error("example failed", "err", err)
 		os.Exit(1)
 	}
-}
-
-func firstEnv(keys ...string) string {
-	for _, k := range keys {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
@@ -76,21 +67,5 @@ func run(ctx context.Context, dsn, database string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := inventory.Setup(ctx, db); err != nil {
-		return err
-	}
-	fmt.Printf("MySQL, database %s: stock changes through GORM\n", database)
-	if err := inventory.Run(ctx, db, os.Stdout); err != nil {
-		return err
-	}
-	fmt.Println("\nThe outbox rows they produced, each committed with its change:")
-	n, err := inventory.PrintOutbox(ctx, db, os.Stdout)
-	if err != nil {
-		return err
-	}
-	if n != 8 {
-		return fmt.Errorf("outbox has %d rows, want 8", n)
-	}
-	fmt.Printf("\n%d events in the outbox.\n", n)
-	return nil
+	return inventory.Demo(ctx, db, os.Stdout, fmt.Sprintf("MySQL, database %s", database))
 }

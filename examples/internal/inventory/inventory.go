@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -153,4 +154,38 @@ func PrintOutbox(ctx context.Context, db *gorm.DB, w io.Writer) (int, error) {
 		return n, err
 	}
 	return n, tw.Flush()
+}
+
+// Demo sets up the outbox on db, makes the stock changes of Run and prints
+// the outbox rows they produced to w. It fails unless every change left its
+// event: three creates, a restock, a reservation (an update and a
+// StockReserved event), a rename and a delete.
+func Demo(ctx context.Context, db *gorm.DB, w io.Writer, title string) error {
+	if _, err := Setup(ctx, db); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: stock changes through GORM\n", title)
+	if err := Run(ctx, db, w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nThe outbox rows they produced, each committed with its change:")
+	n, err := PrintOutbox(ctx, db, w)
+	if err != nil {
+		return err
+	}
+	if n != 8 {
+		return fmt.Errorf("outbox has %d rows, want 8", n)
+	}
+	fmt.Fprintf(w, "\n%d events in the outbox; the relay that sends them to Kafka comes next.\n", n)
+	return nil
+}
+
+// FirstEnv returns the value of the first of keys that is set.
+func FirstEnv(keys ...string) string {
+	for _, k := range keys {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return ""
 }
