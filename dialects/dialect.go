@@ -77,6 +77,8 @@ type Dialect interface {
 	Placeholder(n int) string
 	// Quote quotes an identifier (a plain name, no dots).
 	Quote(ident string) string
+	// Relayer claims, marks, retries, dead-letters and cleans up rows.
+	Relayer
 }
 
 // ErrInvalidTable reports a table name that is not a plain SQL identifier.

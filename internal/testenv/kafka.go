@@ -1,11 +1,17 @@
 package testenv
 
 import (
+	"context"
+	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // KafkaEnv names real brokers for the tests ("host:port,host:port").
@@ -37,4 +43,96 @@ func Kafka(t testing.TB, partitions int) (brokers []string, cluster *kfake.Clust
 // run against a shared cluster.
 func TopicName(prefix string) string {
 	return randomName(prefix + "-")
+}
+
+// ReplicationEnv sets the replication factor of topics the tests create on
+// real brokers (default 1).
+const ReplicationEnv = "OUTBOX_TEST_KAFKA_REPLICATION"
+
+// CreateTopic creates topic with partitions partitions; a topic that
+// exists already is left as it is.
+func CreateTopic(t testing.TB, brokers []string, topic string, partitions int) {
+	t.Helper()
+	CreateTopicWith(t, brokers, topic, partitions, nil)
+}
+
+// CreateTopicWith is CreateTopic with topic configs (e.g.
+// "max.message.bytes").
+func CreateTopicWith(t testing.TB, brokers []string, topic string, partitions int, configs map[string]string) {
+	t.Helper()
+	rf := 1
+	if v := os.Getenv(ReplicationEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("testenv: %s=%q: %v", ReplicationEnv, v, err)
+		}
+		rf = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 20 * time.Second}
+	tc := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: rf}
+	for k, v := range configs {
+		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{tc}})
+	if err != nil {
+		t.Fatalf("testenv: create topic %s: %v", topic, err)
+	}
+	if err := res.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		t.Fatalf("testenv: create topic %s: %v", topic, err)
+	}
+}
+
+// Record is a message read back from a topic.
+type Record struct {
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   map[string]string
+}
+
+// ReadTopic reads topic from the start until it has at least n records or
+// timeout passes, and returns them in the order fetched (offset order
+// within a partition). It fails the test on timeout, reporting how many it
+// got.
+//
+// keep, when not nil, filters the records (on a shared cluster, to those of
+// this test run); n counts the records kept.
+func ReadTopic(t testing.TB, brokers []string, topic string, n int, timeout time.Duration, keep func(Record) bool) []Record {
+	t.Helper()
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(brokers...),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatalf("testenv: kgo client: %v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out []Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("testenv: read %s: got %d of %d records within %v", topic, len(out), n, timeout)
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			t.Logf("testenv: fetch %s/%d: %v", topic, p, err)
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			h := make(map[string]string, len(r.Headers))
+			for _, x := range r.Headers {
+				h[x.Key] = string(x.Value)
+			}
+			rec := Record{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: h}
+			if keep == nil || keep(rec) {
+				out = append(out, rec)
+			}
+		})
+	}
+	return out
 }

@@ -1,0 +1,281 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+var _ dialects.Relayer = Dialect{}
+
+// ShardLockName is the GET_LOCK name a relay holds for one shard of table
+// t (lock names are limited to 64 characters, so the table is hashed).
+// IS_USED_LOCK(name) tells which session holds it.
+func ShardLockName(t dialects.Table, shard int) string {
+	return "gormoutbox:relay:" + strconv.FormatUint(uint64(dialects.HashKey([]byte(t.String()))), 16) +
+		":" + strconv.Itoa(shard)
+}
+
+// Open implements dialects.Relayer. A MySQL pass takes one dedicated
+// connection from the pool and, on it, one GET_LOCK per shard it can get
+// (starting at a random shard, at most o.MaxShards): the locks belong to
+// that session, so every claim and mark of the pass runs on it, and a relay
+// that dies frees its shards when its session ends. Other relays take the
+// other shards; a key lives in one shard, so it stays with one relay.
+func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
+	if o.Shards <= 0 {
+		return nil, fmt.Errorf("relay on %s: shard count %d must be positive", t, o.Shards)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("relay on %s: %w", t, err)
+	}
+	p := &pass{d: d, t: t, conn: conn}
+	limit := o.MaxShards
+	if limit <= 0 || limit > o.Shards {
+		limit = o.Shards
+	}
+	start := rand.IntN(o.Shards)
+	for i := 0; i < o.Shards && len(p.held) < limit; i++ {
+		s := (start + i) % o.Shards
+		ok, err := p.lock(ctx, s, 0)
+		if err != nil {
+			return nil, errors.Join(err, p.Close())
+		}
+		if ok {
+			p.held = append(p.held, s)
+		}
+	}
+	if len(p.held) == 0 && o.LockWait > 0 {
+		// Every shard is held by another relay: stand by on one of them,
+		// so that this relay takes over as soon as its holder dies.
+		secs := int((o.LockWait + time.Second - 1) / time.Second)
+		ok, err := p.lock(ctx, start, secs)
+		if err != nil {
+			return nil, errors.Join(err, p.Close())
+		}
+		if ok {
+			p.held = append(p.held, start)
+		}
+	}
+	return p, nil
+}
+
+type pass struct {
+	d       Dialect
+	t       dialects.Table
+	conn    *sql.Conn
+	held    []int
+	claimed bool
+}
+
+func (p *pass) lock(ctx context.Context, shard, waitSecs int) (bool, error) {
+	var got sql.NullInt64
+	if err := p.conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, ShardLockName(p.t, shard), waitSecs).Scan(&got); err != nil {
+		return false, fmt.Errorf("relay on %s: lock shard %d: %w", p.t, shard, err)
+	}
+	return got.Valid && got.Int64 == 1, nil
+}
+
+// Shards reports the shards the pass holds (for tests and logs).
+func (p *pass) Shards() []int { return append([]int(nil), p.held...) }
+
+func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.Row, error) {
+	if len(p.held) == 0 {
+		return nil, nil
+	}
+	q := p.t.Qualified(p.d)
+	// One index range per shard (published_at, dead_at, shard, id), read in
+	// id order and cut at limit; the union is cut again. A single
+	// "shard IN (...) ORDER BY id" would sort every pending row.
+	var b strings.Builder
+	args := make([]any, 0, len(p.held)+1)
+	for i, s := range p.held {
+		if i > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		b.WriteString(`(SELECT id FROM ` + q + ` WHERE published_at IS NULL AND dead_at IS NULL AND shard = ` +
+			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(limit) + `)`)
+		args = append(args, now.UTC())
+	}
+	stmt := `SELECT ` + dialects.RowColumnsOf("o") + `, (
+	SELECT MAX(p.id) FROM ` + q + ` p
+	WHERE p.topic = o.topic AND p.msg_key = o.msg_key
+	  AND p.published_at IS NULL AND p.dead_at IS NULL AND p.id < o.id
+) FROM ` + q + ` o JOIN (` + b.String() + `) c ON c.id = o.id ORDER BY o.id LIMIT ` + strconv.Itoa(limit)
+	rows, err := p.conn.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	}
+	out, err := dialects.ScanRows(rows, true)
+	if err != nil {
+		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	}
+	out, _ = dialects.OrderedPrefix(out)
+	p.claimed = len(out) > 0
+	return out, nil
+}
+
+func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
+	if !p.claimed {
+		return errors.New("mysql relay: Finish without a claim")
+	}
+	p.claimed = false
+	q := p.t.Qualified(p.d)
+	for ids := o.Published; len(ids) > 0; {
+		n := min(len(ids), 5000)
+		stmt := `UPDATE ` + q + ` SET published_at = ? WHERE id IN (` + dialects.IDList(ids[:n]) + `)`
+		args := []any{o.Now.UTC()}
+		if o.Delete {
+			stmt, args = `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`)`, nil
+		}
+		if _, err := p.conn.ExecContext(ctx, stmt, args...); err != nil {
+			return fmt.Errorf("mark published on %s: %w", p.t, err)
+		}
+		ids = ids[n:]
+	}
+	if len(o.Retries) == 0 {
+		return nil
+	}
+	return retry(ctx, p.d, p.conn, p.t, o)
+}
+
+// retry records failed rows in one UPDATE joined to a derived table of the
+// new values, then pushes back the later rows of each failed key.
+func retry(ctx context.Context, d Dialect, conn *sql.Conn, t dialects.Table, o dialects.Outcome) error {
+	q := t.Qualified(d)
+	var b strings.Builder
+	args := make([]any, 0, len(o.Retries)*5+1)
+	ids := make([]int64, len(o.Retries))
+	for i, r := range o.Retries {
+		if i > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		b.WriteString(`SELECT ? AS id, ? AS attempts, ? AS avail, ? AS err, ? AS dead`)
+		args = append(args, r.ID, r.Attempts, r.AvailableAt.UTC(), r.Error, r.Dead)
+		ids[i] = r.ID
+	}
+	args = append(args, o.Now.UTC())
+	if _, err := conn.ExecContext(ctx, `UPDATE `+q+` o JOIN (`+b.String()+`) u ON o.id = u.id
+SET o.attempts = u.attempts, o.last_error = u.err,
+	o.available_at = IF(u.dead, o.available_at, u.avail),
+	o.dead_at = IF(u.dead, ?, NULL)`, args...); err != nil {
+		return fmt.Errorf("record failed publications on %s: %w", t, err)
+	}
+	for i, r := range o.Retries {
+		if r.Dead || i >= len(o.Keys) || o.Keys[i].Key == nil {
+			continue
+		}
+		if _, err := conn.ExecContext(ctx, `UPDATE `+q+` SET available_at = ?
+WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL
+  AND id > ? AND available_at < ? AND id NOT IN (`+dialects.IDList(ids)+`)`,
+			r.AvailableAt.UTC(), o.Keys[i].Topic, o.Keys[i].Key, r.ID, r.AvailableAt.UTC()); err != nil {
+			return fmt.Errorf("hold back key of row %d on %s: %w", r.ID, t, err)
+		}
+	}
+	return nil
+}
+
+// Close releases the shard locks and returns the connection to the pool;
+// a connection whose locks could not be released is discarded instead, so
+// that no pooled session keeps a shard.
+func (p *pass) Close() error {
+	if p.conn == nil {
+		return nil
+	}
+	conn := p.conn
+	p.conn = nil
+	var err error
+	if len(p.held) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = conn.ExecContext(ctx, `DO RELEASE_ALL_LOCKS()`)
+		if err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			err = fmt.Errorf("relay on %s: release shard locks: %w", p.t, err)
+		}
+	}
+	p.held = nil
+	return errors.Join(err, conn.Close())
+}
+
+// Replay implements dialects.Relayer.
+func (d Dialect) Replay(ctx context.Context, db *sql.DB, t dialects.Table, now time.Time, ids []int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, dialects.ErrNoIDs
+	}
+	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+
+		` SET dead_at = NULL, attempts = 0, available_at = ? WHERE dead_at IS NOT NULL AND id IN (`+dialects.IDList(ids)+`)`,
+		now.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	return res.RowsAffected()
+}
+
+// DeadLetters implements dialects.Relayer.
+func (d Dialect) DeadLetters(ctx context.Context, db *sql.DB, t dialects.Table, q dialects.DeadQuery) ([]dialects.Row, error) {
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	rows, err := db.QueryContext(ctx, `SELECT `+dialects.RowColumns+` FROM `+t.Qualified(d)+
+		` WHERE dead_at IS NOT NULL AND id > ? AND (? = '' OR topic = ?) ORDER BY id LIMIT ?`,
+		q.AfterID, q.Topic, q.Topic, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("dead letters of %s: %w", t, err)
+	}
+	return dialects.ScanRows(rows, false)
+}
+
+// Cleanup implements dialects.Relayer. It runs at READ COMMITTED so that
+// the range delete takes no gap locks that could block new outbox rows.
+func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, before time.Time, limit int) (n int64, err error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return 0, fmt.Errorf("cleanup of %s: %w", t, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	res, err := tx.ExecContext(ctx, `DELETE FROM `+t.Qualified(d)+
+		` WHERE published_at IS NOT NULL AND published_at < ? ORDER BY published_at LIMIT `+strconv.Itoa(limit), before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("cleanup of %s: %w", t, err)
+	}
+	if n, err = res.RowsAffected(); err != nil {
+		return 0, err
+	}
+	if err = tx.Commit(); err != nil {
+		return 0, fmt.Errorf("cleanup of %s: commit: %w", t, err)
+	}
+	return n, nil
+}
+
+// Stats implements dialects.Relayer.
+func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
+	q := t.Qualified(d)
+	var (
+		s      dialects.Stats
+		oldest dialects.Time
+	)
+	err := db.QueryRowContext(ctx, `SELECT
+	(SELECT COUNT(*) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL),
+	(SELECT COUNT(*) FROM `+q+` WHERE dead_at IS NOT NULL),
+	(SELECT MIN(created_at) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL)`).
+		Scan(&s.Pending, &s.Dead, &oldest)
+	if err != nil {
+		return s, fmt.Errorf("stats of %s: %w", t, err)
+	}
+	s.OldestPending = oldest.Time
+	return s, nil
+}

@@ -1,0 +1,221 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+var _ dialects.Relayer = Dialect{}
+
+// Open implements dialects.Relayer. A PostgreSQL pass holds no connection
+// between batches: each claim is a transaction that locks its rows with
+// FOR UPDATE SKIP LOCKED and ends in Finish (commit) or Close (rollback).
+// If the relay dies, its transaction is rolled back by the server and the
+// rows are free again; nothing was marked, so they are published again.
+func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, _ dialects.ClaimOptions) (dialects.Pass, error) {
+	return &pass{d: d, db: db, t: t}, nil
+}
+
+type pass struct {
+	d  Dialect
+	db *sql.DB
+	t  dialects.Table
+	tx *sql.Tx
+}
+
+// claimSQL locks the first due pending rows in id order, skipping rows
+// other relays hold, and reads for each the id of the previous pending row
+// of its topic and key (one backward probe of the pending-key index), from
+// which dialects.OrderedPrefix drops the rows whose earlier rows are held
+// elsewhere or not due. The rows it drops stay locked until the claim ends.
+func (p *pass) claimSQL() string {
+	q := p.t.Qualified(p.d)
+	return `WITH c AS MATERIALIZED (
+	SELECT ` + dialects.RowColumns + ` FROM ` + q + `
+	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1
+	ORDER BY id LIMIT $2
+	FOR UPDATE SKIP LOCKED
+)
+SELECT c.*, (
+	SELECT max(p.id) FROM ` + q + ` p
+	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
+	  AND p.published_at IS NULL AND p.dead_at IS NULL
+) FROM c ORDER BY c.id`
+}
+
+func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.Row, error) {
+	if p.tx != nil {
+		return nil, errors.New("postgres relay: Claim before the previous claim was finished")
+	}
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	}
+	rows, err := tx.QueryContext(ctx, p.claimSQL(), now.UTC(), limit)
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	}
+	out, err := dialects.ScanRows(rows, true)
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	}
+	out, _ = dialects.OrderedPrefix(out)
+	if len(out) == 0 {
+		// Nothing to do: release the locks of held-back rows at once.
+		return nil, tx.Rollback()
+	}
+	p.tx = tx
+	return out, nil
+}
+
+func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
+	tx := p.tx
+	if tx == nil {
+		return errors.New("postgres relay: Finish without a claim")
+	}
+	p.tx = nil
+	if err := finish(ctx, p.d, tx, p.t, o); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("finish claim on %s: commit: %w", p.t, err)
+	}
+	return nil
+}
+
+// finish writes an outcome in one statement: the published rows and the
+// retries are disjoint, so one data-modifying CTE per kind runs them
+// together in a single round trip.
+func finish(ctx context.Context, d Dialect, tx *sql.Tx, t dialects.Table, o dialects.Outcome) error {
+	q := t.Qualified(d)
+	var (
+		ids        = make([]int64, len(o.Retries))
+		attempts   = make([]int32, len(o.Retries))
+		avail      = make([]time.Time, len(o.Retries))
+		errs       = make([]string, len(o.Retries))
+		dead       = make([]bool, len(o.Retries))
+		pushTopics []string
+		pushKeys   [][]byte
+		pushFrom   []int64
+		pushUntil  []time.Time
+	)
+	for i, r := range o.Retries {
+		ids[i], attempts[i], avail[i], errs[i], dead[i] = r.ID, int32(r.Attempts), r.AvailableAt.UTC(), r.Error, r.Dead
+		if !r.Dead && i < len(o.Keys) && o.Keys[i].Key != nil {
+			pushTopics = append(pushTopics, o.Keys[i].Topic)
+			pushKeys = append(pushKeys, o.Keys[i].Key)
+			pushFrom = append(pushFrom, r.ID)
+			pushUntil = append(pushUntil, r.AvailableAt.UTC())
+		}
+	}
+	pub := `UPDATE ` + q + ` SET published_at = $1 WHERE id = ANY($2)`
+	if o.Delete {
+		pub = `DELETE FROM ` + q + ` WHERE id = ANY($2) AND $1::timestamptz IS NOT NULL`
+	}
+	stmt := `WITH pub AS (` + pub + `),
+retry AS (
+	UPDATE ` + q + ` o SET attempts = u.attempts, last_error = u.err,
+		available_at = CASE WHEN u.dead THEN o.available_at ELSE u.avail END,
+		dead_at = CASE WHEN u.dead THEN $1 END
+	FROM unnest($3::bigint[], $4::int[], $5::timestamptz[], $6::text[], $7::bool[]) AS u(id, attempts, avail, err, dead)
+	WHERE o.id = u.id
+),
+push AS (
+	UPDATE ` + q + ` o SET available_at = u.until
+	FROM unnest($8::text[], $9::bytea[], $10::bigint[], $11::timestamptz[]) AS u(topic, key, from_id, until)
+	WHERE o.topic = u.topic AND o.msg_key = u.key AND o.id > u.from_id
+	  AND o.published_at IS NULL AND o.dead_at IS NULL AND o.available_at < u.until
+	  AND o.id <> ALL($2) AND o.id <> ALL($3)
+)
+SELECT 1`
+	if len(pushTopics) == 0 {
+		pushTopics, pushKeys, pushFrom, pushUntil = []string{}, [][]byte{}, []int64{}, []time.Time{}
+	}
+	published := o.Published
+	if published == nil {
+		published = []int64{} // NULL would make "<> ALL($2)" NULL
+	}
+	if _, err := tx.ExecContext(ctx, stmt, o.Now.UTC(), published, ids, attempts, avail, errs, dead,
+		pushTopics, pushKeys, pushFrom, pushUntil); err != nil {
+		return fmt.Errorf("finish claim on %s: %w", t, err)
+	}
+	return nil
+}
+
+func (p *pass) Close() error {
+	if p.tx == nil {
+		return nil
+	}
+	tx := p.tx
+	p.tx = nil
+	return tx.Rollback()
+}
+
+// Replay implements dialects.Relayer.
+func (d Dialect) Replay(ctx context.Context, db *sql.DB, t dialects.Table, now time.Time, ids []int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, dialects.ErrNoIDs
+	}
+	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+
+		` SET dead_at = NULL, attempts = 0, available_at = $1 WHERE id = ANY($2) AND dead_at IS NOT NULL`,
+		now.UTC(), ids)
+	if err != nil {
+		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	return res.RowsAffected()
+}
+
+// DeadLetters implements dialects.Relayer.
+func (d Dialect) DeadLetters(ctx context.Context, db *sql.DB, t dialects.Table, q dialects.DeadQuery) ([]dialects.Row, error) {
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	rows, err := db.QueryContext(ctx, `SELECT `+dialects.RowColumns+` FROM `+t.Qualified(d)+
+		` WHERE dead_at IS NOT NULL AND id > $1 AND ($2 = '' OR topic = $2) ORDER BY id LIMIT $3`,
+		q.AfterID, q.Topic, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("dead letters of %s: %w", t, err)
+	}
+	return dialects.ScanRows(rows, false)
+}
+
+// Cleanup implements dialects.Relayer. The rows to delete are picked
+// through the published_at index and locked SKIP LOCKED, so a cleanup never
+// waits on (or blocks) a relay.
+func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, before time.Time, limit int) (int64, error) {
+	q := t.Qualified(d)
+	res, err := db.ExecContext(ctx, `DELETE FROM `+q+` WHERE id IN (
+	SELECT id FROM `+q+` WHERE published_at IS NOT NULL AND published_at < $1
+	ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, before.UTC(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("cleanup of %s: %w", t, err)
+	}
+	return res.RowsAffected()
+}
+
+// Stats implements dialects.Relayer.
+func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
+	q := t.Qualified(d)
+	var (
+		s      dialects.Stats
+		oldest dialects.Time
+	)
+	err := db.QueryRowContext(ctx, `SELECT
+	(SELECT count(*) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL),
+	(SELECT count(*) FROM `+q+` WHERE dead_at IS NOT NULL),
+	(SELECT min(created_at) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL)`).
+		Scan(&s.Pending, &s.Dead, &oldest)
+	if err != nil {
+		return s, fmt.Errorf("stats of %s: %w", t, err)
+	}
+	s.OldestPending = oldest.Time
+	return s, nil
+}

@@ -1,0 +1,282 @@
+package dialects
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Row is one outbox row as the relay reads it.
+type Row struct {
+	// ID is the outbox row id (relay order).
+	ID      int64
+	EventID string
+	Topic   string
+	// Key is the message key; nil means none.
+	Key           []byte
+	EventType     string
+	AggregateType string
+	AggregateID   string
+	Payload       []byte
+	Headers       map[string]string
+	Shard         int
+	// Attempts counts failed publications so far.
+	Attempts    int
+	AvailableAt time.Time
+	CreatedAt   time.Time
+	// LastError is the error of the last failed publication, "" if none.
+	LastError string
+	// PublishedAt and DeadAt are set on published and dead-lettered rows.
+	PublishedAt *time.Time
+	DeadAt      *time.Time
+
+	// prev is the id of the previous pending row of the same topic and key
+	// (0 when there is none), read by Claim for the order guard.
+	prev int64
+}
+
+// Retry is the new state of a row whose publication failed.
+type Retry struct {
+	ID int64
+	// Attempts is the new number of failed attempts.
+	Attempts int
+	// AvailableAt is when the row may be tried again.
+	AvailableAt time.Time
+	// Dead dead-letters the row now (AvailableAt is then ignored).
+	Dead bool
+	// Error is kept in last_error.
+	Error string
+}
+
+// Outcome is what became of a claimed batch.
+type Outcome struct {
+	// Now stamps published_at and dead_at.
+	Now time.Time
+	// Published rows were written to the broker.
+	Published []int64
+	// Delete removes published rows instead of marking them.
+	Delete bool
+	// Retries are rows that failed, in id order. A retry that is not dead
+	// also pushes back the later pending rows of its topic and key to its
+	// AvailableAt, so that they do not fill the next claims only to be
+	// held back by the order guard.
+	Retries []Retry
+	// Keys holds the topic and key of each retry, same index.
+	Keys []TopicKey
+}
+
+// TopicKey is the unit of ordering: a topic and a message key.
+type TopicKey struct {
+	Topic string
+	Key   []byte
+}
+
+// ClaimOptions tune a relay pass.
+type ClaimOptions struct {
+	// Shards is the table's shard count (the plugin's Config.Shards).
+	Shards int
+	// MaxShards bounds the shard locks one pass holds (MySQL); 0 means
+	// every free shard.
+	MaxShards int
+	// LockWait is how long a pass that finds every shard held waits for
+	// one (MySQL); 0 means it does not wait.
+	LockWait time.Duration
+}
+
+// Pass is one relay pass: a sequence of claims, each followed by Finish.
+// It is not safe for concurrent use.
+type Pass interface {
+	// Claim returns up to limit rows due at now, in id order, such that no
+	// returned row has an earlier pending row of the same topic and key
+	// outside the returned set: publishing them in order keeps each key's
+	// order. The rows stay claimed (no other relay can take them) until
+	// Finish or Close.
+	Claim(ctx context.Context, now time.Time, limit int) ([]Row, error)
+	// Finish records what became of the last claim and releases its rows.
+	Finish(ctx context.Context, o Outcome) error
+	// Close ends the pass; a claim not finished is released untouched.
+	Close() error
+}
+
+// DeadQuery selects dead-lettered rows.
+type DeadQuery struct {
+	// Topic restricts to one topic when set.
+	Topic string
+	// AfterID pages: rows with a larger id only.
+	AfterID int64
+	// Limit bounds the rows returned (default 100).
+	Limit int
+}
+
+// Stats are counts over the outbox table.
+type Stats struct {
+	// Pending rows: neither published nor dead.
+	Pending int64
+	// Dead rows (dead-lettered, not replayed).
+	Dead int64
+	// OldestPending is the created_at of the oldest pending row, zero if none.
+	OldestPending time.Time
+}
+
+// Relayer is the relay side of a dialect.
+type Relayer interface {
+	// Open starts a relay pass over table.
+	Open(ctx context.Context, db *sql.DB, t Table, o ClaimOptions) (Pass, error)
+	// Replay puts dead-lettered rows back: attempts 0, due at now.
+	// It returns how many rows it put back.
+	Replay(ctx context.Context, db *sql.DB, t Table, now time.Time, ids []int64) (int64, error)
+	// DeadLetters lists dead-lettered rows in id order.
+	DeadLetters(ctx context.Context, db *sql.DB, t Table, q DeadQuery) ([]Row, error)
+	// Cleanup deletes up to limit rows published before before and returns
+	// how many it deleted.
+	Cleanup(ctx context.Context, db *sql.DB, t Table, before time.Time, limit int) (int64, error)
+	// Stats counts pending and dead rows.
+	Stats(ctx context.Context, db *sql.DB, t Table) (Stats, error)
+}
+
+// RowColumns are the columns ScanRow reads, in order.
+const RowColumns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
+	shard, attempts, available_at, created_at, last_error, published_at, dead_at`
+
+// RowColumnsOf is RowColumns with each column qualified by alias.
+func RowColumnsOf(alias string) string {
+	cols := strings.Split(RowColumns, ",")
+	for i, c := range cols {
+		cols[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// ScanRow scans RowColumns (optionally followed by the previous pending id
+// of the same key, when withPrev) from rows.
+func ScanRow(rows *sql.Rows, withPrev bool) (Row, error) {
+	var (
+		r                     Row
+		key                   []byte
+		headers               []byte
+		lastErr               sql.NullString
+		avail, created        Time
+		published, dead, prev = Time{}, Time{}, sql.NullInt64{}
+	)
+	dest := []any{&r.ID, &r.EventID, &r.Topic, &key, &r.EventType, &r.AggregateType, &r.AggregateID,
+		&r.Payload, &headers, &r.Shard, &r.Attempts, &avail, &created, &lastErr, &published, &dead}
+	if withPrev {
+		dest = append(dest, &prev)
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return Row{}, err
+	}
+	if key != nil {
+		r.Key = append([]byte(nil), key...)
+	}
+	if len(headers) > 0 && string(headers) != "{}" {
+		if err := json.Unmarshal(headers, &r.Headers); err != nil {
+			return Row{}, fmt.Errorf("outbox row %d: headers: %w", r.ID, err)
+		}
+	}
+	r.AvailableAt, r.CreatedAt, r.LastError = avail.Time, created.Time, lastErr.String
+	if published.Valid {
+		t := published.Time
+		r.PublishedAt = &t
+	}
+	if dead.Valid {
+		t := dead.Time
+		r.DeadAt = &t
+	}
+	r.prev = prev.Int64
+	return r, nil
+}
+
+// ScanRows reads every row of rows with ScanRow and closes rows.
+func ScanRows(rows *sql.Rows, withPrev bool) ([]Row, error) {
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		r, err := ScanRow(rows, withPrev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// OrderedPrefix keeps, of rows read with their previous pending id (in id
+// order), those whose whole chain of earlier pending rows of the same topic
+// and key is in rows: a row is kept when it has no earlier pending row or
+// when that row was kept. Rows without a key are always kept. held counts
+// the rows dropped.
+func OrderedPrefix(rows []Row) (kept []Row, held int) {
+	last := make(map[string]int64)
+	kept = rows[:0]
+	for _, r := range rows {
+		if r.Key == nil {
+			kept = append(kept, r)
+			continue
+		}
+		k := r.Topic + "\x00" + string(r.Key)
+		if r.prev == 0 || r.prev == last[k] {
+			last[k] = r.ID
+			kept = append(kept, r)
+			continue
+		}
+		held++
+	}
+	return kept, held
+}
+
+// Time scans a time column from drivers that return time.Time and from
+// those that return text (MySQL without parseTime). The zero value is NULL.
+type Time struct {
+	Time  time.Time
+	Valid bool
+}
+
+// Scan implements sql.Scanner.
+func (t *Time) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*t = Time{}
+	case time.Time:
+		*t = Time{Time: x.UTC(), Valid: true}
+	case []byte:
+		return t.parse(string(x))
+	case string:
+		return t.parse(x)
+	default:
+		return fmt.Errorf("cannot scan %T into a time", v)
+	}
+	return nil
+}
+
+func (t *Time) parse(s string) error {
+	for _, layout := range []string{"2006-01-02 15:04:05.999999999", time.RFC3339Nano} {
+		if p, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			*t = Time{Time: p, Valid: true}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot parse %q as a time", s)
+}
+
+// IDList renders ids as a comma-separated list of integers for an IN (...)
+// clause (ids are integers, so this is injection-safe and avoids a bind
+// variable per id).
+func IDList(ids []int64) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(id, 10))
+	}
+	return b.String()
+}
+
+// ErrNoIDs is returned by Replay when it is given no ids.
+var ErrNoIDs = errors.New("no outbox row ids given")

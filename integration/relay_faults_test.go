@@ -1,0 +1,370 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/mysql"
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/kafka"
+)
+
+// kfakeOnly returns the in-process broker, skipping the test when the
+// tests run against real brokers (faults are injected through kfake).
+func kfakeOnly(t *testing.T, partitions int) ([]string, *kfake.Cluster) {
+	t.Helper()
+	brokers, c := testenv.Kafka(t, partitions)
+	if c == nil {
+		t.Skip("fault injection needs the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
+	}
+	return brokers, c
+}
+
+// fastRetry is a relay config whose backoff is short enough for tests.
+var fastRetry = gormoutbox.RelayConfig{MinBackoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond, MaxAttempts: 1000, BatchSize: 50, LockWait: -1}
+
+type outboxState struct {
+	ID          int64
+	Attempts    int
+	AvailableAt time.Time
+	LastError   sql.NullString
+	PublishedAt dialects.Time
+	DeadAt      dialects.Time
+}
+
+func readStates(t *testing.T, db *gorm.DB) []outboxState {
+	t.Helper()
+	sqlDB, _ := db.DB()
+	rows, err := sqlDB.Query(`SELECT id, attempts, available_at, last_error, published_at, dead_at FROM outbox ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []outboxState
+	for rows.Next() {
+		var s outboxState
+		var avail dialects.Time
+		if err := rows.Scan(&s.ID, &s.Attempts, &avail, &s.LastError, &s.PublishedAt, &s.DeadAt); err != nil {
+			t.Fatal(err)
+		}
+		s.AvailableAt = avail.Time
+		out = append(out, s)
+	}
+	return out
+}
+
+// Produce requests fail for a while (the broker answers NOT_LEADER, then
+// times out after appending, which duplicates): the relay backs off,
+// counts attempts, keeps the error, and in the end every event arrives in
+// order per key.
+func TestRelayBrokerErrorsRetryInOrder(t *testing.T) {
+	const keys, perKey = 10, 30
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, c := kfakeOnly(t, 4)
+		topic := testenv.TopicName("faults")
+		testenv.CreateTopic(t, brokers, topic, 4)
+		ids := writeSeqEvents(t, db, topic, keys, perKey, 1, 50)
+
+		// kafka-go's own retries off: every failure reaches the relay.
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{MaxAttempts: 1}), fastRetry)
+		h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotLeaderForPartition, Count: -1})
+		before := time.Now()
+		res, err := r.Drain(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Published != 0 || res.Retried == 0 {
+			t.Fatalf("drain with the broker refusing: %+v, want retries and nothing published", res)
+		}
+		retried := 0
+		for _, s := range readStates(t, db) {
+			if s.Attempts == 0 {
+				continue
+			}
+			retried++
+			if !s.AvailableAt.After(before) {
+				t.Errorf("row %d failed but is due at %v, before the attempt (%v)", s.ID, s.AvailableAt, before)
+			}
+			if !strings.Contains(s.LastError.String, "Leader") {
+				t.Errorf("row %d: last_error %q does not name the broker error", s.ID, s.LastError.String)
+			}
+		}
+		if retried != res.Retried {
+			t.Errorf("%d rows have attempts, drain reported %d retried", retried, res.Retried)
+		}
+		// Keep failing through several passes, then fail some requests
+		// after the append (duplicates), then let everything through.
+		time.Sleep(100 * time.Millisecond)
+		if _, err := r.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h.Remove()
+		h2 := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.RequestTimedOut, Count: 3})
+		total := drainUntilEmpty(t, r, time.Minute)
+		if h2.Hits() == 0 {
+			t.Errorf("the timed-out fault was never hit")
+		}
+		recs := testenv.ReadTopic(t, brokers, topic, keys*perKey, 30*time.Second, runIDs(ids))
+		dups := checkSeqOrder(t, recs, keys, perKey)
+		maxAttempts := 0
+		for _, s := range readStates(t, db) {
+			maxAttempts = max(maxAttempts, s.Attempts)
+			if !s.PublishedAt.Valid {
+				t.Errorf("row %d not published", s.ID)
+			}
+		}
+		if maxAttempts < 2 {
+			t.Errorf("max attempts %d, want at least 2 (two failing passes)", maxAttempts)
+		}
+		t.Logf("%s: %d events arrived in order after broker errors; %d duplicates; up to %d attempts; last drain %+v",
+			d.Name, keys*perKey, dups, maxAttempts, total)
+	})
+}
+
+// A topic the broker keeps refusing: its rows are dead-lettered after
+// MaxAttempts with their error kept, the other topic flows meanwhile, and
+// Replay sends the dead rows once the broker takes them, in order.
+func TestRelayDeadLetterAndReplay(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, c := kfakeOnly(t, 2)
+		bad, good := testenv.TopicName("bad"), testenv.TopicName("good")
+		testenv.CreateTopic(t, brokers, bad, 2)
+		testenv.CreateTopic(t, brokers, good, 2)
+		badIDs := writeSeqEvents(t, db, bad, 2, 3, 1, 10)
+		goodIDs := writeSeqEvents(t, db, good, 5, 10, 1, 10)
+
+		h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: bad, Err: kerr.InvalidRecord, Count: -1})
+		cfg := fastRetry
+		cfg.MaxAttempts = 3
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{MaxAttempts: 1}), cfg)
+		res := drainUntilEmpty(t, r, time.Minute)
+		if res.Dead != 6 {
+			t.Fatalf("drain: %+v, want the 6 rows of the refused topic dead", res)
+		}
+		testenv.ReadTopic(t, brokers, good, 50, 30*time.Second, runIDs(goodIDs))
+
+		dead, err := r.DeadLetters(ctx, gormoutbox.DeadLetterQuery{Topic: bad})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 6 {
+			t.Fatalf("DeadLetters: %d rows, want 6", len(dead))
+		}
+		var deadIDs []int64
+		for _, row := range dead {
+			if row.Attempts != 3 || row.DeadAt == nil || !strings.Contains(row.LastError, "INVALID_RECORD") {
+				t.Errorf("dead row %d: attempts %d, dead_at %v, last_error %q", row.ID, row.Attempts, row.DeadAt, row.LastError)
+			}
+			deadIDs = append(deadIDs, row.ID)
+		}
+		if st, _ := r.Stats(ctx); st.Dead != 6 || st.Pending != 0 {
+			t.Errorf("stats %+v, want 6 dead, 0 pending", st)
+		}
+
+		h.Remove()
+		n, err := r.Replay(ctx, deadIDs...)
+		if err != nil || n != 6 {
+			t.Fatalf("Replay: %d, %v; want 6", n, err)
+		}
+		if n, err := r.Replay(ctx, deadIDs...); err != nil || n != 0 {
+			t.Fatalf("second Replay: %d, %v; want 0 (no longer dead)", n, err)
+		}
+		if _, err := r.Replay(ctx); !errors.Is(err, dialects.ErrNoIDs) {
+			t.Fatalf("Replay without ids: %v, want ErrNoIDs", err)
+		}
+		drainUntilEmpty(t, r, time.Minute)
+		recs := testenv.ReadTopic(t, brokers, bad, 6, 30*time.Second, runIDs(badIDs))
+		checkSeqOrder(t, recs, 2, 3)
+		if dead, _ := r.DeadLetters(ctx, gormoutbox.DeadLetterQuery{}); len(dead) != 0 {
+			t.Errorf("%d dead letters left after replay", len(dead))
+		}
+	})
+}
+
+// A message over the client's batch limit, and one over the topic's
+// max.message.bytes, are dead-lettered at once (one attempt) while the
+// other messages of the same batch, including later ones of the same key,
+// go through.
+func TestRelayOversizedMessage(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, _ := testenv.Kafka(t, 1)
+		small := testenv.TopicName("small")
+		testenv.CreateTopicWith(t, brokers, small, 1, map[string]string{"max.message.bytes": "3000"})
+		big := testenv.TopicName("big")
+		testenv.CreateTopic(t, brokers, big, 1)
+
+		events := []gormoutbox.Event{
+			{Topic: big, Key: "k", Type: "T", Payload: strings.Repeat("a", 100)},
+			{Topic: big, Key: "k", Type: "T", Payload: strings.Repeat("b", 10_000)}, // over BatchBytes
+			{Topic: big, Key: "k", Type: "T", Payload: strings.Repeat("c", 100)},
+			{Topic: small, Key: "s", Type: "T", Payload: strings.Repeat("d", 100)},
+			{Topic: small, Key: "s", Type: "T", Payload: strings.Repeat("e", 5_000)}, // over the topic's limit
+			{Topic: small, Key: "t", Type: "T", Payload: strings.Repeat("f", 100)},
+			{Topic: small, Key: "s", Type: "T", Payload: strings.Repeat("g", 100)},
+		}
+		if err := db.Transaction(func(tx *gorm.DB) error { return gormoutbox.Publish(tx, events...) }); err != nil {
+			t.Fatal(err)
+		}
+		cfg := fastRetry
+		cfg.MaxAttempts = 5
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{BatchBytes: 8192}), cfg)
+		res := drainUntilEmpty(t, r, time.Minute)
+		if res.Dead != 2 || res.Published != 5 || res.Retried != 0 {
+			t.Fatalf("drain: %+v, want 5 published, 2 dead, no retry", res)
+		}
+		dead, err := r.DeadLetters(ctx, gormoutbox.DeadLetterQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 2 {
+			t.Fatalf("%d dead letters, want 2", len(dead))
+		}
+		for _, row := range dead {
+			if row.Attempts != 1 || !strings.Contains(row.LastError, "too large") {
+				t.Errorf("dead row %d (%d bytes): attempts %d, last_error %q", row.ID, len(row.Payload), row.Attempts, row.LastError)
+			}
+			if len(row.Payload) < 5000 {
+				t.Errorf("dead row %d has a %d-byte payload; only the oversized ones should die", row.ID, len(row.Payload))
+			}
+		}
+		bigRecs := testenv.ReadTopic(t, brokers, big, 2, 20*time.Second, nil)
+		smallRecs := testenv.ReadTopic(t, brokers, small, 3, 20*time.Second, nil)
+		var got []string
+		for _, m := range append(bigRecs, smallRecs...) {
+			got = append(got, string(m.Key)+":"+string(m.Value[:1]))
+		}
+		if strings.Join(got, ",") != "k:a,k:c,s:d,t:f,s:g" && strings.Join(got, ",") != "k:a,k:c,s:d,s:g,t:f" {
+			t.Errorf("arrived %v, want k:a,k:c then s:d,t:f,s:g", got)
+		}
+	})
+}
+
+// A relay that dies holding a claim loses nothing: until its session ends
+// another relay cannot take the claimed keys; then it takes and publishes
+// them. (PostgreSQL: the claim's row locks; MySQL: the shard locks.)
+func TestRelayKilledMidBatch(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, p := setup(t, d, nil, gormoutbox.Config{Shards: 1})
+		brokers, _ := testenv.Kafka(t, 2)
+		topic := testenv.TopicName("killed")
+		testenv.CreateTopic(t, brokers, topic, 2)
+		ids := writeSeqEvents(t, db, topic, 4, 5, 1, 20)
+		sqlDB, _ := db.DB()
+
+		// The doomed relay claims everything, publishes it, and dies
+		// before marking.
+		pass, err := p.Dialect().Open(ctx, sqlDB, mustTable(t, "outbox"), dialects.ClaimOptions{Shards: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := pass.Claim(ctx, time.Now(), 100)
+		if err != nil || len(rows) != 20 {
+			t.Fatalf("claim: %d rows, %v; want 20", len(rows), err)
+		}
+		pub := newPublisher(t, brokers, kafka.Config{})
+		msgs := make([]gormoutbox.Message, len(rows))
+		for i, row := range rows {
+			msgs[i] = gormoutbox.Message{Topic: row.Topic, Key: row.Key, Value: row.Payload,
+				Headers: []gormoutbox.Header{{Key: gormoutbox.HeaderEventID, Value: []byte(row.EventID)}}}
+		}
+		if err := pub.Publish(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+
+		// While its session lives, another relay gets nothing.
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{LockWait: -1})
+		if res, err := r.Drain(ctx); err != nil || res.Published != 0 {
+			t.Fatalf("drain while the claim is held: %+v, %v; want nothing", res, err)
+		}
+
+		// A standby relay waits for the shard (MySQL) ...
+		var (
+			wg      sync.WaitGroup
+			standby gormoutbox.DrainResult
+			serr    error
+			waited  time.Duration
+		)
+		if d.Name == "mysql" {
+			sr := newRelay(t, db, pub, gormoutbox.RelayConfig{LockWait: 20 * time.Second})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := time.Now()
+				standby, serr = sr.Drain(ctx)
+				waited = time.Since(start)
+			}()
+		}
+		time.Sleep(500 * time.Millisecond)
+		// ... the doomed relay's session is killed by the server ...
+		killHolder(t, d.Name, sqlDB)
+		wg.Wait()
+		if d.Name == "mysql" {
+			if serr != nil || standby.Published != 20 {
+				t.Fatalf("standby relay: %+v, %v; want the 20 rows", standby, serr)
+			}
+			if waited < 400*time.Millisecond {
+				t.Errorf("standby relay returned after %v: it did not wait for the lock", waited)
+			}
+		}
+		// ... and everything is published again: duplicates, none lost.
+		drainUntilEmpty(t, r, 30*time.Second)
+		recs := testenv.ReadTopic(t, brokers, topic, 40, 30*time.Second, runIDs(ids))
+		dups := checkSeqOrder(t, recs, 4, 5)
+		if dups != 20 {
+			t.Errorf("%d duplicates, want 20 (the dead relay's batch, sent again)", dups)
+		}
+		_ = pass.Close()
+	})
+}
+
+func mustTable(t *testing.T, name string) dialects.Table {
+	tb, err := dialects.ParseTable(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// killHolder ends the server session that holds the outbox claim.
+func killHolder(t *testing.T, dialect string, db *sql.DB) {
+	t.Helper()
+	switch dialect {
+	case "postgres":
+		var n int
+		err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle in transaction'`).Scan(&n)
+		if err != nil || n != 1 {
+			t.Fatalf("terminate the claiming session: %d sessions, %v", n, err)
+		}
+	case "mysql":
+		var id sql.NullInt64
+		if err := db.QueryRow(`SELECT IS_USED_LOCK(?)`, mysql.ShardLockName(mustTable(t, "outbox"), 0)).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if !id.Valid {
+			t.Fatal("no session holds the shard lock")
+		}
+		if _, err := db.Exec(`KILL ` + strconv.FormatInt(id.Int64, 10)); err != nil {
+			t.Fatalf("kill %d: %v", id.Int64, err)
+		}
+	}
+}
