@@ -36,8 +36,10 @@ type Row struct {
 	DeadAt      *time.Time
 
 	// prev is the id of the previous pending row of the same topic and key
-	// (0 when there is none), read by Claim for the order guard.
-	prev int64
+	// (0 when there is none) and prevAvail its available_at, read by Claim
+	// for the order guard.
+	prev      int64
+	prevAvail time.Time
 }
 
 // Retry is the new state of a row whose publication failed.
@@ -152,8 +154,9 @@ func RowColumnsOf(alias string) string {
 	return strings.Join(cols, ", ")
 }
 
-// ScanRow scans RowColumns (optionally followed by the previous pending id
-// of the same key, when withPrev) from rows.
+// ScanRow scans RowColumns (followed, when withPrev, by the id and the
+// available_at of the previous pending row of the same topic and key) from
+// rows.
 func ScanRow(rows *sql.Rows, withPrev bool) (Row, error) {
 	var (
 		r                     Row
@@ -162,11 +165,12 @@ func ScanRow(rows *sql.Rows, withPrev bool) (Row, error) {
 		lastErr               sql.NullString
 		avail, created        Time
 		published, dead, prev = Time{}, Time{}, sql.NullInt64{}
+		prevAvail             Time
 	)
 	dest := []any{&r.ID, &r.EventID, &r.Topic, &key, &r.EventType, &r.AggregateType, &r.AggregateID,
 		&r.Payload, &headers, &r.Shard, &r.Attempts, &avail, &created, &lastErr, &published, &dead}
 	if withPrev {
-		dest = append(dest, &prev)
+		dest = append(dest, &prev, &prevAvail)
 	}
 	if err := rows.Scan(dest...); err != nil {
 		return Row{}, err
@@ -188,7 +192,7 @@ func ScanRow(rows *sql.Rows, withPrev bool) (Row, error) {
 		t := dead.Time
 		r.DeadAt = &t
 	}
-	r.prev = prev.Int64
+	r.prev, r.prevAvail = prev.Int64, prevAvail.Time
 	return r, nil
 }
 
@@ -206,13 +210,41 @@ func ScanRows(rows *sql.Rows, withPrev bool) ([]Row, error) {
 	return out, rows.Err()
 }
 
-// OrderedPrefix keeps, of rows read with their previous pending id (in id
+// PrevColumns is the SQL, for a claimed row aliased c, of the id and the
+// available_at of the previous pending row of its topic and key: two
+// probes of the pending-key index at most (a join on pv by that id).
+// Claims select PrevColumns after RowColumns and join:
+//
+//	LEFT JOIN <table> pv ON pv.id = <PrevID(table, "c")>
+const PrevColumns = `pv.id, pv.available_at`
+
+// PrevID is the scalar subquery of the previous pending row's id of the
+// row aliased alias in table q (a qualified, quoted name).
+func PrevID(q, alias string) string {
+	return `(SELECT MAX(p.id) FROM ` + q + ` p WHERE p.topic = ` + alias + `.topic AND p.msg_key = ` + alias + `.msg_key
+	AND p.published_at IS NULL AND p.dead_at IS NULL AND p.id < ` + alias + `.id)`
+}
+
+// Park is a claimed row the order guard holds back because an earlier row
+// of its key waits for a retry: it is made due when that row is, so that
+// it does not fill claims in the meantime only to be held back again.
+type Park struct {
+	ID    int64
+	Until time.Time
+}
+
+// OrderedPrefix keeps, of rows read with their previous pending row (in id
 // order), those whose whole chain of earlier pending rows of the same topic
 // and key is in rows: a row is kept when it has no earlier pending row or
-// when that row was kept. Rows without a key are always kept. held counts
-// the rows dropped.
-func OrderedPrefix(rows []Row) (kept []Row, held int) {
+// when that row was kept. Rows without a key are always kept.
+//
+// Of the rows held back, those behind a row that is not due at now (it
+// waits for a retry) are returned in park with the time that row is due;
+// the others are behind a row another relay holds, and wait for the next
+// claim.
+func OrderedPrefix(rows []Row, now time.Time) (kept []Row, park []Park) {
 	last := make(map[string]int64)
+	until := make(map[string]time.Time)
 	kept = rows[:0]
 	for _, r := range rows {
 		if r.Key == nil {
@@ -225,10 +257,21 @@ func OrderedPrefix(rows []Row) (kept []Row, held int) {
 			kept = append(kept, r)
 			continue
 		}
-		held++
+		u, ok := until[k]
+		if !ok && r.prevAvail.After(now) {
+			u, ok = r.prevAvail, true
+			until[k] = u
+		}
+		if ok {
+			park = append(park, Park{ID: r.ID, Until: u})
+		}
 	}
-	return kept, held
+	return kept, park
 }
+
+// MaxClaimRounds bounds the claims one Claim call runs when every row it
+// got was parked.
+const MaxClaimRounds = 8
 
 // Time scans a time column from drivers that return time.Time and from
 // those that return text (MySQL without parseTime). The zero value is NULL.

@@ -106,22 +106,51 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(limit) + `)`)
 		args = append(args, now.UTC())
 	}
-	stmt := `SELECT ` + dialects.RowColumnsOf("o") + `, (
-	SELECT MAX(p.id) FROM ` + q + ` p
-	WHERE p.topic = o.topic AND p.msg_key = o.msg_key
-	  AND p.published_at IS NULL AND p.dead_at IS NULL AND p.id < o.id
-) FROM ` + q + ` o JOIN (` + b.String() + `) c ON c.id = o.id ORDER BY o.id LIMIT ` + strconv.Itoa(limit)
-	rows, err := p.conn.QueryContext(ctx, stmt, args...)
-	if err != nil {
-		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	stmt := `SELECT ` + dialects.RowColumnsOf("c2") + `, ` + dialects.PrevColumns + ` FROM (
+	SELECT ` + dialects.RowColumnsOf("o") + `, ` + dialects.PrevID(q, "o") + ` AS prev_id
+	FROM ` + q + ` o JOIN (` + b.String() + `) c ON c.id = o.id
+) c2 LEFT JOIN ` + q + ` pv ON pv.id = c2.prev_id ORDER BY c2.id LIMIT ` + strconv.Itoa(limit)
+	var out []dialects.Row
+	for round := 0; round < dialects.MaxClaimRounds; round++ {
+		rows, err := p.conn.QueryContext(ctx, stmt, args...)
+		if err != nil {
+			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+		}
+		all, err := dialects.ScanRows(rows, true)
+		if err != nil {
+			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+		}
+		kept, park := dialects.OrderedPrefix(all, now)
+		if len(park) > 0 {
+			if err := p.park(ctx, park); err != nil {
+				return nil, err
+			}
+		}
+		out = kept
+		if len(kept) > 0 || len(park) == 0 {
+			break // rows to publish, or nothing more to learn
+		}
 	}
-	out, err := dialects.ScanRows(rows, true)
-	if err != nil {
-		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
-	}
-	out, _ = dialects.OrderedPrefix(out)
 	p.claimed = len(out) > 0
 	return out, nil
+}
+
+// park makes held-back rows due when the row they wait for is.
+func (p *pass) park(ctx context.Context, park []dialects.Park) error {
+	var b strings.Builder
+	args := make([]any, 0, 2*len(park))
+	for i, pk := range park {
+		if i > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		b.WriteString(`SELECT ? AS id, ? AS until`)
+		args = append(args, pk.ID, pk.Until.UTC())
+	}
+	if _, err := p.conn.ExecContext(ctx, `UPDATE `+p.t.Qualified(p.d)+` o JOIN (`+b.String()+
+		`) u ON o.id = u.id SET o.available_at = u.until`, args...); err != nil {
+		return fmt.Errorf("claim from %s: park held-back rows: %w", p.t, err)
+	}
+	return nil
 }
 
 func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {

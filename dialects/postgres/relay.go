@@ -29,9 +29,10 @@ type pass struct {
 }
 
 // claimSQL locks the first due pending rows in id order, skipping rows
-// other relays hold, and reads for each the id of the previous pending row
-// of its topic and key (one backward probe of the pending-key index), from
-// which dialects.OrderedPrefix drops the rows whose earlier rows are held
+// other relays hold, and reads for each the id and available_at of the
+// previous pending row of its topic and key (a backward probe of the
+// pending-key index and a primary-key lookup), from which
+// dialects.OrderedPrefix drops the rows whose earlier rows are held
 // elsewhere or not due. The rows it drops stay locked until the claim ends.
 func (p *pass) claimSQL() string {
 	q := p.t.Qualified(p.d)
@@ -40,35 +41,65 @@ func (p *pass) claimSQL() string {
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
+), c2 AS (
+	SELECT c.*, ` + dialects.PrevID(q, "c") + ` AS prev_id FROM c
 )
-SELECT c.*, (
-	SELECT max(p.id) FROM ` + q + ` p
-	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
-	  AND p.published_at IS NULL AND p.dead_at IS NULL
-) FROM c ORDER BY c.id`
+SELECT ` + dialects.RowColumnsOf("c2") + `, ` + dialects.PrevColumns + `
+FROM c2 LEFT JOIN ` + q + ` pv ON pv.id = c2.prev_id ORDER BY c2.id`
 }
 
 func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.Row, error) {
 	if p.tx != nil {
 		return nil, errors.New("postgres relay: Claim before the previous claim was finished")
 	}
-	tx, err := p.db.BeginTx(ctx, nil)
+	// database/sql rolls a transaction back when the context given to
+	// BeginTx is done; a claim must outlive a cancelled pass so that the
+	// batch in flight can still be marked. The statements honour ctx.
+	tx, err := p.db.BeginTx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 	}
-	rows, err := tx.QueryContext(ctx, p.claimSQL(), now.UTC(), limit)
-	if err != nil {
+	fail := func(err error) ([]dialects.Row, error) {
 		_ = tx.Rollback()
 		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 	}
-	out, err := dialects.ScanRows(rows, true)
-	if err != nil {
-		_ = tx.Rollback()
-		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	var (
+		out    []dialects.Row
+		parked bool
+	)
+	for round := 0; round < dialects.MaxClaimRounds; round++ {
+		rows, err := tx.QueryContext(ctx, p.claimSQL(), now.UTC(), limit)
+		if err != nil {
+			return fail(err)
+		}
+		all, err := dialects.ScanRows(rows, true)
+		if err != nil {
+			return fail(err)
+		}
+		kept, park := dialects.OrderedPrefix(all, now)
+		if len(park) > 0 {
+			parked = true
+			ids := make([]int64, len(park))
+			until := make([]time.Time, len(park))
+			for i, pk := range park {
+				ids[i], until[i] = pk.ID, pk.Until.UTC()
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE `+p.t.Qualified(p.d)+` o SET available_at = u.until
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, until) WHERE o.id = u.id`, ids, until); err != nil {
+				return fail(err)
+			}
+		}
+		out = kept
+		if len(kept) > 0 || len(park) == 0 {
+			break // rows to publish, or nothing more to learn
+		}
 	}
-	out, _ = dialects.OrderedPrefix(out)
 	if len(out) == 0 {
-		// Nothing to do: release the locks of held-back rows at once.
+		// Nothing to publish: release the locks at once (keeping what was
+		// parked).
+		if parked {
+			return nil, tx.Commit()
+		}
 		return nil, tx.Rollback()
 	}
 	p.tx = tx

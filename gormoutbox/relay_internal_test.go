@@ -1,0 +1,45 @@
+package gormoutbox
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
+	r := &Relay{cfg: RelayConfig{MinBackoff: time.Second, MaxBackoff: 30 * time.Second}}
+	for n, base := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 5: 16 * time.Second, 6: 30 * time.Second, 40: 30 * time.Second} {
+		for i := 0; i < 200; i++ {
+			d := r.backoff(n)
+			if d < base/2 || d >= base {
+				t.Fatalf("backoff(%d) = %v, want in [%v, %v)", n, d, base/2, base)
+			}
+		}
+	}
+}
+
+func TestMessageEnvelope(t *testing.T) {
+	created := time.Date(2026, 11, 22, 10, 0, 0, 123000, time.UTC)
+	m := message(&Row{EventID: "e1", Topic: "t", Key: []byte("k"), EventType: "Created", AggregateType: "item",
+		AggregateID: "7", Payload: []byte(`{}`), CreatedAt: created,
+		Headers: map[string]string{"traceparent": "00-x", "content-type": "application/json"}})
+	got := map[string]string{}
+	var order []string
+	for _, h := range m.Headers {
+		got[h.Key] = string(h.Value)
+		order = append(order, h.Key)
+	}
+	want := map[string]string{HeaderEventID: "e1", HeaderEventType: "Created", HeaderAggregateType: "item",
+		HeaderAggregateID: "7", HeaderOccurredAt: "2026-11-22T10:00:00.000123Z", "traceparent": "00-x",
+		HeaderContentType: "application/json"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("header %s = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) || order[0] != HeaderEventID {
+		t.Errorf("headers %v", order)
+	}
+	if string(m.Key) != "k" || m.Topic != "t" || m.EventID != "e1" {
+		t.Errorf("message %+v", m)
+	}
+}
