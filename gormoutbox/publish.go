@@ -22,8 +22,13 @@ type Event struct {
 	ID string
 	// Topic is the Kafka topic. Required.
 	Topic string
-	// Key is the Kafka message key; events with the same key keep their
-	// order. Empty means no key (no order, spread over partitions).
+	// Key is the Kafka message key; events with the same key reach Kafka
+	// in outbox id order. Empty means no key (no order, spread over
+	// partitions). Ids are taken when the event is written, not when its
+	// transaction commits: events of one key written by concurrent
+	// transactions keep their commit order only if the transactions
+	// serialise on a common row (update or lock the aggregate's row in
+	// both), as captured writes of one entity always do.
 	Key string
 	// Type names the event, e.g. "OrderPlaced". Required.
 	Type string
