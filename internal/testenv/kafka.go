@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -135,4 +136,18 @@ func ReadTopic(t testing.TB, brokers []string, topic string, n int, timeout time
 		})
 	}
 	return out
+}
+
+// NewKafka is Kafka for Example functions (which have no testing.TB): the
+// brokers of OUTBOX_TEST_KAFKA_BROKERS, or an in-process kfake cluster that
+// the returned function closes.
+func NewKafka(partitions int) ([]string, func(), error) {
+	if v := os.Getenv(KafkaEnv); v != "" {
+		return strings.Split(v, ","), func() {}, nil
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(partitions), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		return nil, nil, fmt.Errorf("testenv: start kfake: %w", err)
+	}
+	return c.ListenAddrs(), c.Close, nil
 }
