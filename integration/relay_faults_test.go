@@ -356,8 +356,14 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle
 			t.Fatalf("terminate the claiming session: %d sessions, %v", n, err)
 		}
 	case "mysql":
-		var id sql.NullInt64
-		if err := db.QueryRow(`SELECT IS_USED_LOCK(?)`, mysql.ShardLockName(mustTable(t, "outbox"), 0)).Scan(&id); err != nil {
+		var (
+			id       sql.NullInt64
+			database string
+		)
+		if err := db.QueryRow(`SELECT DATABASE()`).Scan(&database); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRow(`SELECT IS_USED_LOCK(?)`, mysql.ShardLockName(database, mustTable(t, "outbox"), 0)).Scan(&id); err != nil {
 			t.Fatal(err)
 		}
 		if !id.Valid {
@@ -365,6 +371,34 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle
 		}
 		if _, err := db.Exec(`KILL ` + strconv.FormatInt(id.Int64, 10)); err != nil {
 			t.Fatalf("kill %d: %v", id.Int64, err)
+		}
+	}
+}
+
+// Relays of two databases on one server do not share shard locks (named
+// locks are server-wide; their names include the database).
+func TestRelayShardLocksPerDatabase(t *testing.T) {
+	for _, d := range testenv.Dialects() {
+		if d.Name != "mysql" {
+			continue
+		}
+		ctx := context.Background()
+		db1, p1 := setup(t, d, nil, gormoutbox.Config{})
+		db2, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, _ := testenv.Kafka(t, 1)
+		topic := testenv.TopicName("perdb")
+		testenv.CreateTopic(t, brokers, topic, 1)
+		writeSeqEvents(t, db2, topic, 3, 3, 1, 9)
+		sqlDB1, _ := db1.DB()
+		held, err := p1.Dialect().Open(ctx, sqlDB1, mustTable(t, "outbox"), dialects.ClaimOptions{Shards: p1.Shards()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		r := newRelay(t, db2, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{LockWait: -1})
+		res, err := r.Drain(ctx)
+		if err != nil || res.Published != 9 {
+			t.Fatalf("relay of the second database while the first holds its shards: %+v, %v; want 9 published", res, err)
 		}
 	}
 }

@@ -81,9 +81,10 @@ func migrationsTable(d Dialect, t dialects.Table) string {
 }
 
 // lockName is the GET_LOCK name that serialises concurrent migrations of one
-// table (lock names are limited to 64 characters).
-func lockName(t dialects.Table) string {
-	return "gormoutbox:migrate:" + strconv.FormatUint(uint64(dialects.HashKey([]byte(t.String()))), 16)
+// table of database (named locks are server-wide; names are limited to 64
+// characters).
+func lockName(database string, t dialects.Table) string {
+	return "gormoutbox:migrate:" + tableHash(database, t)
 }
 
 // Migrate implements dialects.Dialect. MySQL DDL commits implicitly, so
@@ -96,16 +97,21 @@ func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) (err
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	defer conn.Close()
+	database, err := currentDatabase(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", t, err)
+	}
+	lock := lockName(database, t)
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, lockName(t)).Scan(&got); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, lock).Scan(&got); err != nil {
 		return fmt.Errorf("migrate %s: lock: %w", t, err)
 	}
 	if !got.Valid || got.Int64 != 1 {
-		return fmt.Errorf("migrate %s: lock %q not granted within 60s", t, lockName(t))
+		return fmt.Errorf("migrate %s: lock %q not granted within 60s", t, lock)
 	}
 	defer func() {
 		// A fresh context: the lock must be released even when ctx is done.
-		_, rerr := conn.ExecContext(context.WithoutCancel(ctx), `DO RELEASE_LOCK(?)`, lockName(t))
+		_, rerr := conn.ExecContext(context.WithoutCancel(ctx), `DO RELEASE_LOCK(?)`, lock)
 		err = errors.Join(err, rerr)
 	}()
 	mt := migrationsTable(d, t)

@@ -17,11 +17,32 @@ import (
 var _ dialects.Relayer = Dialect{}
 
 // ShardLockName is the GET_LOCK name a relay holds for one shard of table
-// t (lock names are limited to 64 characters, so the table is hashed).
-// IS_USED_LOCK(name) tells which session holds it.
-func ShardLockName(t dialects.Table, shard int) string {
-	return "gormoutbox:relay:" + strconv.FormatUint(uint64(dialects.HashKey([]byte(t.String()))), 16) +
-		":" + strconv.Itoa(shard)
+// t in database database (used when t names none). Named locks are
+// server-wide, so the name covers the database as well as the table; names
+// are limited to 64 characters, so both are hashed. IS_USED_LOCK(name)
+// tells which session holds it.
+func ShardLockName(database string, t dialects.Table, shard int) string {
+	return "gormoutbox:relay:" + tableHash(database, t) + ":" + strconv.Itoa(shard)
+}
+
+// tableHash identifies table t of database (its schema when qualified) in
+// server-wide lock names.
+func tableHash(database string, t dialects.Table) string {
+	if t.Schema != "" {
+		database = t.Schema
+	}
+	return strconv.FormatUint(uint64(dialects.HashKey([]byte(database+"."+t.Name))), 16)
+}
+
+// currentDatabase returns the session's default database.
+func currentDatabase(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (string, error) {
+	var db sql.NullString
+	if err := q.QueryRowContext(ctx, `SELECT DATABASE()`).Scan(&db); err != nil {
+		return "", err
+	}
+	return db.String, nil
 }
 
 // Open implements dialects.Relayer. A MySQL pass takes one dedicated
@@ -39,6 +60,9 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 		return nil, fmt.Errorf("relay on %s: %w", t, err)
 	}
 	p := &pass{d: d, t: t, conn: conn}
+	if p.database, err = currentDatabase(ctx, conn); err != nil {
+		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
+	}
 	limit := o.MaxShards
 	if limit <= 0 || limit > o.Shards {
 		limit = o.Shards
@@ -70,16 +94,17 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 }
 
 type pass struct {
-	d       Dialect
-	t       dialects.Table
-	conn    *sql.Conn
-	held    []int
-	claimed bool
+	d        Dialect
+	t        dialects.Table
+	database string
+	conn     *sql.Conn
+	held     []int
+	claimed  bool
 }
 
 func (p *pass) lock(ctx context.Context, shard, waitSecs int) (bool, error) {
 	var got sql.NullInt64
-	if err := p.conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, ShardLockName(p.t, shard), waitSecs).Scan(&got); err != nil {
+	if err := p.conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, ?)`, ShardLockName(p.database, p.t, shard), waitSecs).Scan(&got); err != nil {
 		return false, fmt.Errorf("relay on %s: lock shard %d: %w", p.t, shard, err)
 	}
 	return got.Valid && got.Int64 == 1, nil
