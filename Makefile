@@ -38,7 +38,7 @@ test: ## Start servers, go vet, go test -race ./... (scripts/test.sh)
 demo: ## Start PostgreSQL + kfake broker and run examples/postgres (scripts/demo.sh)
 	scripts/demo.sh
 
-demo-mysql: ## Start MariaDB and run examples/mysql (scripts/demo.sh mysql)
+demo-mysql: ## Start MariaDB + kfake broker and run examples/mysql (scripts/demo.sh mysql)
 	scripts/demo.sh mysql
 
 bench: ## Start servers and run the benchmarks (scripts/bench.sh)

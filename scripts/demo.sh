@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
-# Run a demo against local servers (see scripts/servers.sh):
-#   scripts/demo.sh            examples/postgres: PostgreSQL (+ the kfake broker)
-#   scripts/demo.sh mysql      examples/mysql: MariaDB standing in for MySQL
-# Servers already named by OUTBOX_TEST_POSTGRES_URL / OUTBOX_TEST_MYSQL_DSN are used as they are.
+# Run the inventory example end to end against local servers (see
+# scripts/servers.sh): stock changes through GORM, the relay publishing the
+# outbox to Kafka every second, a consumer printing what arrives, and a
+# final check that every committed event arrived (non-zero exit if not).
+#   scripts/demo.sh [args]         examples/postgres: PostgreSQL + the kfake broker
+#   scripts/demo.sh mysql [args]   examples/mysql: MariaDB standing in for MySQL + the kfake broker
+# args go to the example (e.g. -brokers host:9092 for a real cluster).
+# Servers already named by OUTBOX_TEST_POSTGRES_URL / OUTBOX_TEST_MYSQL_DSN, and brokers named by
+# OUTBOX_KAFKA_BROKERS / OUTBOX_DEMO_KAFKA_BROKERS, are used as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+# The kfake broker, unless the caller names brokers.
+services=()
+if [ -z "${OUTBOX_KAFKA_BROKERS:-}${OUTBOX_DEMO_KAFKA_BROKERS:-}" ]; then
+	services+=(broker)
+fi
+
 case "${1:-postgres}" in
 mysql)
 	shift || true
-	[ -n "${OUTBOX_TEST_MYSQL_DSN:-}" ] || scripts/servers.sh up mysql
+	[ -n "${OUTBOX_TEST_MYSQL_DSN:-}" ] || services+=(mysql)
+	[ "${#services[@]}" -eq 0 ] || scripts/servers.sh up "${services[@]}"
 	load_outbox_env OUTBOX_TEST_MYSQL_DSN
 	echo "+ go run ./examples/mysql $*" >&2
 	go run ./examples/mysql "$@"
 	;;
 *)
 	[ "${1:-}" = postgres ] && shift
-	services=(broker)
 	[ -n "${OUTBOX_TEST_POSTGRES_URL:-}" ] || services+=(postgres)
-	scripts/servers.sh up "${services[@]}"
-	load_outbox_env OUTBOX_TEST_POSTGRES_URL OUTBOX_DEMO_KAFKA_BROKERS
+	[ "${#services[@]}" -eq 0 ] || scripts/servers.sh up "${services[@]}"
+	load_outbox_env OUTBOX_TEST_POSTGRES_URL
 	echo "+ go run ./examples/postgres $*" >&2
 	go run ./examples/postgres "$@"
 	;;

@@ -1,10 +1,17 @@
 // Command mysql is the inventory example on MySQL (MariaDB stands in for it
-// here): the product service changes its stock through GORM and every
-// change lands in the outbox table in the same transaction.
+// here), end to end: the product service changes its stock through GORM
+// and every change lands in the outbox table in the same transaction; a
+// relay, scheduled every second, publishes the events to Kafka, where a
+// consumer prints them; at the end it checks that every committed change
+// arrived, in order per key (see inventory.Demo). It exits non-zero if
+// anything is missing.
 //
 // It takes its server from -dsn, or OUTBOX_MYSQL_DSN, or
 // OUTBOX_TEST_MYSQL_DSN (set by "make demo-mysql"), and works in a database
-// of its own ("outbox_demo" by default), recreated on every run.
+// of its own ("outbox_demo" by default), recreated on every run. It takes
+// Kafka from -brokers, or OUTBOX_KAFKA_BROKERS, or OUTBOX_DEMO_KAFKA_BROKERS
+// (the kfake broker "make demo-mysql" starts); with none, it starts an
+// in-process kfake cluster.
 package main
 
 import (
@@ -14,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"regexp"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -27,8 +35,12 @@ import (
 func main() {
 	dsn := flag.String("dsn", inventory.FirstEnv("OUTBOX_MYSQL_DSN", "OUTBOX_TEST_MYSQL_DSN"), "MySQL DSN (go-sql-driver format)")
 	database := flag.String("database", "outbox_demo", "database to (re)create and work in")
+	brokers := inventory.BrokersFlag()
 	flag.Parse()
-	if err := run(context.Background(), *dsn, *database); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, *dsn, *database, *brokers)
+	stop()
+	if err != nil {
 		slog.Error("example failed", "err", err)
 		os.Exit(1)
 	}
@@ -36,7 +48,7 @@ func main() {
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
-func run(ctx context.Context, dsn, database string) error {
+func run(ctx context.Context, dsn, database, brokers string) error {
 	if dsn == "" {
 		return fmt.Errorf("no database: pass -dsn or set OUTBOX_MYSQL_DSN (make demo-mysql does it for you)")
 	}
@@ -67,5 +79,5 @@ func run(ctx context.Context, dsn, database string) error {
 	if err != nil {
 		return err
 	}
-	return inventory.Demo(ctx, db, os.Stdout, fmt.Sprintf("MySQL, database %s", database))
+	return inventory.Demo(ctx, db, inventory.Options{Title: "MySQL, database " + database, Brokers: brokers})
 }

@@ -1,10 +1,16 @@
-// Command postgres is the inventory example on PostgreSQL: the product
-// service changes its stock through GORM and every change lands in the
-// outbox table in the same transaction.
+// Command postgres is the inventory example on PostgreSQL, end to end: the
+// product service changes its stock through GORM and every change lands in
+// the outbox table in the same transaction; a relay, scheduled every
+// second, publishes the events to Kafka, where a consumer prints them; at
+// the end it checks that every committed change arrived, in order per key
+// (see inventory.Demo). It exits non-zero if anything is missing.
 //
 // It takes its database from -dsn, or OUTBOX_POSTGRES_URL, or
 // OUTBOX_TEST_POSTGRES_URL (set by "make demo"), and works in a schema of
-// its own ("outbox_demo" by default), recreated on every run.
+// its own ("outbox_demo" by default), recreated on every run. It takes
+// Kafka from -brokers, or OUTBOX_KAFKA_BROKERS, or OUTBOX_DEMO_KAFKA_BROKERS
+// (the kfake broker "make demo" starts); with none, it starts an in-process
+// kfake cluster.
 package main
 
 import (
@@ -15,6 +21,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"os/signal"
 	"regexp"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -28,8 +35,12 @@ import (
 func main() {
 	dsn := flag.String("dsn", inventory.FirstEnv("OUTBOX_POSTGRES_URL", "OUTBOX_TEST_POSTGRES_URL"), "PostgreSQL URL")
 	schema := flag.String("schema", "outbox_demo", "schema to (re)create and work in")
+	brokers := inventory.BrokersFlag()
 	flag.Parse()
-	if err := run(context.Background(), *dsn, *schema); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, *dsn, *schema, *brokers)
+	stop()
+	if err != nil {
 		slog.Error("example failed", "err", err)
 		os.Exit(1)
 	}
@@ -37,7 +48,7 @@ func main() {
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
-func run(ctx context.Context, dsn, schema string) error {
+func run(ctx context.Context, dsn, schema, brokers string) error {
 	if dsn == "" {
 		return fmt.Errorf("no database: pass -dsn or set OUTBOX_POSTGRES_URL (make demo does it for you)")
 	}
@@ -63,5 +74,5 @@ func run(ctx context.Context, dsn, schema string) error {
 	if err != nil {
 		return err
 	}
-	return inventory.Demo(ctx, db, os.Stdout, fmt.Sprintf("PostgreSQL, schema %s", schema))
+	return inventory.Demo(ctx, db, inventory.Options{Title: "PostgreSQL, schema " + schema, Brokers: brokers})
 }

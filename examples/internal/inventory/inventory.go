@@ -1,17 +1,19 @@
-// Package inventory is the product service of the examples: it owns the
-// inventory table, and every stock change it makes writes its event to the
-// outbox in the same transaction.
+// Package inventory is the shared code of the examples (examples/postgres
+// and examples/mysql), whose mains only open the database and call [Demo].
+//
+// This file is the product service: it owns the inventory table, and every
+// stock change it makes writes its event to the outbox in the same
+// transaction. demo.go runs it end to end: the relay, scheduled with the
+// scheduler package, publishes the events to Kafka (kafka.go: the broker,
+// its topics and a consumer that prints what arrives), and check.go checks
+// that every committed event arrived, in order per key.
 package inventory
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"gorm.io/gorm"
@@ -54,6 +56,10 @@ func Setup(ctx context.Context, db *gorm.DB) (*gormoutbox.Plugin, error) {
 	return ob, nil
 }
 
+// WantEvents is how many events Run commits: three creates, a restock, a
+// reservation (an update and a StockReserved event), a rename and a delete.
+const WantEvents = 8
+
 // ErrOutOfStock is returned by Reserve when the stock is too low.
 var ErrOutOfStock = errors.New("out of stock")
 
@@ -79,9 +85,14 @@ func Reserve(ctx context.Context, db *gorm.DB, sku string, n int, order string) 
 	})
 }
 
+// RefusedOrder is the order whose reservation Run makes fail: its
+// transaction is rolled back, so it leaves no stock change and no event.
+const RefusedOrder = "order-2"
+
 // Run makes a few stock changes: three items created in one batch, a
-// restock, two reservations (the second refused and rolled back: no event),
-// a rename and a discontinued item deleted.
+// restock, two reservations (the second, for RefusedOrder, refused and
+// rolled back: no event), a rename and a discontinued item deleted. They
+// commit 8 events (WantEvents).
 func Run(ctx context.Context, db *gorm.DB, log io.Writer) error {
 	db = db.WithContext(ctx)
 	items := []Item{
@@ -91,10 +102,10 @@ func Run(ctx context.Context, db *gorm.DB, log io.Writer) error {
 	}
 	step := func(what string, err error) error {
 		if err != nil {
-			fmt.Fprintf(log, "  %-40s refused: %v\n", what, err)
+			fmt.Fprintf(log, "  %-32s refused, rolled back: %v\n", what, err)
 			return err
 		}
-		fmt.Fprintf(log, "  %-40s ok\n", what)
+		fmt.Fprintf(log, "  %-32s ok\n", what)
 		return nil
 	}
 	if err := step("create apple, pear, plum", db.Create(&items).Error); err != nil {
@@ -106,10 +117,10 @@ func Run(ctx context.Context, db *gorm.DB, log io.Writer) error {
 	if err := step("reserve 3 pears for order-1", Reserve(ctx, db, "pear", 3, "order-1")); err != nil {
 		return err
 	}
-	if err := step("reserve 9 pears for order-2", Reserve(ctx, db, "pear", 9, "order-2")); !errors.Is(err, ErrOutOfStock) {
+	if err := step("reserve 9 pears for "+RefusedOrder, Reserve(ctx, db, "pear", 9, RefusedOrder)); !errors.Is(err, ErrOutOfStock) {
 		return fmt.Errorf("want out of stock, got %v", err)
 	}
-	items[1].Name = "Conference pear"
+	// Reload the pear (Reserve changed its quantity) before renaming it.
 	if err := db.First(&items[1], items[1].ID).Error; err != nil {
 		return err
 	}
@@ -121,71 +132,4 @@ func Run(ctx context.Context, db *gorm.DB, log io.Writer) error {
 		return err
 	}
 	return nil
-}
-
-// PrintOutbox writes the outbox rows as a table.
-func PrintOutbox(ctx context.Context, db *gorm.DB, w io.Writer) (int, error) {
-	sqlDB, err := db.DB()
-	if err != nil {
-		return 0, err
-	}
-	rows, err := sqlDB.QueryContext(ctx, `SELECT id, topic, msg_key, event_type, aggregate_id, payload FROM outbox ORDER BY id`)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTOPIC\tKEY\tTYPE\tAGGREGATE\tPAYLOAD")
-	n := 0
-	for rows.Next() {
-		var (
-			id                int64
-			topic, typ, aggID string
-			key               sql.RawBytes
-			payload           []byte
-		)
-		if err := rows.Scan(&id, &topic, &key, &typ, &aggID, &payload); err != nil {
-			return n, err
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", id, topic, key, typ, aggID, strings.TrimSpace(string(payload)))
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return n, err
-	}
-	return n, tw.Flush()
-}
-
-// Demo sets up the outbox on db, makes the stock changes of Run and prints
-// the outbox rows they produced to w. It fails unless every change left its
-// event: three creates, a restock, a reservation (an update and a
-// StockReserved event), a rename and a delete.
-func Demo(ctx context.Context, db *gorm.DB, w io.Writer, title string) error {
-	if _, err := Setup(ctx, db); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "%s: stock changes through GORM\n", title)
-	if err := Run(ctx, db, w); err != nil {
-		return err
-	}
-	fmt.Fprintln(w, "\nThe outbox rows they produced, each committed with its change:")
-	n, err := PrintOutbox(ctx, db, w)
-	if err != nil {
-		return err
-	}
-	if n != 8 {
-		return fmt.Errorf("outbox has %d rows, want 8", n)
-	}
-	fmt.Fprintf(w, "\n%d events in the outbox; the relay that sends them to Kafka comes next.\n", n)
-	return nil
-}
-
-// FirstEnv returns the value of the first of keys that is set.
-func FirstEnv(keys ...string) string {
-	for _, k := range keys {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-	}
-	return ""
 }
