@@ -336,6 +336,11 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 			break
 		}
 	}
+	if total.Batches > 0 {
+		r.log.Debug("outbox relay: pass", "batches", total.Batches, "published", total.Published,
+			"retried", total.Retried, "dead", total.Dead, "held_back", total.HeldBack,
+			"duration", time.Since(start))
+	}
 	return total, nil
 }
 
