@@ -227,6 +227,10 @@ func InsertChunked(ctx context.Context, d Dialect, q Execer, table Table, recs [
 type Migration struct {
 	Version    int
 	Statements []string
+	// Ignore, when set, reports errors that mean a statement's work is
+	// already done (an index that exists, say, where the database has no
+	// IF NOT EXISTS for it): a step cut short can then run again.
+	Ignore func(error) bool
 }
 
 // ApplyMigrations runs, on q, the steps of ms whose version is above
@@ -238,7 +242,7 @@ func ApplyMigrations(ctx context.Context, q Execer, current int, ms []Migration,
 			continue
 		}
 		for _, s := range m.Statements {
-			if _, err := q.ExecContext(ctx, s); err != nil {
+			if _, err := q.ExecContext(ctx, s); err != nil && (m.Ignore == nil || !m.Ignore(err)) {
 				return current, fmt.Errorf("migration %d: %w", m.Version, err)
 			}
 		}

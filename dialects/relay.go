@@ -1,11 +1,13 @@
 package dialects
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +25,9 @@ type Row struct {
 	AggregateType string
 	AggregateID   string
 	Payload       []byte
-	Headers       map[string]string
-	Shard         int
+	// Headers may be shared between rows read together: do not modify.
+	Headers map[string]string
+	Shard   int
 	// Attempts counts failed publications so far.
 	Attempts    int
 	AvailableAt time.Time
@@ -158,50 +161,75 @@ func RowColumnsOf(alias string) string {
 // available_at of the previous pending row of the same topic and key) from
 // rows.
 func ScanRow(rows *sql.Rows, withPrev bool) (Row, error) {
-	var (
-		r                     Row
-		key                   []byte
-		headers               []byte
-		lastErr               sql.NullString
-		avail, created        Time
-		published, dead, prev = Time{}, Time{}, sql.NullInt64{}
-		prevAvail             Time
-	)
-	dest := []any{&r.ID, &r.EventID, &r.Topic, &key, &r.EventType, &r.AggregateType, &r.AggregateID,
-		&r.Payload, &headers, &r.Shard, &r.Attempts, &avail, &created, &lastErr, &published, &dead}
-	if withPrev {
-		dest = append(dest, &prev, &prevAvail)
+	var sc scanner
+	return sc.scan(rows, withPrev)
+}
+
+// scanner scans rows with reused destinations and decodes each distinct
+// headers text once: the rows of one statement, and most rows of a
+// service, share their headers (content type, schema version).
+type scanner struct {
+	r                               Row
+	key, headers                    []byte
+	lastErr                         sql.NullString
+	avail, created, published, dead Time
+	prev                            sql.NullInt64
+	prevAvail                       Time
+	dest                            []any
+	lastHeaders                     string
+	lastMap                         map[string]string
+}
+
+func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (Row, error) {
+	if sc.dest == nil {
+		r := &sc.r
+		sc.dest = []any{&r.ID, &r.EventID, &r.Topic, &sc.key, &r.EventType, &r.AggregateType, &r.AggregateID,
+			&r.Payload, &sc.headers, &r.Shard, &r.Attempts, &sc.avail, &sc.created, &sc.lastErr, &sc.published, &sc.dead,
+			&sc.prev, &sc.prevAvail}
 	}
+	dest := sc.dest
+	if !withPrev {
+		dest = dest[:len(dest)-2]
+	}
+	// Scan copies []byte columns into fresh slices, so these can be kept.
+	sc.r.Payload, sc.key = nil, nil
+	sc.prev, sc.prevAvail = sql.NullInt64{}, Time{}
 	if err := rows.Scan(dest...); err != nil {
 		return Row{}, err
 	}
-	if key != nil {
-		r.Key = append([]byte(nil), key...)
-	}
-	if len(headers) > 0 && string(headers) != "{}" {
-		if err := json.Unmarshal(headers, &r.Headers); err != nil {
-			return Row{}, fmt.Errorf("outbox row %d: headers: %w", r.ID, err)
+	r := sc.r
+	r.Key = sc.key
+	if len(sc.headers) > 0 && string(sc.headers) != "{}" {
+		if string(sc.headers) != sc.lastHeaders || sc.lastMap == nil {
+			m := map[string]string{}
+			if err := json.Unmarshal(sc.headers, &m); err != nil {
+				return Row{}, fmt.Errorf("outbox row %d: headers: %w", r.ID, err)
+			}
+			sc.lastHeaders, sc.lastMap = string(sc.headers), m
 		}
+		r.Headers = sc.lastMap // shared between rows with the same headers: read-only
 	}
-	r.AvailableAt, r.CreatedAt, r.LastError = avail.Time, created.Time, lastErr.String
-	if published.Valid {
-		t := published.Time
+	r.AvailableAt, r.CreatedAt, r.LastError = sc.avail.Time, sc.created.Time, sc.lastErr.String
+	if sc.published.Valid {
+		t := sc.published.Time
 		r.PublishedAt = &t
 	}
-	if dead.Valid {
-		t := dead.Time
+	if sc.dead.Valid {
+		t := sc.dead.Time
 		r.DeadAt = &t
 	}
-	r.prev, r.prevAvail = prev.Int64, prevAvail.Time
+	r.prev, r.prevAvail = sc.prev.Int64, sc.prevAvail.Time
 	return r, nil
 }
 
-// ScanRows reads every row of rows with ScanRow and closes rows.
-func ScanRows(rows *sql.Rows, withPrev bool) ([]Row, error) {
+// ScanRows reads every row of rows with ScanRow and closes rows. sizeHint
+// is the expected row count.
+func ScanRows(rows *sql.Rows, withPrev bool, sizeHint int) ([]Row, error) {
 	defer rows.Close()
-	var out []Row
+	out := make([]Row, 0, sizeHint)
+	var sc scanner
 	for rows.Next() {
-		r, err := ScanRow(rows, withPrev)
+		r, err := sc.scan(rows, withPrev)
 		if err != nil {
 			return nil, err
 		}
@@ -210,19 +238,37 @@ func ScanRows(rows *sql.Rows, withPrev bool) ([]Row, error) {
 	return out, rows.Err()
 }
 
-// PrevColumns is the SQL, for a claimed row aliased c, of the id and the
-// available_at of the previous pending row of its topic and key: two
-// probes of the pending-key index at most (a join on pv by that id).
-// Claims select PrevColumns after RowColumns and join:
-//
-//	LEFT JOIN <table> pv ON pv.id = <PrevID(table, "c")>
-const PrevColumns = `pv.id, pv.available_at`
+// Pending is a pending row's id and available_at, as a previous-row probe
+// reads it.
+type Pending struct {
+	ID          int64
+	AvailableAt time.Time
+}
 
-// PrevID is the scalar subquery of the previous pending row's id of the
-// row aliased alias in table q (a qualified, quoted name).
-func PrevID(q, alias string) string {
-	return `(SELECT MAX(p.id) FROM ` + q + ` p WHERE p.topic = ` + alias + `.topic AND p.msg_key = ` + alias + `.msg_key
-	AND p.published_at IS NULL AND p.dead_at IS NULL AND p.id < ` + alias + `.id)`
+// SetPrevs sets the previous pending row of each row of topic and key in
+// rows (which are in id order) from those rows themselves and the other
+// pending rows of the key a probe found (any order): the last pending row
+// before a key's first claimed row, and the pending rows between its first
+// and last claimed rows.
+func SetPrevs(rows []Row, topic string, key []byte, others []Pending) {
+	all := make([]Pending, 0, len(others)+8)
+	all = append(all, others...)
+	idx := make([]int, 0, 8)
+	for i := range rows {
+		if rows[i].Topic == topic && rows[i].Key != nil && string(rows[i].Key) == string(key) {
+			all = append(all, Pending{rows[i].ID, rows[i].AvailableAt})
+			idx = append(idx, i)
+		}
+	}
+	slices.SortFunc(all, func(a, b Pending) int { return cmp.Compare(a.ID, b.ID) })
+	for _, i := range idx {
+		r := &rows[i]
+		j, _ := slices.BinarySearchFunc(all, r.ID, func(p Pending, id int64) int { return cmp.Compare(p.ID, id) })
+		r.prev, r.prevAvail = 0, time.Time{}
+		if j > 0 {
+			r.prev, r.prevAvail = all[j-1].ID, all[j-1].AvailableAt
+		}
+	}
 }
 
 // Park is a claimed row the order guard holds back because an earlier row

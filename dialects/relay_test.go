@@ -54,3 +54,23 @@ func TestTimeScan(t *testing.T) {
 		t.Error("Scan(\"yesterday\") succeeded")
 	}
 }
+
+func TestSetPrevs(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rows := []Row{
+		{ID: 10, Topic: "t", Key: []byte("a"), AvailableAt: t0},
+		{ID: 11, Topic: "t", Key: []byte("b")},
+		{ID: 14, Topic: "t", Key: []byte("a"), AvailableAt: t0},
+		{ID: 15, Topic: "u", Key: []byte("a")},
+	}
+	// Key a of topic t: pending row 4 before the first claimed row, 12
+	// (not due) between, and the claimed rows themselves as a probe
+	// returns them.
+	SetPrevs(rows, "t", []byte("a"), []Pending{{14, t0}, {12, t0.Add(time.Hour)}, {4, t0}, {10, t0}})
+	if rows[0].prev != 4 || rows[2].prev != 12 || !rows[2].prevAvail.Equal(t0.Add(time.Hour)) {
+		t.Errorf("prevs: %d, %d (%v); want 4, 12", rows[0].prev, rows[2].prev, rows[2].prevAvail)
+	}
+	if rows[1].prev != 0 || rows[3].prev != 0 {
+		t.Errorf("other keys touched: %d, %d", rows[1].prev, rows[3].prev)
+	}
+}

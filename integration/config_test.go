@@ -7,6 +7,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/mysql"
+	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
@@ -29,12 +31,32 @@ func TestMigrateIsVersionedAndIdempotent(t *testing.T) {
 				t.Fatalf("Migrate #%d: %v", i+1, err)
 			}
 		}
-		if v, err := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); err != nil || v != 1 {
-			t.Fatalf("version after Migrate = %d, %v; want 1", v, err)
+		latest := postgres.LatestVersion
+		if d.Name == "mysql" {
+			latest = mysql.LatestVersion
+		}
+		if v, err := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); err != nil || v != latest {
+			t.Fatalf("version after Migrate = %d, %v; want %d", v, err, latest)
 		}
 		var n int64
-		if err := db.Table("events_outbox_migrations").Count(&n).Error; err != nil || n != 1 {
-			t.Fatalf("migrations rows = %d, %v; want 1", n, err)
+		if err := db.Table("events_outbox_migrations").Count(&n).Error; err != nil || n != int64(latest) {
+			t.Fatalf("migrations rows = %d, %v; want %d", n, err, latest)
+		}
+		if d.Name == "mysql" {
+			// A version-2 step cut short (its DDL done, its record not
+			// written) runs again without error.
+			if err := db.Exec(`DELETE FROM events_outbox_migrations WHERE version = 2`).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Migrate(ctx); err != nil {
+				t.Fatalf("Migrate after a cut-short step: %v", err)
+			}
+			if v, _ := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); v != 2 {
+				t.Fatalf("version %d after re-running step 2, want 2", v)
+			}
+			if !db.Migrator().HasIndex("events_outbox", "events_outbox_claim_idx") || db.Migrator().HasIndex("events_outbox", "events_outbox_pending_idx") {
+				t.Fatal("after step 2 the claim index should replace the pending index")
+			}
 		}
 		// The configured table is the one written.
 		if err := db.AutoMigrate(&Inventory{}); err != nil {

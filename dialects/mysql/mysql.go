@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 
+	gomysql "github.com/go-sql-driver/mysql"
+
 	"github.com/go-outbox/outbox/dialects"
 )
 
@@ -70,11 +72,27 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 	KEY ` + d.Quote(n+"_dead_idx") + ` (dead_at, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 		},
+	}, {
+		// The claim reads each held shard's pending range in id order and
+		// filters on available_at: with available_at in the index the
+		// filter needs no row lookup. The new index replaces the old one,
+		// of which it is an extension.
+		Version: 2,
+		Statements: []string{
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_claim_idx") +
+				` (published_at, dead_at, shard, id, available_at)`,
+			`ALTER TABLE ` + t.Qualified(d) + ` DROP INDEX ` + d.Quote(n+"_pending_idx"),
+		},
+		Ignore: func(err error) bool {
+			var me *gomysql.MySQLError
+			// 1061: duplicate key name; 1091: can't drop, does not exist.
+			return errors.As(err, &me) && (me.Number == 1061 || me.Number == 1091)
+		},
 	}}
 }
 
 // LatestVersion is the schema version Migrate brings a table to.
-const LatestVersion = 1
+const LatestVersion = 2
 
 func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)

@@ -131,19 +131,20 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(limit) + `)`)
 		args = append(args, now.UTC())
 	}
-	stmt := `SELECT ` + dialects.RowColumnsOf("c2") + `, ` + dialects.PrevColumns + ` FROM (
-	SELECT ` + dialects.RowColumnsOf("o") + `, ` + dialects.PrevID(q, "o") + ` AS prev_id
-	FROM ` + q + ` o JOIN (` + b.String() + `) c ON c.id = o.id
-) c2 LEFT JOIN ` + q + ` pv ON pv.id = c2.prev_id ORDER BY c2.id LIMIT ` + strconv.Itoa(limit)
+	stmt := `SELECT ` + dialects.RowColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + b.String() +
+		`) c ON c.id = o.id ORDER BY o.id LIMIT ` + strconv.Itoa(limit)
 	var out []dialects.Row
 	for round := 0; round < dialects.MaxClaimRounds; round++ {
 		rows, err := p.conn.QueryContext(ctx, stmt, args...)
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
-		all, err := dialects.ScanRows(rows, true)
+		all, err := dialects.ScanRows(rows, false, limit)
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+		}
+		if err := p.prevs(ctx, all); err != nil {
+			return nil, fmt.Errorf("claim from %s: order guard: %w", p.t, err)
 		}
 		kept, park := dialects.OrderedPrefix(all, now)
 		if len(park) > 0 {
@@ -158,6 +159,87 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 	}
 	p.claimed = len(out) > 0
 	return out, nil
+}
+
+// prevs finds, for each claimed row with a key, the previous pending row of
+// its topic and key. One statement reads, per key, the last pending row
+// before the key's first claimed row and the pending rows between its first
+// and last claimed rows: index ranges with constant bounds on
+// (topic, msg_key, published_at, dead_at, id). A correlated
+// "MAX(id) … id < o.id" per row, the obvious SQL, made MariaDB read every
+// pending row of the key for each claimed row (500 × ~1,000 rows on a
+// 100k-row backlog, 90% of the claim time).
+func (p *pass) prevs(ctx context.Context, rows []dialects.Row) error {
+	type span struct {
+		topic    string
+		key      []byte
+		min, max int64
+		pending  []dialects.Pending
+	}
+	spans := map[string]*span{}
+	var order []*span
+	for i := range rows {
+		r := &rows[i]
+		if r.Key == nil {
+			continue
+		}
+		k := r.Topic + "\x00" + string(r.Key)
+		sp, ok := spans[k]
+		if !ok {
+			sp = &span{topic: r.Topic, key: r.Key, min: r.ID, max: r.ID}
+			spans[k] = sp
+			order = append(order, sp)
+		}
+		sp.max = r.ID // rows come in id order
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	q := p.t.Qualified(p.d)
+	const pending = ` AND published_at IS NULL AND dead_at IS NULL`
+	var b strings.Builder
+	args := make([]any, 0, len(order)*7)
+	for i, sp := range order {
+		if i > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		n := strconv.Itoa(i)
+		b.WriteString(`(SELECT ` + n + ` AS k, id, available_at FROM ` + q +
+			` WHERE topic = ? AND msg_key = ?` + pending + ` AND id < ? ORDER BY id DESC LIMIT 1)`)
+		args = append(args, sp.topic, sp.key, sp.min)
+		if sp.max > sp.min {
+			b.WriteString(` UNION ALL (SELECT ` + n + ` AS k, id, available_at FROM ` + q +
+				` WHERE topic = ? AND msg_key = ?` + pending + ` AND id > ? AND id < ?)`)
+			args = append(args, sp.topic, sp.key, sp.min, sp.max)
+		}
+	}
+	res, err := p.conn.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for res.Next() {
+		var (
+			k  int
+			pd dialects.Pending
+			av dialects.Time
+		)
+		if err := res.Scan(&k, &pd.ID, &av); err != nil {
+			return err
+		}
+		pd.AvailableAt = av.Time
+		if k < 0 || k >= len(order) {
+			return fmt.Errorf("probe returned key index %d of %d", k, len(order))
+		}
+		order[k].pending = append(order[k].pending, pd)
+	}
+	if err := res.Err(); err != nil {
+		return err
+	}
+	for _, sp := range order {
+		dialects.SetPrevs(rows, sp.topic, sp.key, sp.pending)
+	}
+	return nil
 }
 
 // park makes held-back rows due when the row they wait for is.
@@ -286,7 +368,7 @@ func (d Dialect) DeadLetters(ctx context.Context, db *sql.DB, t dialects.Table, 
 	if err != nil {
 		return nil, fmt.Errorf("dead letters of %s: %w", t, err)
 	}
-	return dialects.ScanRows(rows, false)
+	return dialects.ScanRows(rows, false, q.Limit)
 }
 
 // Cleanup implements dialects.Relayer. It runs at READ COMMITTED so that

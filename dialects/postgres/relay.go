@@ -31,9 +31,13 @@ type pass struct {
 // claimSQL locks the first due pending rows in id order, skipping rows
 // other relays hold, and reads for each the id and available_at of the
 // previous pending row of its topic and key (a backward probe of the
-// pending-key index and a primary-key lookup), from which
-// dialects.OrderedPrefix drops the rows whose earlier rows are held
-// elsewhere or not due. The rows it drops stay locked until the claim ends.
+// pending-key index, LIMIT 1), from which dialects.OrderedPrefix drops the
+// rows whose earlier rows are held elsewhere or not due. The rows it drops
+// stay locked until the claim ends.
+//
+// The probe is a LATERAL subquery: as a join on a correlated MAX, the
+// planner chose a hash join over the whole table on small tables (three
+// times slower at 10k rows).
 func (p *pass) claimSQL() string {
 	q := p.t.Qualified(p.d)
 	return `WITH c AS MATERIALIZED (
@@ -41,11 +45,15 @@ func (p *pass) claimSQL() string {
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
-), c2 AS (
-	SELECT c.*, ` + dialects.PrevID(q, "c") + ` AS prev_id FROM c
 )
-SELECT ` + dialects.RowColumnsOf("c2") + `, ` + dialects.PrevColumns + `
-FROM c2 LEFT JOIN ` + q + ` pv ON pv.id = c2.prev_id ORDER BY c2.id`
+SELECT ` + dialects.RowColumnsOf("c") + `, pv.id, pv.available_at
+FROM c LEFT JOIN LATERAL (
+	SELECT p.id, p.available_at FROM ` + q + ` p
+	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
+	  AND p.published_at IS NULL AND p.dead_at IS NULL
+	ORDER BY p.id DESC LIMIT 1
+) pv ON true
+ORDER BY c.id`
 }
 
 func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.Row, error) {
@@ -72,7 +80,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		if err != nil {
 			return fail(err)
 		}
-		all, err := dialects.ScanRows(rows, true)
+		all, err := dialects.ScanRows(rows, true, limit)
 		if err != nil {
 			return fail(err)
 		}
@@ -125,6 +133,13 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 // finish writes an outcome in one statement: the published rows and the
 // retries are disjoint, so one data-modifying CTE per kind runs them
 // together in a single round trip.
+//
+// The statement also turns synchronous_commit off for the commit that
+// follows (this transaction only): the commit then does not wait for the
+// WAL flush. A server crash in the next few hundred milliseconds can lose
+// the marking — never a message: the rows are published again
+// (at-least-once), as after a relay crash. It saves the flush wait
+// (about 1.3 ms of a 500-row batch here).
 func finish(ctx context.Context, d Dialect, tx *sql.Tx, t dialects.Table, o dialects.Outcome) error {
 	q := t.Qualified(d)
 	var (
@@ -166,7 +181,7 @@ push AS (
 	  AND o.published_at IS NULL AND o.dead_at IS NULL AND o.available_at < u.until
 	  AND o.id <> ALL($2) AND o.id <> ALL($3)
 )
-SELECT 1`
+SELECT set_config('synchronous_commit', 'off', true)`
 	if len(pushTopics) == 0 {
 		pushTopics, pushKeys, pushFrom, pushUntil = []string{}, [][]byte{}, []int64{}, []time.Time{}
 	}
@@ -215,7 +230,7 @@ func (d Dialect) DeadLetters(ctx context.Context, db *sql.DB, t dialects.Table, 
 	if err != nil {
 		return nil, fmt.Errorf("dead letters of %s: %w", t, err)
 	}
-	return dialects.ScanRows(rows, false)
+	return dialects.ScanRows(rows, false, q.Limit)
 }
 
 // Cleanup implements dialects.Relayer. The rows to delete are picked
