@@ -513,3 +513,44 @@ func checkSeqOrderHalves(t *testing.T, recs []testenv.Record, keys, n int) int {
 	}
 	return dups
 }
+
+// Rows of a key written while its first row waits for a retry wait behind
+// it, however long the backoff: nothing overtakes a failed row.
+func TestRelayNewRowsWaitBehindFailedRow(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, c := kfakeOnly(t, 2)
+		topic := testenv.TopicName("behind")
+		testenv.CreateTopic(t, brokers, topic, 2)
+		ids := writeSeqEvents(t, db, topic, 1, 5, 1, 5)
+		h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotLeaderForPartition, Count: -1})
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{MaxAttempts: 1}), gormoutbox.RelayConfig{
+			MinBackoff: time.Hour, MaxBackoff: time.Hour, LockWait: -1})
+		if res, err := r.Drain(ctx); err != nil || res.Retried != 5 {
+			t.Fatalf("failing drain: %+v, %v; want 5 retried", res, err)
+		}
+		h.Remove()
+		// Seq 5..9 of the same key (the payload's seq restarts at 0, so
+		// tell them apart by id order instead).
+		more := writeSeqEvents(t, db, topic, 1, 5, 1, 5)
+		for i := 0; i < 3; i++ {
+			if res, err := r.Drain(ctx); err != nil || res.Published != 0 {
+				t.Fatalf("drain while the first rows wait: %+v, %v; want nothing published", res, err)
+			}
+		}
+		// The hour passes.
+		sqlDB, _ := db.DB()
+		if _, err := sqlDB.Exec(`UPDATE outbox SET available_at = created_at WHERE published_at IS NULL`); err != nil {
+			t.Fatal(err)
+		}
+		drainUntilEmpty(t, r, 30*time.Second)
+		for id := range more {
+			ids[id] = true
+		}
+		recs := testenv.ReadTopic(t, brokers, topic, 10, 20*time.Second, runIDs(ids))
+		if dups := checkSeqOrderHalves(t, recs, 1, 5); dups != 0 {
+			t.Logf("%d duplicates", dups)
+		}
+	})
+}

@@ -74,14 +74,18 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 		},
 	}, {
 		// The claim reads each held shard's pending range in id order and
-		// filters on available_at: with available_at in the index the
-		// filter needs no row lookup. The new index replaces the old one,
-		// of which it is an extension.
+		// filters on available_at, and the order guard looks for pending
+		// rows of a key that are not due: with available_at in both
+		// indexes neither needs a row lookup. Each new index replaces the
+		// old one it extends.
 		Version: 2,
 		Statements: []string{
 			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_claim_idx") +
 				` (published_at, dead_at, shard, id, available_at)`,
 			`ALTER TABLE ` + t.Qualified(d) + ` DROP INDEX ` + d.Quote(n+"_pending_idx"),
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_key_idx") +
+				` (topic, msg_key, published_at, dead_at, id, available_at)`,
+			`ALTER TABLE ` + t.Qualified(d) + ` DROP INDEX ` + d.Quote(n+"_pending_key_idx"),
 		},
 		Ignore: func(err error) bool {
 			var me *gomysql.MySQLError
