@@ -2,7 +2,7 @@
 // 10.6+; only syntax both accept is used).
 //
 // The payload is a LONGBLOB (stored byte for byte) and the headers a JSON
-// column. MySQL has no partial indexes, so the pending index leads with
+// column. MySQL has no partial indexes, so the claim index leads with
 // (published_at, dead_at): the relay's claim reads the "both NULL" range of
 // it, which published rows never enter, and its cost does not grow with the
 // published rows kept in the table.
