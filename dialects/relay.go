@@ -91,6 +91,10 @@ type ClaimOptions struct {
 	// LockWait is how long a pass that finds every shard held waits for
 	// one (MySQL); 0 means it does not wait.
 	LockWait time.Duration
+	// ShardMod and ShardRem, when ShardMod > 1, restrict the pass to the
+	// shards s with s % ShardMod == ShardRem: the passes of one relay's
+	// workers take disjoint keys.
+	ShardMod, ShardRem int
 }
 
 // Pass is one relay pass: a sequence of claims, each followed by Finish.

@@ -743,3 +743,79 @@ func BenchmarkClaimCost(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRelayWorkers is BenchmarkRelayThroughput without the timing
+// wrappers, for a relay with 1 and with 2 Workers: the second worker
+// overlaps its database round trips with the first one's publishing.
+func BenchmarkRelayWorkers(b *testing.B) {
+	for _, d := range testenv.Dialects() {
+		for _, workers := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/workers=%d", d.Name, workers), func(b *testing.B) {
+				ctx := context.Background()
+				db := d.Open(b, nil)
+				p := gormoutbox.New(gormoutbox.Config{Shards: rbShards})
+				if err := db.Use(p); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Migrate(ctx); err != nil {
+					b.Fatal(err)
+				}
+				sqlDB, _ := db.DB()
+				table, _ := dialects.ParseTable(p.Table())
+				brokers, _ := testenv.Kafka(b, rbPartitions)
+				relayTopic, rawTopic := testenv.TopicName("relay-bench"), testenv.TopicName("raw-bench")
+				testenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
+				testenv.CreateTopic(b, brokers, rawTopic, rbPartitions)
+				pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, BatchSize: rbBatch})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer func() { _ = pub.Close() }()
+				relay, err := gormoutbox.NewRelay(db, pub, gormoutbox.RelayConfig{
+					BatchSize: rbBatch, Budget: time.Hour, Workers: workers,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				var tRelay, tRaw time.Duration
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					recs := rbRecords(rbBacklog, relayTopic, time.Now().UTC())
+					rbInsert(b, p.Dialect(), sqlDB, table, recs)
+					rbAnalyze(b, p.Dialect(), sqlDB, table)
+					raw := rbRawMessages(recs, rawTopic)
+					before := rbTopicCount(b, brokers, relayTopic)
+					b.StartTimer()
+					tRaw += rbWriteRaw(b, brokers, raw) / 2
+					start := time.Now()
+					published := 0
+					for published < rbBacklog {
+						res, err := relay.Drain(ctx)
+						if err != nil {
+							b.Fatalf("Drain: %v", err)
+						}
+						published += res.Published
+						if res.Batches == 0 {
+							break
+						}
+					}
+					tRelay += time.Since(start)
+					tRaw += rbWriteRaw(b, brokers, raw) / 2
+					b.StopTimer()
+					if published != rbBacklog {
+						b.Fatalf("relay published %d rows, want %d", published, rbBacklog)
+					}
+					if n := rbTopicCount(b, brokers, relayTopic) - before; n != rbBacklog {
+						b.Fatalf("relay topic got %d messages, want %d", n, rbBacklog)
+					}
+					b.StartTimer()
+				}
+				events := float64(rbBacklog * b.N)
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(events/tRelay.Seconds(), "relay-events/s")
+				b.ReportMetric(events/tRaw.Seconds(), "raw-events/s")
+				b.ReportMetric(tRaw.Seconds()/tRelay.Seconds(), "relay/raw")
+			})
+		}
+	}
+}

@@ -210,6 +210,7 @@ func TestRelayConfigErrors(t *testing.T) {
 		{gormoutbox.RelayConfig{MinBackoff: time.Minute, MaxBackoff: time.Second}, "RelayConfig.MinBackoff"},
 		{gormoutbox.RelayConfig{Shards: 4, MaxShards: 5}, "RelayConfig.MaxShards"},
 		{gormoutbox.RelayConfig{Shards: -3}, "RelayConfig.Shards"},
+		{gormoutbox.RelayConfig{Shards: 4, Workers: 5}, "RelayConfig.Workers"},
 	}
 	for _, c := range cases {
 		_, err := gormoutbox.NewRelay(db, pub, c.cfg)

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -98,8 +99,10 @@ type Config struct {
 	AllowAutoTopicCreation bool
 }
 
-// Publisher writes outbox messages with a kafka-go Writer.
+// Publisher writes outbox messages with a kafka-go Writer. It is safe for
+// concurrent use; Publish calls are serialised (see Publish).
 type Publisher struct {
+	mu       sync.Mutex // one Publish at a time
 	cfg      Config
 	w        *kafkago.Writer
 	ownTrans *kafkago.Transport
@@ -186,7 +189,16 @@ func (p *Publisher) Close() error {
 }
 
 // Publish implements gormoutbox.Publisher.
+//
+// Calls are serialised: concurrent WriteMessages calls on one Writer can
+// share a partition batch, and a call's messages of one key could then be
+// split between two batches with different fates — a later message written
+// while an earlier one failed. Serialising costs nothing when one relay
+// publishes; a relay with several Workers still overlaps one worker's
+// database work with another's publishing.
 func (p *Publisher) Publish(ctx context.Context, msgs []gormoutbox.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	errs := make([]error, len(msgs))
 	failed := make(map[string]error) // topic+key → error of its first failed message
 	var anyErr bool

@@ -67,9 +67,16 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	if limit <= 0 || limit > o.Shards {
 		limit = o.Shards
 	}
+	mine := func(s int) bool { return o.ShardMod <= 1 || s%o.ShardMod == o.ShardRem }
 	start := rand.IntN(o.Shards)
+	for !mine(start) {
+		start = (start + 1) % o.Shards
+	}
 	for i := 0; i < o.Shards && len(p.held) < limit; i++ {
 		s := (start + i) % o.Shards
+		if !mine(s) {
+			continue
+		}
 		ok, err := p.lock(ctx, s, 0)
 		if err != nil {
 			return nil, errors.Join(err, p.Close())

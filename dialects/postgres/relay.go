@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
@@ -17,15 +18,20 @@ var _ dialects.Relayer = Dialect{}
 // FOR UPDATE SKIP LOCKED and ends in Finish (commit) or Close (rollback).
 // If the relay dies, its transaction is rolled back by the server and the
 // rows are free again; nothing was marked, so they are published again.
-func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, _ dialects.ClaimOptions) (dialects.Pass, error) {
-	return &pass{d: d, db: db, t: t}, nil
+func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
+	p := &pass{d: d, db: db, t: t}
+	if o.ShardMod > 1 {
+		p.shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
+	}
+	return p, nil
 }
 
 type pass struct {
-	d  Dialect
-	db *sql.DB
-	t  dialects.Table
-	tx *sql.Tx
+	d           Dialect
+	db          *sql.DB
+	t           dialects.Table
+	tx          *sql.Tx
+	shardFilter string
 }
 
 // claimSQL locks the first due pending rows in id order, skipping rows
@@ -42,7 +48,7 @@ func (p *pass) claimSQL() string {
 	q := p.t.Qualified(p.d)
 	return `WITH c AS MATERIALIZED (
 	SELECT ` + dialects.RowColumns + ` FROM ` + q + `
-	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1
+	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + p.shardFilter + `
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
 )
