@@ -148,6 +148,26 @@ type Relayer interface {
 	Stats(ctx context.Context, db *sql.DB, t Table) (Stats, error)
 }
 
+// QueryStats counts the pending and dead rows of t (SQL both dialects
+// accept).
+func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, t Table) (Stats, error) {
+	q := t.Qualified(d)
+	var (
+		s      Stats
+		oldest Time
+	)
+	err := db.QueryRowContext(ctx, `SELECT
+	(SELECT COUNT(*) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL),
+	(SELECT COUNT(*) FROM `+q+` WHERE dead_at IS NOT NULL),
+	(SELECT MIN(created_at) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL)`).
+		Scan(&s.Pending, &s.Dead, &oldest)
+	if err != nil {
+		return s, fmt.Errorf("stats of %s: %w", t, err)
+	}
+	s.OldestPending = oldest.Time
+	return s, nil
+}
+
 // RowColumns are the columns ScanRow reads, in order.
 const RowColumns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
 	shard, attempts, available_at, created_at, last_error, published_at, dead_at`

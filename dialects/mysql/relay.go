@@ -457,19 +457,5 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 
 // Stats implements dialects.Relayer.
 func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
-	q := t.Qualified(d)
-	var (
-		s      dialects.Stats
-		oldest dialects.Time
-	)
-	err := db.QueryRowContext(ctx, `SELECT
-	(SELECT COUNT(*) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL),
-	(SELECT COUNT(*) FROM `+q+` WHERE dead_at IS NOT NULL),
-	(SELECT MIN(created_at) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL)`).
-		Scan(&s.Pending, &s.Dead, &oldest)
-	if err != nil {
-		return s, fmt.Errorf("stats of %s: %w", t, err)
-	}
-	s.OldestPending = oldest.Time
-	return s, nil
+	return dialects.QueryStats(ctx, db, d, t)
 }
