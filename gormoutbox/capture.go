@@ -49,7 +49,17 @@ type stmtState struct {
 	live map[string]reflect.Value
 	// upsert: a Create with an ON CONFLICT clause.
 	upsert bool
+	// byCondition: an update or delete by condition (Where, inline
+	// conditions, AllowGlobalUpdate). prepare locks the matching rows,
+	// restricts the write to them, and fills keys and live.
+	byCondition bool
 }
+
+// MaxConditionRows bounds the rows one update or delete by condition may
+// touch: prepare locks and reads them all, and restricts the write to their
+// primary keys (one bind variable per key column per row). A write that
+// matches more is refused with ErrUncapturedWrite; split it.
+const MaxConditionRows = 20000
 
 func stateOf(db *gorm.DB) *stmtState {
 	v, ok := db.Statement.Settings.Load(stateKey{db.Statement})
@@ -192,23 +202,67 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 		}
 		return true, nil
 	}
-	// Update and delete: only of loaded entities, identified by primary key.
+	// Update and delete. Of loaded entities identified by primary key, the
+	// keys are known now; by condition, prepare finds the rows.
+	hasWhere := false
 	if c, ok := stmt.Clauses["WHERE"]; ok {
 		if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 {
-			return false, uncaptured(m.name, st.op, "by condition (Where, Scopes or inline conditions)",
-				"load the rows and write each entity, or publish your own event with gormoutbox.Publish")
+			hasWhere = true
 		}
 	}
 	keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
-	if !complete || len(keys) == 0 {
-		if !stmt.AllowGlobalUpdate {
-			return false, nil // GORM refuses it with ErrMissingWhereClause
+	complete = complete && len(keys) > 0
+	switch {
+	case complete && !hasWhere:
+		st.keys = keys
+	case !complete && !hasWhere && !stmt.AllowGlobalUpdate:
+		return false, nil // GORM refuses it with ErrMissingWhereClause
+	default:
+		st.byCondition = true
+		if complete {
+			st.keys = keys // GORM adds them to the WHERE; so does prepare
 		}
-		return false, uncaptured(m.name, st.op, "of every row (AllowGlobalUpdate)",
-			"load the rows and write each entity")
 	}
-	st.keys = keys
 	return true, nil
+}
+
+// lockMatching reads, FOR UPDATE and in primary-key order, the rows a write
+// by condition is about to touch, and restricts the write to them: the
+// statement's WHERE, the primary keys of the model value when it has them,
+// and the soft-delete scope unless Unscoped. Restricting the write to the
+// locked keys matters on PostgreSQL, where at READ COMMITTED the write's
+// own WHERE could also match a row committed after the read.
+func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
+	stmt, m := db.Statement, st.m
+	var exprs []clause.Expression
+	if c, ok := stmt.Clauses["WHERE"]; ok {
+		if w, ok := c.Expression.(clause.Where); ok {
+			exprs = append(exprs, w.Exprs...)
+		}
+	}
+	if len(st.keys) > 0 {
+		col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, st.keys)
+		exprs = append(exprs, clause.IN{Column: col, Values: vals})
+	}
+	scoped := m.softDelete && !stmt.Unscoped
+	limit := MaxConditionRows + 1
+	rows, order, err := p.selectRows(db, m, exprs, scoped, true, limit)
+	if err != nil {
+		return err
+	}
+	if len(order) > MaxConditionRows {
+		return uncaptured(m.name, st.op, fmt.Sprintf("by condition matching more than %d rows", MaxConditionRows),
+			"split the write into smaller ones (by key range, say)")
+	}
+	st.keys, st.live = order, rows
+	if len(order) == 0 {
+		// Nothing matches: the write must touch nothing either.
+		stmt.AddClause(clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "1 = 0"}}})
+		return nil
+	}
+	col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, order)
+	stmt.AddClause(clause.Where{Exprs: []clause.Expression{clause.IN{Column: col, Values: vals}}})
+	return nil
 }
 
 func conflictOnPrimaryKey(oc clause.OnConflict, m *model) bool {
@@ -242,6 +296,12 @@ func (p *Plugin) prepare(db *gorm.DB) {
 		return
 	}
 	stmt := db.Statement
+	if st.byCondition {
+		if err := p.lockMatching(db, st); err != nil {
+			_ = db.AddError(fmt.Errorf("gormoutbox: %s of %s: %w", st.op, st.m.name, err))
+		}
+		return
+	}
 	var scoped bool
 	switch {
 	case st.upsert:
@@ -365,10 +425,10 @@ func (p *Plugin) captureUpdate(db *gorm.DB) {
 	stmt, m := db.Statement, st.m
 	// The keys as they are now: an update may have changed a key column.
 	keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
-	if !complete {
+	if !complete || st.byCondition {
 		keys = st.keys
 	}
-	if st.live != nil {
+	if st.live != nil && !st.byCondition {
 		// Soft-delete model: only the rows that were live matched.
 		kept := keys[:0:0]
 		for i, k := range st.keys {
@@ -538,47 +598,81 @@ func (p *Plugin) load(db *gorm.DB, m *model, keys [][]any, scoped, lock bool) (m
 		n := min(len(keys), dialects.MaxInsertRows)
 		chunk := keys[:n]
 		keys = keys[n:]
-
-		q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
-		st := q.Statement
-		st.ConnPool = db.Statement.ConnPool
-		st.Context = db.Statement.Context
-		slice := reflect.New(reflect.SliceOf(m.schema.ModelType))
-		st.Dest, st.Model, st.Schema = slice.Interface(), slice.Interface(), m.schema
-		st.Unscoped = !scoped
-		if scoped {
-			for _, c := range m.schema.QueryClauses {
-				st.AddClause(c)
-			}
-		}
 		col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, chunk)
-		st.AddClause(clause.Where{Exprs: []clause.Expression{clause.IN{Column: col, Values: vals}}})
-		if lock {
-			st.AddClause(clause.Locking{Strength: clause.LockingStrengthUpdate})
-		}
-		st.AddClauseIfNotExists(clause.Select{})
-		st.AddClauseIfNotExists(clause.From{})
-		st.Build("SELECT", "FROM", "WHERE", "FOR")
-		rows, err := st.ConnPool.QueryContext(st.Context, st.SQL.String(), st.Vars...)
+		rows, _, err := p.selectRows(db, m, []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped, lock, 0)
 		if err != nil {
 			return nil, err
 		}
-		st.ReflectValue = slice.Elem()
-		gorm.Scan(rows, q, 0)
-		cerr := rows.Close()
-		if q.Error != nil {
-			return nil, q.Error
-		}
-		if cerr != nil {
-			return nil, cerr
-		}
-		sv := slice.Elem()
-		for i := 0; i < sv.Len(); i++ {
-			e := sv.Index(i)
-			out[keyString(fieldValues(st.Context, m.pkFields, e))] = e
+		for k, v := range rows {
+			out[k] = v
 		}
 	}
 	return out, nil
+}
+
+// selectRows reads the rows of m's table matching exprs (and the
+// soft-delete scope when scoped), FOR UPDATE when lock, on the statement's
+// own connection, with GORM's clause builders but no query callbacks. When
+// limit > 0 the rows are read in primary-key order, at most limit of them,
+// and order lists their keys in that order.
+func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, scoped, lock bool, limit int) (map[string]reflect.Value, [][]any, error) {
+	q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
+	st := q.Statement
+	st.ConnPool = db.Statement.ConnPool
+	st.Context = db.Statement.Context
+	slice := reflect.New(reflect.SliceOf(m.schema.ModelType))
+	st.Dest, st.Model, st.Schema = slice.Interface(), slice.Interface(), m.schema
+	st.Unscoped = !scoped
+	if scoped {
+		for _, c := range m.schema.QueryClauses {
+			st.AddClause(c)
+		}
+	}
+	if len(exprs) > 0 {
+		st.AddClause(clause.Where{Exprs: exprs})
+	}
+	parts := []string{"SELECT", "FROM", "WHERE"}
+	if limit > 0 {
+		var by []clause.OrderByColumn
+		for _, n := range m.pkDBNames {
+			by = append(by, clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: n}})
+		}
+		st.AddClause(clause.OrderBy{Columns: by})
+		st.AddClause(clause.Limit{Limit: &limit})
+		parts = append(parts, "ORDER BY", "LIMIT")
+	}
+	if lock {
+		st.AddClause(clause.Locking{Strength: clause.LockingStrengthUpdate})
+		parts = append(parts, "FOR")
+	}
+	st.AddClauseIfNotExists(clause.Select{})
+	st.AddClauseIfNotExists(clause.From{})
+	st.Build(parts...)
+	rows, err := st.ConnPool.QueryContext(st.Context, st.SQL.String(), st.Vars...)
+	if err != nil {
+		return nil, nil, err
+	}
+	st.ReflectValue = slice.Elem()
+	gorm.Scan(rows, q, 0)
+	cerr := rows.Close()
+	if q.Error != nil {
+		return nil, nil, q.Error
+	}
+	if cerr != nil {
+		return nil, nil, cerr
+	}
+	sv := slice.Elem()
+	out := make(map[string]reflect.Value, sv.Len())
+	var order [][]any
+	for i := 0; i < sv.Len(); i++ {
+		e := sv.Index(i)
+		k := fieldValues(st.Context, m.pkFields, e)
+		out[keyString(k)] = e
+		if limit > 0 {
+			order = append(order, k)
+		}
+	}
+	return out, order, nil
 }
 
 // needsReload reports whether a created entity still lacks values the
