@@ -47,8 +47,9 @@ type stmtState struct {
 	// soft-delete model, were not deleted) before the write, read under
 	// a row lock by prepare; nil when prepare had nothing to do.
 	live map[string]reflect.Value
-	// upsert: a Create with an ON CONFLICT clause.
-	upsert bool
+	// upsert: a Create with an ON CONFLICT clause (on the primary key);
+	// doNothing: its DO NOTHING form.
+	upsert, doNothing bool
 	// byCondition: an update or delete by condition (Where, inline
 	// conditions, AllowGlobalUpdate). prepare locks the matching rows,
 	// restricts the write to them, and fills keys and live.
@@ -185,20 +186,18 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 		}
 		if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
 			oc, _ := c.Expression.(clause.OnConflict)
-			if stmt.ReflectValue.Kind() != reflect.Struct {
-				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) of several rows",
-					"upsert one row per statement")
-			}
 			if !conflictOnPrimaryKey(oc, m) {
 				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) on columns other than the primary key",
 					"upsert on the primary key")
 			}
-			keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
-			if !complete {
-				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) without a primary key value",
-					"set the primary key before the upsert")
+			// Rows without a primary key value cannot conflict on it: they
+			// are inserted. The others may exist; prepare reads them.
+			st.upsert, st.doNothing = true, oc.DoNothing
+			for _, e := range entities(stmt.ReflectValue) {
+				if k, ok := m.keyOf(stmt.Context, e); ok {
+					st.keys = append(st.keys, k)
+				}
 			}
-			st.upsert, st.keys = true, keys
 		}
 		return true, nil
 	}
@@ -305,6 +304,9 @@ func (p *Plugin) prepare(db *gorm.DB) {
 	var scoped bool
 	switch {
 	case st.upsert:
+		if len(st.keys) == 0 {
+			return // every row is new
+		}
 		scoped = false // a conflict happens whether or not the row is soft-deleted
 	case st.op == opDelete:
 		scoped = !stmt.Unscoped
@@ -332,30 +334,7 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 		return
 	}
 	if st.upsert {
-		if db.RowsAffected == 0 {
-			return // DO NOTHING on a conflict, or (MySQL) an update that changed nothing
-		}
-		_, existed := st.live[keyString(st.keys[0])]
-		if p.dialect.Name() == "mysql" && (db.RowsAffected == 2) != existed {
-			_ = db.AddError(uncaptured(m.name, st.op, "as an upsert that conflicted on a unique key other than the primary key",
-				"upsert on the primary key"))
-			return
-		}
-		rows, err := p.load(db, m, st.keys, false, false)
-		if err != nil {
-			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: read the row after the write: %w", m.name, err))
-			return
-		}
-		row, ok := rows[keyString(st.keys[0])]
-		if !ok {
-			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: row %s not found after the write", m.name, keyString(st.keys[0])))
-			return
-		}
-		typ := m.createType
-		if existed {
-			typ = m.updateType
-		}
-		p.emit(db, m, []reflect.Value{row}, []string{typ})
+		p.captureUpsert(db, st, elems)
 		return
 	}
 	if p.dialect.Name() != "postgres" && m.needsReload(stmt.Context, elems) {
@@ -382,6 +361,106 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 		elems = m.roundTimes(stmt.Context, elems)
 	}
 	p.emit(db, m, elems, repeat(m.createType, len(elems)))
+}
+
+// captureUpsert emits the events of an INSERT … ON CONFLICT on the primary
+// key: Created for the rows that did not exist (prepare read the others
+// under a row lock), Updated for the existing rows the statement changed
+// (before and after images compared), nothing for the rest (DO NOTHING, or
+// an update that changed nothing). The after-images are re-read. The
+// count is cross-checked against RowsAffected where it is reliable, which
+// catches a conflict on another unique key (MySQL): the statement fails
+// rather than emit the wrong events. PostgreSQL has no gap locks: a row of
+// the same key inserted and committed by another transaction between the
+// read and the write is reported as Created (with the committed values).
+func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value) {
+	stmt, m := db.Statement, st.m
+	keys, complete := m.keysOf(stmt.Context, elems)
+	if !complete {
+		_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: primary key not set after the write", m.name))
+		return
+	}
+	rows, err := p.load(db, m, keys, false, false)
+	if err != nil {
+		_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: read the rows after the write: %w", m.name, err))
+		return
+	}
+	var (
+		out                         []reflect.Value
+		types                       []string
+		created, changed, unchanged int64
+		seen                        = make(map[string]bool, len(keys))
+		dup                         bool
+	)
+	for _, k := range keys {
+		ks := keyString(k)
+		if seen[ks] {
+			dup = true
+			continue // the same row twice in one statement: one event, for its final state
+		}
+		seen[ks] = true
+		after, ok := rows[ks]
+		if !ok {
+			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: row %s not found after the write", m.name, ks))
+			return
+		}
+		before, existed := st.live[ks]
+		switch {
+		case !existed:
+			created++
+			out, types = append(out, after), append(types, m.createType)
+		case st.doNothing || m.sameRow(stmt.Context, before, after):
+			unchanged++
+		default:
+			changed++
+			out, types = append(out, after), append(types, m.updateType)
+		}
+	}
+	// Cross-check with what the database says it did. MySQL counts 1 per
+	// inserted row, 2 per changed row and 0 per unchanged one (1 with
+	// clientFoundRows); a conflict on another unique key breaks the count.
+	// PostgreSQL counts every row a DO UPDATE touched, changed or not; for
+	// DO NOTHING GORM reports the rows it was given, not those inserted, so
+	// there is nothing to check.
+	var ok bool
+	switch {
+	case dup:
+		ok = true
+	case p.dialect.Name() == "mysql":
+		ok = db.RowsAffected == created+2*changed || db.RowsAffected == created+2*changed+unchanged
+	case st.doNothing:
+		ok = true
+	default:
+		ok = db.RowsAffected == created+changed+unchanged
+	}
+	if !ok {
+		_ = db.AddError(uncaptured(m.name, st.op, fmt.Sprintf(
+			"as an upsert whose outcome cannot be told apart (%d rows affected, %d created and %d changed expected: a conflict on another unique key, or a row inserted concurrently)",
+			db.RowsAffected, created, changed), "upsert on the primary key with rows whose keys you know, or retry"))
+		return
+	}
+	if len(out) == 0 {
+		return
+	}
+	if p.dialect.Name() == "postgres" && len(m.timeFields) > 0 {
+		out = m.roundTimes(stmt.Context, out)
+	}
+	p.emit(db, m, out, types)
+}
+
+// sameRow reports whether two images of a row hold the same column values.
+func (m *model) sameRow(ctx context.Context, a, b reflect.Value) bool {
+	for _, f := range m.schema.Fields {
+		if f.DBName == "" {
+			continue
+		}
+		va, _ := f.ValueOf(ctx, a)
+		vb, _ := f.ValueOf(ctx, b)
+		if !reflect.DeepEqual(va, vb) {
+			return false
+		}
+	}
+	return true
 }
 
 // roundTimes returns copies of elems whose time values are cut to the
@@ -687,6 +766,19 @@ func (m *model) needsReload(ctx context.Context, elems []reflect.Value) bool {
 		}
 	}
 	return false
+}
+
+// keyOf returns the primary key values of e; ok is false when one is zero.
+func (m *model) keyOf(ctx context.Context, e reflect.Value) ([]any, bool) {
+	k := make([]any, len(m.pkFields))
+	for i, f := range m.pkFields {
+		v, zero := f.ValueOf(ctx, e)
+		if zero {
+			return nil, false
+		}
+		k[i] = v
+	}
+	return k, true
 }
 
 // keysOf returns the primary key values of elems; complete is false when a
