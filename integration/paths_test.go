@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"strconv"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/internal/testenv"
+)
+
+// Hooked changes fields in its hooks: the payload shows the final values.
+type Hooked struct {
+	gormoutbox.Source `outbox:"topic:hooked"`
+	ID                uint `gorm:"primaryKey"`
+	Name              string
+	Stage             string
+}
+
+func (h *Hooked) BeforeCreate(*gorm.DB) error { h.Stage = "created-by-hook"; return nil }
+func (h *Hooked) BeforeUpdate(tx *gorm.DB) error {
+	tx.Statement.SetColumn("Stage", "updated-by-hook")
+	return nil
+}
+
+// The other write paths of GORM: batches, column updates, Select/Omit,
+// hooks that change fields, SkipHooks.
+func TestCaptureOtherPaths(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Inventory{}, &Hooked{})
+		base := 0
+		step := func(name string, err error, n int, wants ...want) []outboxRow {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			rows := readOutbox(t, db, "")
+			got := rows[base:]
+			base = len(rows)
+			if n >= 0 && len(got) != n {
+				t.Fatalf("%s: %d events, want %d", name, len(got), n)
+			}
+			if len(wants) > 0 {
+				checkRows(t, got, wants...)
+			}
+			return got
+		}
+		batch := make([]Inventory, 1000)
+		for i := range batch {
+			batch[i] = Inventory{SKU: "b" + strconv.Itoa(i), Quantity: i}
+		}
+		got := step("Create 1000", db.Create(&batch).Error, 1000)
+		for i, r := range got {
+			if deref(r.Key) != batch[i].SKU || r.AggregateID != strconv.Itoa(int(batch[i].ID)) {
+				t.Fatalf("event %d: key %s aggregate %s, want %s/%d (statement order)", i, deref(r.Key), r.AggregateID, batch[i].SKU, batch[i].ID)
+			}
+		}
+		more := make([]Inventory, 250)
+		for i := range more {
+			more[i] = Inventory{SKU: "m" + strconv.Itoa(i)}
+		}
+		step("CreateInBatches", db.CreateInBatches(&more, 100).Error, 250)
+
+		it := batch[0]
+		step("UpdateColumn", db.Model(&it).UpdateColumn("quantity", 42).Error, 1,
+			want{Type: "InventoryUpdated", Key: "b0", Payload: map[string]any{"Quantity": 42}})
+		step("UpdateColumns", db.Model(&it).UpdateColumns(Inventory{Quantity: 43, Note: "n"}).Error, 1,
+			want{Type: "InventoryUpdated", Payload: map[string]any{"Quantity": 43, "Note": "n"}})
+		it.Quantity, it.Note = 44, "ignored"
+		step("Select", db.Model(&it).Select("quantity").Updates(&it).Error, 1,
+			want{Type: "InventoryUpdated", Payload: map[string]any{"Quantity": 44, "Note": "n"}})
+		it.Quantity, it.Note = 45, "kept"
+		step("Omit", db.Model(&it).Omit("quantity").Updates(&it).Error, 1,
+			want{Type: "InventoryUpdated", Payload: map[string]any{"Quantity": 44, "Note": "kept"}})
+
+		h := Hooked{Name: "h"}
+		step("BeforeCreate hook", db.Create(&h).Error, 1,
+			want{Type: "HookedCreated", Payload: map[string]any{"Stage": "created-by-hook"}})
+		step("BeforeUpdate hook", db.Model(&h).Update("name", "h2").Error, 1,
+			want{Type: "HookedUpdated", Payload: map[string]any{"Name": "h2", "Stage": "updated-by-hook"}})
+		step("SkipHooks still captures", db.Session(&gorm.Session{SkipHooks: true}).Model(&h).Update("name", "h3").Error, 1,
+			want{Type: "HookedUpdated", Payload: map[string]any{"Name": "h3", "Stage": "updated-by-hook"}})
+		step("DryRun writes nothing", db.Session(&gorm.Session{DryRun: true}).Model(&Inventory{}).Where("1 = 1").Update("quantity", 0).Error, 0)
+		step("SkipDefaultTransaction by condition", db.Session(&gorm.Session{SkipDefaultTransaction: true}).
+			Model(&Inventory{}).Where("sku IN ?", []string{"b1", "b2"}).Update("quantity", 7).Error, 2)
+	})
+}
