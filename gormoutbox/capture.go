@@ -312,6 +312,8 @@ func (p *Plugin) prepare(db *gorm.DB) {
 		scoped = !stmt.Unscoped
 	case st.op == opUpdate && st.m.softDelete && !stmt.Unscoped:
 		scoped = true
+	case st.op == opUpdate && p.cfg.BeforeImage:
+		scoped = false // the before-image of each row the update touches
 	default:
 		return
 	}
@@ -389,6 +391,7 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 		out                         []reflect.Value
 		types                       []string
 		created, changed, unchanged int64
+		befores                     []reflect.Value
 		seen                        = make(map[string]bool, len(keys))
 		dup                         bool
 	)
@@ -414,6 +417,9 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 		default:
 			changed++
 			out, types = append(out, after), append(types, m.updateType)
+		}
+		if len(befores) < len(out) {
+			befores = append(befores, before) // invalid for created rows
 		}
 	}
 	// Cross-check with what the database says it did. MySQL counts 1 per
@@ -445,7 +451,7 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 	if p.dialect.Name() == "postgres" && len(m.timeFields) > 0 {
 		out = m.roundTimes(stmt.Context, out)
 	}
-	p.emit(db, m, out, types)
+	p.emitImages(db, m, out, types, befores, imageChange)
 }
 
 // sameRow reports whether two images of a row hold the same column values.
@@ -527,12 +533,14 @@ func (p *Plugin) captureUpdate(db *gorm.DB) {
 		return
 	}
 	elems := make([]reflect.Value, 0, len(keys))
+	befores := make([]reflect.Value, 0, len(keys))
 	for _, k := range keys {
 		if row, ok := rows[keyString(k)]; ok {
 			elems = append(elems, row)
+			befores = append(befores, st.live[keyString(k)])
 		}
 	}
-	p.emit(db, m, elems, repeat(m.updateType, len(elems)))
+	p.emitImages(db, m, elems, repeat(m.updateType, len(elems)), befores, imageChange)
 }
 
 func (p *Plugin) captureDelete(db *gorm.DB) {
@@ -541,9 +549,10 @@ func (p *Plugin) captureDelete(db *gorm.DB) {
 		return
 	}
 	stmt, m := db.Statement, st.m
-	var elems []reflect.Value
-	typ := m.deleteType
+	var elems, befores []reflect.Value
+	typ, img := m.deleteType, imageGone
 	if m.softDelete && !stmt.Unscoped {
+		img = imageChange
 		// Soft delete: the event carries the row as it is now, deleted_at set.
 		var keys [][]any
 		for _, k := range st.keys {
@@ -559,6 +568,7 @@ func (p *Plugin) captureDelete(db *gorm.DB) {
 		for _, k := range keys {
 			if row, ok := rows[keyString(k)]; ok {
 				elems = append(elems, row)
+				befores = append(befores, st.live[keyString(k)])
 			}
 		}
 	} else {
@@ -576,7 +586,7 @@ func (p *Plugin) captureDelete(db *gorm.DB) {
 		_ = db.AddError(fmt.Errorf("gormoutbox: delete of %s: %d rows deleted but %d read under lock", m.name, db.RowsAffected, len(elems)))
 		return
 	}
-	p.emit(db, m, elems, repeat(typ, len(elems)))
+	p.emitImages(db, m, elems, repeat(typ, len(elems)), befores, img)
 }
 
 // end commits or rolls back the transaction begin opened.
@@ -598,7 +608,25 @@ func (p *Plugin) end(db *gorm.DB) {
 
 // emit builds the events of elems (with the matching types) and writes
 // them to the outbox on the statement's transaction.
+// image says what an event's payload shows when Config.BeforeImage is on.
+type image int
+
+const (
+	imageRow    image = iota // the row (creates; updates and deletes without BeforeImage)
+	imageChange              // {"before": …, "after": row}
+	imageGone                // {"before": row, "after": null}: a hard delete
+)
+
 func (p *Plugin) emit(db *gorm.DB, m *model, elems []reflect.Value, types []string) {
+	p.emitImages(db, m, elems, types, nil, imageRow)
+}
+
+// emitImages is emit with before-images (same index as elems; an invalid
+// Value is a row that had none) for Config.BeforeImage.
+func (p *Plugin) emitImages(db *gorm.DB, m *model, elems []reflect.Value, types []string, befores []reflect.Value, img image) {
+	if !p.cfg.BeforeImage {
+		img = imageRow
+	}
 	if len(elems) == 0 {
 		return
 	}
@@ -612,7 +640,15 @@ func (p *Plugin) emit(db *gorm.DB, m *model, elems []reflect.Value, types []stri
 	now := p.cfg.Now().UTC()
 	recs := make([]dialects.Record, len(elems))
 	for i, e := range elems {
-		r, err := p.entityRecord(ctx, m, types[i], e, now, headers)
+		var before reflect.Value
+		if i < len(befores) {
+			before = befores[i]
+		}
+		im := img
+		if im == imageChange && !before.IsValid() && types[i] == m.createType {
+			im = imageRow // a row an upsert created has no before-image
+		}
+		r, err := p.entityRecord(ctx, m, types[i], e, before, im, now, headers)
 		if err != nil {
 			_ = db.AddError(err)
 			return
@@ -634,10 +670,22 @@ func (p *Plugin) headers(ctx context.Context, contentType, version string) map[s
 	return h
 }
 
-func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e reflect.Value, now time.Time, headers map[string]string) (dialects.Record, error) {
+func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e, before reflect.Value, img image, now time.Time, headers map[string]string) (dialects.Record, error) {
 	payload, err := m.enc.encode(e)
 	if err != nil {
 		return dialects.Record{}, err
+	}
+	switch img {
+	case imageChange:
+		b := []byte("null")
+		if before.IsValid() {
+			if b, err = m.enc.encode(before); err != nil {
+				return dialects.Record{}, err
+			}
+		}
+		payload = beforeAfter(b, payload)
+	case imageGone:
+		payload = beforeAfter(payload, []byte("null"))
 	}
 	pk := fieldValues(ctx, m.pkFields, e)
 	aggID := keyString(pk)
@@ -662,6 +710,15 @@ func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e refle
 		CreatedAt:     now,
 		AvailableAt:   now,
 	}, nil
+}
+
+func beforeAfter(before, after []byte) []byte {
+	out := make([]byte, 0, len(before)+len(after)+20)
+	out = append(out, `{"before":`...)
+	out = append(out, before...)
+	out = append(out, `,"after":`...)
+	out = append(out, after...)
+	return append(out, '}')
 }
 
 func (p *Plugin) shard(key []byte) int {

@@ -67,6 +67,13 @@ type Config struct {
 	// ("postgres" or "mysql").
 	Dialect dialects.Dialect
 
+	// BeforeImage makes update and delete events carry the row before the
+	// write as well: the payload becomes {"before": …, "after": …}, with
+	// "after" null for a hard delete ("before" is null for a row an
+	// upsert created, whose payload stays the row alone). It costs a
+	// locking read before every captured update. Default false.
+	BeforeImage bool
+
 	// Logger receives the plugin's logs. Default: no logging.
 	Logger *slog.Logger
 
