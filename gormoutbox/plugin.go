@@ -82,7 +82,10 @@ type Config struct {
 }
 
 // Plugin is the GORM plugin. Create it with New and register it with
-// (*gorm.DB).Use; one Plugin serves one *gorm.DB.
+// (*gorm.DB).Use. A Plugin serves the *gorm.DB it is first registered on
+// (Migrate, Validate); when GORM initializes it again for another
+// connection of the same kind of database — gorm.Open with the same Config,
+// as dbresolver does for its replicas — it captures there too.
 type Plugin struct {
 	cfg     Config
 	table   dialects.Table
@@ -156,7 +159,18 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return p.cfgErr
 	}
 	if p.db != nil {
-		return fmt.Errorf("%w: this Plugin is already registered on a *gorm.DB; create one Plugin per *gorm.DB", ErrInvalidConfig)
+		// Initialized again, for another *gorm.DB: gorm.Open runs the
+		// plugins of the Config it is given, and dbresolver opens its
+		// sources and replicas with the parent's Config. Capture there too
+		// (a replica never writes, so it costs nothing), on the same kind
+		// of database; Migrate and Validate keep using the first.
+		if p.cfg.Dialect == nil {
+			if d, err := DialectFor(db.Dialector.Name()); err != nil || d.Name() != p.dialect.Name() {
+				return fmt.Errorf("%w: this Plugin serves %s and cannot also serve a %s *gorm.DB; create one Plugin per database",
+					ErrInvalidConfig, p.dialect.Name(), db.Dialector.Name())
+			}
+		}
+		return p.register(db)
 	}
 	p.dialect = p.cfg.Dialect
 	if p.dialect == nil {
