@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/internal/testenv"
@@ -81,6 +82,12 @@ func benchPair(b *testing.B, db *gorm.DB, size int) {
 		}
 		return db.Create(&rows).Error
 	}
+	benchAlternate(b, tagged, plain)
+}
+
+// benchAlternate times tagged and plain writes, alternating, and reports
+// their ratio.
+func benchAlternate(b *testing.B, tagged, plain func(i int) error) {
 	// Warm both paths (connections, prepared statements, schema caches).
 	for i := 0; i < 20; i++ {
 		if err := tagged(-i); err != nil {
@@ -108,4 +115,67 @@ func benchPair(b *testing.B, db *gorm.DB, size int) {
 	b.ReportMetric(float64(tPlain.Nanoseconds())/float64(b.N), "untagged-ns/op")
 	b.ReportMetric(float64(tTagged.Nanoseconds())/float64(b.N), "tagged-ns/op")
 	b.ReportMetric(float64(tTagged)/float64(tPlain), "tagged/untagged")
+}
+
+// BenchmarkCapturePaths compares tagged and untagged writes on the paths
+// that need reads around the write: an update by condition of 100 rows, an
+// update with a gorm.Expr of one loaded row, and an upsert (UPDATE ALL on
+// the primary key) of 100 existing rows.
+func BenchmarkCapturePaths(b *testing.B) {
+	for _, d := range testenv.Dialects() {
+		b.Run(d.Name, func(b *testing.B) {
+			db := d.Open(b, nil)
+			p := gormoutbox.New(gormoutbox.Config{})
+			if err := db.Use(p); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.Migrate(b.Context()); err != nil {
+				b.Fatal(err)
+			}
+			if err := db.AutoMigrate(&BenchInventory{}, &BenchPlainInventory{}); err != nil {
+				b.Fatal(err)
+			}
+			tRows := make([]BenchInventory, 100)
+			pRows := make([]BenchPlainInventory, 100)
+			for j := range tRows {
+				tRows[j] = BenchInventory{SKU: fmt.Sprint("cond-", j), Quantity: j}
+				pRows[j] = BenchPlainInventory{SKU: fmt.Sprint("cond-", j), Quantity: j}
+			}
+			if err := db.Create(&tRows).Error; err != nil {
+				b.Fatal(err)
+			}
+			if err := db.Create(&pRows).Error; err != nil {
+				b.Fatal(err)
+			}
+			b.Run("updates-by-condition-100", func(b *testing.B) {
+				benchAlternate(b, func(int) error {
+					return db.Model(&BenchInventory{}).Where("sku LIKE ?", "cond-%").
+						Updates(map[string]any{"quantity": gorm.Expr("quantity + 1")}).Error
+				}, func(int) error {
+					return db.Model(&BenchPlainInventory{}).Where("sku LIKE ?", "cond-%").
+						Updates(map[string]any{"quantity": gorm.Expr("quantity + 1")}).Error
+				})
+			})
+			b.Run("update-expr-1", func(b *testing.B) {
+				benchAlternate(b, func(int) error {
+					return db.Model(&tRows[0]).Update("quantity", gorm.Expr("quantity - ?", 1)).Error
+				}, func(int) error {
+					return db.Model(&pRows[0]).Update("quantity", gorm.Expr("quantity - ?", 1)).Error
+				})
+			})
+			b.Run("upsert-100", func(b *testing.B) {
+				benchAlternate(b, func(i int) error {
+					for j := range tRows {
+						tRows[j].Quantity = i + j
+					}
+					return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&tRows).Error
+				}, func(i int) error {
+					for j := range pRows {
+						pRows[j].Quantity = i + j
+					}
+					return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&pRows).Error
+				})
+			})
+		})
+	}
 }

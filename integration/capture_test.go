@@ -472,8 +472,8 @@ func TestUncapturedWritesAreRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		cases := map[string]func() error{
-			"TableMap":    func() error { return db.Table("inventories").Create(map[string]any{"sku": "raw"}).Error },
-			"MapCreate":   func() error { return db.Model(&Inventory{}).Create(map[string]any{"SKU": "m"}).Error },
+			"TableMap":  func() error { return db.Table("inventories").Create(map[string]any{"sku": "raw"}).Error },
+			"MapCreate": func() error { return db.Model(&Inventory{}).Create(map[string]any{"SKU": "m"}).Error },
 		}
 		for name, f := range cases {
 			err := f()
