@@ -47,9 +47,12 @@ type stmtState struct {
 	// soft-delete model, were not deleted) before the write, read under
 	// a row lock by prepare; nil when prepare had nothing to do.
 	live map[string]reflect.Value
-	// upsert: a Create with an ON CONFLICT clause (on the primary key);
-	// doNothing: its DO NOTHING form.
+	// upsert: a Create with an ON CONFLICT clause; doNothing: its DO
+	// NOTHING form; conflict: the fields of its conflict target when that
+	// is not the primary key (keys then holds their values, and live is
+	// keyed by them).
 	upsert, doNothing bool
+	conflict          []*schema.Field
 	// byCondition: an update or delete by condition (Where, inline
 	// conditions, AllowGlobalUpdate). prepare locks the matching rows,
 	// restricts the write to them, and fills keys and live.
@@ -186,17 +189,29 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 		}
 		if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
 			oc, _ := c.Expression.(clause.OnConflict)
-			if !conflictOnPrimaryKey(oc, m) {
-				return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) on columns other than the primary key",
-					"upsert on the primary key")
-			}
-			// Rows without a primary key value cannot conflict on it: they
-			// are inserted. The others may exist; prepare reads them.
 			st.upsert, st.doNothing = true, oc.DoNothing
-			for _, e := range entities(stmt.ReflectValue) {
-				if k, ok := m.keyOf(stmt.Context, e); ok {
-					st.keys = append(st.keys, k)
+			if conflictOnPrimaryKey(oc, m) {
+				// Rows without a primary key value cannot conflict on it:
+				// they are inserted. The others may exist; prepare reads them.
+				for _, e := range entities(stmt.ReflectValue) {
+					if k, ok := m.keyOf(stmt.Context, e); ok {
+						st.keys = append(st.keys, k)
+					}
 				}
+				return true, nil
+			}
+			// A conflict target of other columns (a unique key, say the
+			// SKU): every row may exist; prepare reads them by it.
+			for _, col := range oc.Columns {
+				f := m.schema.LookUpField(col.Name)
+				if f == nil || f.DBName == "" {
+					return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) on column "+col.Name+", which is not a field of the model",
+						"upsert on the model's columns")
+				}
+				st.conflict = append(st.conflict, f)
+			}
+			for _, e := range entities(stmt.ReflectValue) {
+				st.keys = append(st.keys, fieldValues(stmt.Context, st.conflict, e))
 			}
 		}
 		return true, nil
@@ -245,7 +260,7 @@ func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
 	}
 	scoped := m.softDelete && !stmt.Unscoped
 	limit := MaxConditionRows + 1
-	rows, order, err := p.selectRows(db, m, exprs, scoped, true, limit)
+	rows, order, err := p.selectRows(db, m, exprs, scoped, true, limit, nil)
 	if err != nil {
 		return err
 	}
@@ -317,7 +332,11 @@ func (p *Plugin) prepare(db *gorm.DB) {
 	default:
 		return
 	}
-	live, err := p.load(db, st.m, st.keys, scoped, true)
+	by := st.m.pkFields
+	if st.upsert && st.conflict != nil {
+		by = st.conflict
+	}
+	live, err := p.loadBy(db, st.m, by, st.keys, scoped, true)
 	if err != nil {
 		_ = db.AddError(fmt.Errorf("gormoutbox: %s of %s: read rows before the write: %w", st.op, st.m.name, err))
 		return
@@ -377,12 +396,19 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 // read and the write is reported as Created (with the committed values).
 func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value) {
 	stmt, m := db.Statement, st.m
+	by := m.pkFields
 	keys, complete := m.keysOf(stmt.Context, elems)
+	if st.conflict != nil {
+		// The rows are found again by their conflict key: on MySQL the
+		// ids GORM set on the structs of rows that were updated are not
+		// theirs.
+		by, keys, complete = st.conflict, st.keys, true
+	}
 	if !complete {
 		_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: primary key not set after the write", m.name))
 		return
 	}
-	rows, err := p.load(db, m, keys, false, false)
+	rows, err := p.loadBy(db, m, by, keys, false, false)
 	if err != nil {
 		_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: read the rows after the write: %w", m.name, err))
 		return
@@ -729,13 +755,23 @@ func (p *Plugin) shard(key []byte) int {
 // transaction, into fresh model values keyed by keyString. scoped applies
 // the model's default query scopes (soft delete); lock reads FOR UPDATE.
 func (p *Plugin) load(db *gorm.DB, m *model, keys [][]any, scoped, lock bool) (map[string]reflect.Value, error) {
+	return p.loadBy(db, m, m.pkFields, keys, scoped, lock)
+}
+
+// loadBy is load by the values of other fields than the primary key (a
+// unique key); the rows come back keyed by keyString of those values.
+func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any, scoped, lock bool) (map[string]reflect.Value, error) {
+	names := make([]string, len(by))
+	for i, f := range by {
+		names[i] = f.DBName
+	}
 	out := make(map[string]reflect.Value, len(keys))
 	for len(keys) > 0 {
 		n := min(len(keys), dialects.MaxInsertRows)
 		chunk := keys[:n]
 		keys = keys[n:]
-		col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, chunk)
-		rows, _, err := p.selectRows(db, m, []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped, lock, 0)
+		col, vals := schema.ToQueryValues(clause.CurrentTable, names, chunk)
+		rows, _, err := p.selectRows(db, m, []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped, lock, 0, by)
 		if err != nil {
 			return nil, err
 		}
@@ -751,7 +787,10 @@ func (p *Plugin) load(db *gorm.DB, m *model, keys [][]any, scoped, lock bool) (m
 // own connection, with GORM's clause builders but no query callbacks. When
 // limit > 0 the rows are read in primary-key order, at most limit of them,
 // and order lists their keys in that order.
-func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, scoped, lock bool, limit int) (map[string]reflect.Value, [][]any, error) {
+func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, scoped, lock bool, limit int, by []*schema.Field) (map[string]reflect.Value, [][]any, error) {
+	if by == nil {
+		by = m.pkFields
+	}
 	q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
 	st := q.Statement
 	st.ConnPool = db.Statement.ConnPool
@@ -802,7 +841,7 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, sc
 	var order [][]any
 	for i := 0; i < sv.Len(); i++ {
 		e := sv.Index(i)
-		k := fieldValues(st.Context, m.pkFields, e)
+		k := fieldValues(st.Context, by, e)
 		out[keyString(k)] = e
 		if limit > 0 {
 			order = append(order, k)

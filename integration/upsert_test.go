@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"errors"
+	"strconv"
+	"strings"
 	"testing"
 
 	"gorm.io/gorm"
@@ -51,6 +54,21 @@ func TestCaptureUpserts(t *testing.T) {
 		step("UPDATE ALL", db.Clauses(clause.OnConflict{UpdateAll: true}).
 			Create(&Inventory{ID: 1000, SKU: "n1", Quantity: 7, Note: "again"}).Error,
 			want{Type: "InventoryUpdated", Key: "n1", Payload: map[string]any{"Quantity": 7, "Note": "again"}})
+
+		// On a unique key other than the primary key (the SKU): rows are
+		// found by it, before and after.
+		step("DO UPDATE on sku", db.Clauses(clause.OnConflict{
+			Columns: []clause.Column{{Name: "sku"}}, DoUpdates: clause.AssignmentColumns([]string{"quantity"}),
+		}).Create(&[]Inventory{{SKU: "a", Quantity: 60}, {SKU: "by-sku", Quantity: 1}}).Error,
+			want{Type: "InventoryUpdated", Key: "a", AggregateID: strconv.Itoa(int(a.ID)), Payload: map[string]any{"Quantity": 60}},
+			want{Type: "InventoryCreated", Key: "by-sku"})
+		step("DO NOTHING on sku", db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "sku"}}, DoNothing: true}).
+			Create(&[]Inventory{{SKU: "a", Quantity: 61}, {SKU: "by-sku-2"}}).Error,
+			want{Type: "InventoryCreated", Key: "by-sku-2"})
+		if err := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "nope"}}, DoNothing: true}).
+			Create(&Inventory{SKU: "x"}).Error; !errors.Is(err, gormoutbox.ErrUncapturedWrite) || !strings.Contains(err.Error(), "nope") {
+			t.Fatalf("upsert on an unknown column: %v, want ErrUncapturedWrite naming it", err)
+		}
 
 		// Rolled back: nothing.
 		_ = db.Transaction(func(tx *gorm.DB) error {
