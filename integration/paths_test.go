@@ -86,3 +86,50 @@ func TestCaptureOtherPaths(t *testing.T) {
 			Model(&Inventory{}).Where("sku IN ?", []string{"b1", "b2"}).Update("quantity", 7).Error, 2)
 	})
 }
+
+// Archived is a tagged model with its own TableName.
+type Archived struct {
+	gormoutbox.Source `outbox:"topic:archived"`
+	ID                uint `gorm:"primaryKey"`
+	Name              string
+}
+
+func (Archived) TableName() string { return "archive_items" }
+
+// db.Table("other") with the model, TableName(), and composite primary
+// keys (the message key joins them) by condition.
+func TestCaptureTablesAndCompositeKeys(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Inventory{}, &Archived{}, &Account{})
+		if err := db.Table("inventories_2025").AutoMigrate(&Inventory{}); err != nil {
+			t.Fatal(err)
+		}
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(db.Table("inventories_2025").Create(&Inventory{SKU: "old", Quantity: 1}).Error)
+		must(db.Table("inventories_2025").Model(&Inventory{}).Where("sku = ?", "old").Update("quantity", 2).Error)
+		must(db.Create(&Archived{Name: "x"}).Error)
+		must(db.Create(&[]Account{{Region: "eu", Number: 1, Owner: "a"}, {Region: "eu", Number: 2, Owner: "b"}, {Region: "us", Number: 1, Owner: "c"}}).Error)
+		base := 6
+		must(db.Model(&Account{}).Where("region = ?", "eu").Update("owner", "z").Error)
+		must(db.Where("owner = ?", "c").Delete(&Account{}).Error)
+		rows := readOutbox(t, db, "")
+		checkRows(t, rows[:2],
+			want{Type: "InventoryCreated", Key: "old"},
+			want{Type: "InventoryUpdated", Key: "old", Payload: map[string]any{"Quantity": 2}})
+		checkRows(t, rows[2:3], want{Topic: "archived", Type: "ArchivedCreated"})
+		checkRows(t, rows[base:],
+			want{Type: "AccountChanged", Key: `["eu","1"]`, Payload: map[string]any{"owner": "z"}, Absent: []string{"secret"}},
+			want{Type: "AccountChanged", Key: `["eu","2"]`},
+			want{Type: "AccountClosed", Key: `["us","1"]`})
+		var n int64
+		db.Table("inventories_2025").Where("quantity = 2").Count(&n)
+		if n != 1 {
+			t.Fatalf("inventories_2025 not updated: %d", n)
+		}
+	})
+}
