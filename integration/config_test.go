@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/mysql"
@@ -104,6 +105,22 @@ func TestPrepareStmt(t *testing.T) {
 					want{Key: "pb"}, want{Key: "pb", Payload: map[string]any{"Quantity": 11}},
 					want{Key: "pc"}, want{Key: "pc", Payload: map[string]any{"Quantity": 12}},
 					want{Key: "b1"}, want{Key: "b2"}, want{Type: "Batch"})
+				// By condition and upserts through the statement cache too.
+				for i := 0; i < 2; i++ {
+					if err := w.Model(&Inventory{}).Where("sku IN ?", []string{"b1", "b2"}).Update("quantity", 20+i).Error; err != nil {
+						t.Fatal(err)
+					}
+					if err := w.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "sku"}}, UpdateAll: true}).
+						Create(&Inventory{SKU: "pa", Quantity: 30 + i}).Error; err != nil {
+						t.Fatal(err)
+					}
+				}
+				rows := readOutbox(t, db, "")
+				checkRows(t, rows[9:],
+					want{Key: "b1", Payload: map[string]any{"Quantity": 20}}, want{Key: "b2", Payload: map[string]any{"Quantity": 20}},
+					want{Key: "pa", Type: "InventoryUpdated", Payload: map[string]any{"Quantity": 30}},
+					want{Key: "b1", Payload: map[string]any{"Quantity": 21}}, want{Key: "b2", Payload: map[string]any{"Quantity": 21}},
+					want{Key: "pa", Type: "InventoryUpdated", Payload: map[string]any{"Quantity": 31}})
 			})
 		}
 	})
