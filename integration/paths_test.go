@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/internal/testenv"
@@ -130,6 +133,79 @@ func TestCaptureTablesAndCompositeKeys(t *testing.T) {
 		db.Table("inventories_2025").Where("quantity = 2").Count(&n)
 		if n != 1 {
 			t.Fatalf("inventories_2025 not updated: %d", n)
+		}
+	})
+}
+
+// allPaths runs one write of each path on db and returns how many events
+// they make.
+func allPaths(t *testing.T, db *gorm.DB) (int, error) {
+	t.Helper()
+	c := Crate{Label: "c", Owner: Owner{Name: "o"}, Bottles: []Bottle{{Wine: "w"}}}
+	steps := []struct {
+		events int
+		f      func() error
+	}{
+		{3, func() error { return db.Create(&[]Inventory{{SKU: "p1"}, {SKU: "p2"}, {SKU: "p3", Quantity: 2}}).Error }},
+		{2, func() error { return db.Model(&Inventory{}).Where("sku IN ?", []string{"p1", "p2"}).Update("quantity", 5).Error }},
+		{1, func() error {
+			return db.Model(&Inventory{}).Where("sku = ?", "p3").Update("quantity", gorm.Expr("quantity - ?", 1)).Error
+		}},
+		{2, func() error {
+			return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "sku"}}, DoUpdates: clause.AssignmentColumns([]string{"quantity"})}).
+				Create(&[]Inventory{{SKU: "p1", Quantity: 9}, {SKU: "p4"}}).Error
+		}},
+		{1, func() error { return db.Where("sku = ?", "p2").Delete(&Inventory{}).Error }},
+		{3, func() error { return db.Create(&c).Error }},
+		{1, func() error { return db.Model(&SoftItem{}).Where("1 = 1").Delete(&SoftItem{}).Error }},
+	}
+	n := 0
+	for i, s := range steps {
+		if err := s.f(); err != nil {
+			return n, fmt.Errorf("step %d: %w", i, err)
+		}
+		n += s.events
+	}
+	return n, nil
+}
+
+// Every path under SkipDefaultTransaction captures; inside a transaction
+// rolled back at the end, none leaves an outbox row or a business row.
+func TestCaptureAllPathsTransactions(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		models := []any{&Inventory{}, &SoftItem{}, &Owner{}, &Crate{}, &Bottle{}, &Sticker{}}
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, models...)
+		if err := db.Create(&SoftItem{Name: "s"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		skip := db.Session(&gorm.Session{SkipDefaultTransaction: true})
+		want, err := allPaths(t, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(readOutbox(t, db, "")) - 1; got != want {
+			t.Fatalf("SkipDefaultTransaction: %d events, want %d", got, want)
+		}
+
+		db2, _ := setup(t, d, nil, gormoutbox.Config{}, models...)
+		if err := db2.Create(&SoftItem{Name: "s"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		before := count(t, db2, &Inventory{})
+		err = db2.Transaction(func(tx *gorm.DB) error {
+			if _, err := allPaths(t, tx); err != nil {
+				return err
+			}
+			return errors.New("roll back")
+		})
+		if err == nil || err.Error() != "roll back" {
+			t.Fatalf("transaction: %v", err)
+		}
+		if n := len(readOutbox(t, db2, "")); n != 1 {
+			t.Fatalf("%d outbox rows after the rollback, want 1 (the fixture's)", n)
+		}
+		if n := count(t, db2, &Inventory{}); n != before {
+			t.Fatalf("%d inventory rows after the rollback, want %d", n, before)
 		}
 	})
 }
