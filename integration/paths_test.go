@@ -147,7 +147,9 @@ func allPaths(t *testing.T, db *gorm.DB) (int, error) {
 		f      func() error
 	}{
 		{3, func() error { return db.Create(&[]Inventory{{SKU: "p1"}, {SKU: "p2"}, {SKU: "p3", Quantity: 2}}).Error }},
-		{2, func() error { return db.Model(&Inventory{}).Where("sku IN ?", []string{"p1", "p2"}).Update("quantity", 5).Error }},
+		{2, func() error {
+			return db.Model(&Inventory{}).Where("sku IN ?", []string{"p1", "p2"}).Update("quantity", 5).Error
+		}},
 		{1, func() error {
 			return db.Model(&Inventory{}).Where("sku = ?", "p3").Update("quantity", gorm.Expr("quantity - ?", 1)).Error
 		}},

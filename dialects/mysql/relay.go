@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
+
 	"github.com/go-outbox/outbox/dialects"
 )
 
@@ -302,17 +304,7 @@ func (p *pass) prevs(ctx context.Context, rows []dialects.Row, now time.Time) er
 
 // park makes held-back rows due when the row they wait for is.
 func (p *pass) park(ctx context.Context, park []dialects.Park) error {
-	var b strings.Builder
-	args := make([]any, 0, 2*len(park))
-	for i, pk := range park {
-		if i > 0 {
-			b.WriteString(" UNION ALL ")
-		}
-		b.WriteString(`SELECT ? AS id, ? AS until`)
-		args = append(args, pk.ID, pk.Until.UTC())
-	}
-	if _, err := p.conn.ExecContext(ctx, `UPDATE `+p.t.Qualified(p.d)+` o JOIN (`+b.String()+
-		`) u ON o.id = u.id SET o.available_at = u.until`, args...); err != nil {
+	if err := parkRows(ctx, p.conn, p.t.Qualified(p.d), park); err != nil {
 		return fmt.Errorf("claim from %s: park held-back rows: %w", p.t, err)
 	}
 	return nil
@@ -331,7 +323,7 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 		if o.Delete {
 			stmt, args = `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`)`, nil
 		}
-		if _, err := p.conn.ExecContext(ctx, stmt, args...); err != nil {
+		if err := execRetry(ctx, p.conn, stmt, args...); err != nil {
 			return fmt.Errorf("mark published on %s: %w", p.t, err)
 		}
 		ids = ids[n:]
@@ -346,36 +338,115 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 // new values, then pushes back the later rows of each failed key.
 func retry(ctx context.Context, d Dialect, conn *sql.Conn, t dialects.Table, o dialects.Outcome) error {
 	q := t.Qualified(d)
-	var b strings.Builder
-	args := make([]any, 0, len(o.Retries)*5+1)
 	ids := make([]int64, len(o.Retries))
+	var attempts, avail, errs, dead caseBuilder
 	for i, r := range o.Retries {
-		if i > 0 {
-			b.WriteString(" UNION ALL ")
-		}
-		b.WriteString(`SELECT ? AS id, ? AS attempts, ? AS avail, ? AS err, ? AS dead`)
-		args = append(args, r.ID, r.Attempts, r.AvailableAt.UTC(), r.Error, r.Dead)
 		ids[i] = r.ID
+		attempts.when(r.ID, r.Attempts)
+		errs.when(r.ID, r.Error)
+		if r.Dead {
+			dead.when(r.ID, o.Now.UTC())
+		} else {
+			avail.when(r.ID, r.AvailableAt.UTC())
+		}
 	}
-	args = append(args, o.Now.UTC())
-	if _, err := conn.ExecContext(ctx, `UPDATE `+q+` o JOIN (`+b.String()+`) u ON o.id = u.id
-SET o.attempts = u.attempts, o.last_error = u.err,
-	o.available_at = IF(u.dead, o.available_at, u.avail),
-	o.dead_at = IF(u.dead, ?, NULL)`, args...); err != nil {
+	list := dialects.IDList(ids)
+	set := []string{"attempts = " + attempts.sql("attempts"), "last_error = " + errs.sql("last_error")}
+	args := append(attempts.args, errs.args...)
+	if len(avail.args) > 0 {
+		set = append(set, "available_at = "+avail.sql("available_at"))
+		args = append(args, avail.args...)
+	}
+	if len(dead.args) > 0 {
+		set = append(set, "dead_at = "+dead.sql("dead_at"))
+		args = append(args, dead.args...)
+	}
+	if err := execRetry(ctx, conn, `UPDATE `+q+` SET `+strings.Join(set, ", ")+` WHERE id IN (`+list+`)`, args...); err != nil {
 		return fmt.Errorf("record failed publications on %s: %w", t, err)
 	}
+	// Push back the later pending rows of each failed key, found by a
+	// plain read and updated by primary key: a range UPDATE on the key
+	// index would take gap locks that collide with other workers and with
+	// new outbox rows.
+	var push []dialects.Park
 	for i, r := range o.Retries {
 		if r.Dead || i >= len(o.Keys) || o.Keys[i].Key == nil {
 			continue
 		}
-		if _, err := conn.ExecContext(ctx, `UPDATE `+q+` SET available_at = ?
+		rows, err := conn.QueryContext(ctx, `SELECT id FROM `+q+`
 WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL
-  AND id > ? AND available_at < ? AND id NOT IN (`+dialects.IDList(ids)+`)`,
-			r.AvailableAt.UTC(), o.Keys[i].Topic, o.Keys[i].Key, r.ID, r.AvailableAt.UTC()); err != nil {
+  AND id > ? AND available_at < ? AND id NOT IN (`+list+`)`,
+			o.Keys[i].Topic, o.Keys[i].Key, r.ID, r.AvailableAt.UTC())
+		if err != nil {
 			return fmt.Errorf("hold back key of row %d on %s: %w", r.ID, t, err)
+		}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			push = append(push, dialects.Park{ID: id, Until: r.AvailableAt})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	if len(push) > 0 {
+		if err := parkRows(ctx, conn, q, push); err != nil {
+			return fmt.Errorf("hold back keys on %s: %w", t, err)
 		}
 	}
 	return nil
+}
+
+// parkRows sets available_at of rows by primary key, never earlier than
+// it is.
+func parkRows(ctx context.Context, conn *sql.Conn, q string, park []dialects.Park) error {
+	ids := make([]int64, len(park))
+	var until caseBuilder
+	for i, pk := range park {
+		ids[i] = pk.ID
+		until.when(pk.ID, pk.Until.UTC())
+	}
+	return execRetry(ctx, conn, `UPDATE `+q+` SET available_at = GREATEST(available_at, `+until.sql("available_at")+
+		`) WHERE id IN (`+dialects.IDList(ids)+`)`, until.args...)
+}
+
+// caseBuilder builds "CASE id WHEN ? THEN ? … ELSE col END".
+type caseBuilder struct {
+	b    strings.Builder
+	args []any
+}
+
+func (c *caseBuilder) when(id int64, v any) {
+	c.b.WriteString(" WHEN ")
+	c.b.WriteString(strconv.FormatInt(id, 10))
+	c.b.WriteString(" THEN ?")
+	c.args = append(c.args, v)
+}
+
+func (c *caseBuilder) sql(col string) string {
+	return "CASE id" + c.b.String() + " ELSE " + col + " END"
+}
+
+// execRetry runs a statement, again when InnoDB picked it as a deadlock
+// victim (1213) or it timed out on a lock (1205): relay statements set
+// absolute values by primary key, so running one again is safe.
+func execRetry(ctx context.Context, conn *sql.Conn, stmt string, args ...any) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if _, err = conn.ExecContext(ctx, stmt, args...); err == nil {
+			return nil
+		}
+		var me *gomysql.MySQLError
+		if !errors.As(err, &me) || (me.Number != 1213 && me.Number != 1205) {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+	}
+	return err
 }
 
 // Close releases the shard locks and returns the connection to the pool;
