@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -299,6 +300,7 @@ func parseModel(sch *schema.Schema) (*model, error) {
 type registry struct {
 	entries sync.Map // reflect.Type -> *regEntry
 	tables  sync.Map // table name -> model name, for writes made without the model
+	parses  atomic.Int64
 }
 
 type regEntry struct {
@@ -314,6 +316,7 @@ func (r *registry) lookup(sch *schema.Schema) (*model, error) {
 	}
 	e := v.(*regEntry)
 	e.once.Do(func() {
+		r.parses.Add(1)
 		e.m, e.err = parseModel(sch)
 		if e.m != nil {
 			r.tables.Store(sch.Table, e.m.name)
