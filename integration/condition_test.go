@@ -58,6 +58,20 @@ func TestCaptureByCondition(t *testing.T) {
 		step("Where.Delete", func() *gorm.DB { return db.Where("quantity < ?", 4).Delete(&Inventory{}) }, 2,
 			want{Type: "InventoryDeleted", Key: "c"},
 			want{Type: "InventoryDeleted", Key: "d"})
+		extra := []Inventory{{SKU: "e1"}, {SKU: "e2"}, {SKU: "e3"}}
+		if err := db.Create(&extra).Error; err != nil {
+			t.Fatal(err)
+		}
+		base = len(readOutbox(t, db, ""))
+		step("Delete(&M{}, []ids)", func() *gorm.DB { return db.Delete(&Inventory{}, []uint{extra[2].ID, extra[0].ID}) }, 2,
+			want{Type: "InventoryDeleted", Key: "e1"}, want{Type: "InventoryDeleted", Key: "e3"})
+		step("Where.Updates(struct)", func() *gorm.DB {
+			return db.Model(&Inventory{}).Where("sku = ?", "e2").Updates(Inventory{Quantity: 11, Note: "s"})
+		}, 1, want{Type: "InventoryUpdated", Key: "e2", Payload: map[string]any{"Quantity": 11, "Note": "s"}})
+		if err := db.Delete(&extra[1]).Error; err != nil {
+			t.Fatal(err)
+		}
+		base = len(readOutbox(t, db, ""))
 		step("GlobalUpdate", func() *gorm.DB {
 			return db.Session(&gorm.Session{AllowGlobalUpdate: true}).Model(&Inventory{}).Update("quantity", 7)
 		}, 1, want{Type: "InventoryUpdated", Key: "a", Payload: map[string]any{"Quantity": 7}})
