@@ -39,6 +39,11 @@ type Message struct {
 	Headers []Header
 	// EventID repeats the event-id header, for logs.
 	EventID string
+	// ID is the outbox row's id, Attempts its failed publications so far,
+	// and CreatedAt when it was captured (for lag metrics).
+	ID        int64
+	Attempts  int
+	CreatedAt time.Time
 }
 
 // Header is a message header.
@@ -80,6 +85,46 @@ func (e PublishErrors) Error() string {
 	}
 	return fmt.Sprintf("%d of %d messages not published; first: %v", n, len(e), first)
 }
+
+// Hook observes and steers the relay. The relay calls its methods, for
+// each hook of RelayConfig.Hooks in order, from the goroutine of the batch
+// (several at once with several Workers: implementations must be safe for
+// concurrent use). Embed HookBase to implement only some of them.
+type Hook interface {
+	// BeforePublish runs before a message is handed to the Publisher. It
+	// may change the message (add headers, say). An error vetoes it: the
+	// message is not sent; an error wrapping ErrDeadLetter dead-letters it
+	// at once, any other counts as a failed attempt (retried with
+	// backoff). Later messages of its key in the batch are held back.
+	BeforePublish(ctx context.Context, m *Message) error
+	// AfterPublish runs for each message the broker took; took is how
+	// long the Publish call lasted.
+	AfterPublish(ctx context.Context, m *Message, took time.Duration)
+	// OnError runs for each failed message that will be retried, with the
+	// attempt number that failed (1 for the first).
+	OnError(ctx context.Context, m *Message, err error, attempt int)
+	// OnDeadLetter runs for each message dead-lettered.
+	OnDeadLetter(ctx context.Context, m *Message, err error, attempts int)
+}
+
+// HookBase implements Hook with methods that do nothing; embed it.
+type HookBase struct{}
+
+// BeforePublish implements Hook.
+func (HookBase) BeforePublish(context.Context, *Message) error { return nil }
+
+// AfterPublish implements Hook.
+func (HookBase) AfterPublish(context.Context, *Message, time.Duration) {}
+
+// OnError implements Hook.
+func (HookBase) OnError(context.Context, *Message, error, int) {}
+
+// OnDeadLetter implements Hook.
+func (HookBase) OnDeadLetter(context.Context, *Message, error, int) {}
+
+// ErrDeadLetter, wrapped in an error a BeforePublish hook returns,
+// dead-letters the message at once instead of retrying it.
+var ErrDeadLetter = errors.New("dead-lettered by a hook")
 
 // Publisher error kinds.
 var (
@@ -159,6 +204,10 @@ type RelayConfig struct {
 	// Shards. One worker runs claim, publish and mark strictly in turn:
 	// about 30% slower here (docs/benchmarks.md).
 	Workers int
+
+	// Hooks are called, in order, around each message's publication (see
+	// Hook; package hooks has ready-made ones).
+	Hooks []Hook
 
 	// Dialect overrides the dialect picked from the GORM dialector.
 	Dialect dialects.Dialect
@@ -407,17 +456,63 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 	for i := range rows {
 		msgs[i] = message(&rows[i])
 	}
-	perr := r.pub.Publish(ctx, msgs)
 	errs := make([]error, len(rows))
-	var pe PublishErrors
-	switch {
-	case perr == nil:
-	case errors.As(perr, &pe) && len(pe) == len(rows):
-		copy(errs, pe)
-	default:
-		for i := range errs {
-			errs[i] = perr
+	// Hooks first: a veto keeps the message (and the later ones of its key)
+	// out of the call.
+	send := make([]int, 0, len(rows))
+	if len(r.cfg.Hooks) > 0 {
+		vetoed := make(map[string]error)
+		for i := range msgs {
+			tk := msgs[i].Topic + "\x00" + string(msgs[i].Key)
+			if verr, ok := vetoed[tk]; ok && msgs[i].Key != nil {
+				errs[i] = fmt.Errorf("%w (%v)", ErrHeldBack, verr)
+				continue
+			}
+			for _, h := range r.cfg.Hooks {
+				if err := h.BeforePublish(ctx, &msgs[i]); err != nil {
+					errs[i] = fmt.Errorf("vetoed by a hook: %w", err)
+					vetoed[tk] = err
+					break
+				}
+			}
+			if errs[i] == nil {
+				send = append(send, i)
+			}
 		}
+	} else {
+		for i := range msgs {
+			send = append(send, i)
+		}
+	}
+	var (
+		perr  error
+		took  time.Duration
+		batch = msgs
+	)
+	if len(send) > 0 {
+		if len(send) < len(msgs) {
+			batch = make([]Message, len(send))
+			for j, i := range send {
+				batch[j] = msgs[i]
+			}
+		}
+		start := time.Now()
+		perr = r.pub.Publish(ctx, batch)
+		took = time.Since(start)
+		var pe PublishErrors
+		switch {
+		case perr == nil:
+		case errors.As(perr, &pe) && len(pe) == len(batch):
+			for j, i := range send {
+				errs[i] = pe[j]
+			}
+		default:
+			for _, i := range send {
+				errs[i] = perr
+			}
+		}
+	} else {
+		perr = errors.New("every message of the batch was vetoed by a hook")
 	}
 	now := r.cfg.Now()
 	out := dialects.Outcome{Now: now, Delete: r.cfg.DeleteOnPublish}
@@ -428,6 +523,9 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 		tk := row.Topic + "\x00" + string(row.Key)
 		if err == nil {
 			allFailed = false
+			for _, h := range r.cfg.Hooks {
+				h.AfterPublish(ctx, &msgs[i], took)
+			}
 			if row.Key != nil && failed[tk] {
 				// The publisher broke its contract: a later message of a
 				// failed key was written. It is out of order on the topic;
@@ -445,7 +543,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 		}
 		rt := dialects.Retry{ID: row.ID, Attempts: row.Attempts + 1, Error: truncate(err.Error(), 2000)}
 		switch {
-		case errors.Is(err, ErrMessageTooLarge):
+		case errors.Is(err, ErrMessageTooLarge), errors.Is(err, ErrDeadLetter):
 			rt.Dead = true
 		case rt.Attempts >= r.cfg.MaxAttempts:
 			rt.Dead = true
@@ -456,8 +554,14 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 			res.Dead++
 			r.log.Warn("outbox relay: dead-lettered", "id", row.ID, "event_id", row.EventID,
 				"topic", row.Topic, "attempts", rt.Attempts, "error", rt.Error)
+			for _, h := range r.cfg.Hooks {
+				h.OnDeadLetter(ctx, &msgs[i], err, rt.Attempts)
+			}
 		} else {
 			res.Retried++
+			for _, h := range r.cfg.Hooks {
+				h.OnError(ctx, &msgs[i], err, rt.Attempts)
+			}
 		}
 		out.Retries = append(out.Retries, rt)
 		out.Keys = append(out.Keys, dialects.TopicKey{Topic: row.Topic, Key: row.Key})
@@ -510,7 +614,8 @@ func message(row *Row) Message {
 	for _, k := range names {
 		h = append(h, Header{k, []byte(row.Headers[k])})
 	}
-	return Message{Topic: row.Topic, Key: row.Key, Value: row.Payload, Headers: h, EventID: row.EventID}
+	return Message{Topic: row.Topic, Key: row.Key, Value: row.Payload, Headers: h, EventID: row.EventID,
+		ID: row.ID, Attempts: row.Attempts, CreatedAt: row.CreatedAt}
 }
 
 func truncate(s string, n int) string {

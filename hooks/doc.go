@@ -1,7 +1,9 @@
-// Package hooks holds ready-made lifecycle hooks for the outbox relay:
-// structured logging with log/slog, and OpenTelemetry metrics and tracing.
-// The hook interfaces live in gormoutbox, where they are consumed.
+// Package hooks holds ready-made lifecycle hooks for the outbox relay
+// (gormoutbox.Hook): structured logging with log/slog. The hook interface
+// lives in gormoutbox, where it is consumed; OpenTelemetry metrics and
+// tracing arrive with step 4 of the roadmap (docs/architecture.md).
 //
-// It arrives with step 4 of the roadmap in docs/architecture.md; this
-// package holds no code yet.
+//	relay, err := gormoutbox.NewRelay(db, pub, gormoutbox.RelayConfig{
+//		Hooks: []gormoutbox.Hook{hooks.Slog(logger)},
+//	})
 package hooks
