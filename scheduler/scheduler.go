@@ -103,6 +103,7 @@ type entry struct {
 	id    cron.EntryID
 	stats JobStats // Running and Next unused
 	busy  bool     // a pass is in flight
+	again bool     // Wake was called during the pass: run once more after it
 }
 
 // trigger says what started a pass, for the logs.
@@ -111,6 +112,7 @@ type trigger string
 const (
 	bySchedule trigger = "schedule"
 	byRunNow   trigger = "run_now"
+	byWake     trigger = "wake"
 )
 
 // New returns a scheduler configured by cfg. It runs nothing until
@@ -288,6 +290,35 @@ func (s *Scheduler) RunNow(name string) error {
 	return nil
 }
 
+// Wake asks for a pass of the named job soon, for work that has just
+// arrived (an outbox commit, say): it starts one now, or, when a pass is
+// running, one more right after it — that pass may have looked before the
+// work arrived. Any number of Wake calls during a pass cost one more pass,
+// never overlapping. It returns an error wrapping [ErrUnknownJob] for a
+// name never added and [ErrStopped] after [Scheduler.Stop].
+func (s *Scheduler) Wake(name string) error {
+	s.mu.Lock()
+	j, ok := s.jobs[name]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownJob, name)
+	}
+	if s.stopped {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: cannot wake job %q", ErrStopped, name)
+	}
+	if j.busy {
+		j.again = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	if s.begin(j, byWake) {
+		go s.run(j, byWake)
+	}
+	return nil
+}
+
 // Stats returns the counters of the named job, and false if no job has that
 // name.
 func (s *Scheduler) Stats(name string) (JobStats, bool) {
@@ -376,7 +407,12 @@ func (s *Scheduler) run(j *entry, by trigger) {
 
 		s.mu.Lock()
 		j.busy = false
+		again := j.again && !s.stopped
+		j.again = false
 		s.mu.Unlock()
+		if again && s.begin(j, byWake) {
+			go s.run(j, byWake) // reserved before this pass counts as done
+		}
 		s.passes.Done()
 	}()
 	err = j.fn(ctx)

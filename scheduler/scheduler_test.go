@@ -467,3 +467,50 @@ func TestLocation(t *testing.T) {
 		t.Errorf("Next = %v, want 12:00 UTC+5 (07:00 UTC)", next)
 	}
 }
+
+// Wake during a pass runs exactly one more pass after it, however many
+// times it is called; Wake when idle runs one at once.
+func TestWakeCoalesces(t *testing.T) {
+	s := scheduler.New(scheduler.Config{Logger: slog.New(slog.DiscardHandler)})
+	var runs atomic.Int32
+	release := make(chan struct{})
+	started := make(chan struct{}, 10)
+	if err := s.Add("w", "@every 1h", func(ctx context.Context) error {
+		n := runs.Add(1)
+		started <- struct{}{}
+		if n == 1 {
+			<-release
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wake("w"); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	for i := 0; i < 5; i++ {
+		if err := s.Wake("w"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pass after the wake-ups during the first one")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("%d passes, want 2 (one, then one more for the 5 wake-ups)", n)
+	}
+	if err := s.Wake("nope"); !errors.Is(err, scheduler.ErrUnknownJob) {
+		t.Fatalf("Wake(unknown) = %v", err)
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wake("w"); !errors.Is(err, scheduler.ErrStopped) {
+		t.Fatalf("Wake after Stop = %v", err)
+	}
+}
