@@ -168,6 +168,14 @@ func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) stri
 	return s, nil
 }
 
+// Listener is implemented by dialects that can tell the relay when outbox
+// rows are committed (PostgreSQL: LISTEN/NOTIFY). Listen blocks until ctx
+// is done, calling notify after each commit that wrote rows; onError (if
+// not nil) hears of connection trouble, after which it reconnects.
+type Listener interface {
+	Listen(ctx context.Context, db *sql.DB, t Table, notify func(), onError func(error)) error
+}
+
 // RowColumns are the columns ScanRow reads, in order.
 const RowColumns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
 	shard, attempts, available_at, created_at, last_error, published_at, dead_at`

@@ -57,6 +57,8 @@ type stmtState struct {
 	// conditions, AllowGlobalUpdate). prepare locks the matching rows,
 	// restricts the write to them, and fills keys and live.
 	byCondition bool
+	// wrote: outbox rows were inserted (for the wake-up after commit).
+	wrote bool
 }
 
 // MaxConditionRows bounds the rows one update or delete by condition may
@@ -622,13 +624,51 @@ func (p *Plugin) end(db *gorm.DB) {
 	if !ok {
 		return
 	}
-	if v.(*stmtState).startedTx {
+	st := v.(*stmtState)
+	committed := false
+	if st.startedTx {
 		if db.Error != nil {
 			db.Rollback()
 		} else {
 			db.Commit()
+			committed = db.Error == nil
 		}
 		db.Statement.ConnPool = db.ConnPool
+	} else if started, ok := db.InstanceGet("gorm:started_transaction"); ok {
+		// GORM's own transaction, committed by gorm:commit_or_rollback_transaction.
+		b, _ := started.(bool)
+		committed = b && db.Error == nil
+	}
+	if st.wrote && db.Error == nil {
+		if committed {
+			p.wake()
+		} else {
+			p.wakeLater() // your transaction: its commit is not seen
+		}
+	}
+}
+
+// wake tells Config.Wake that committed outbox rows are waiting.
+func (p *Plugin) wake() {
+	if p.cfg.Wake != nil {
+		p.cfg.Wake()
+	}
+}
+
+// wakeLaterDelays are when wakeLater calls Wake after outbox rows were
+// written in a transaction the plugin does not see commit.
+var wakeLaterDelays = [...]time.Duration{5 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond}
+
+// wakeLater wakes the relay a few times shortly after outbox rows were
+// written in a transaction the caller commits (db.Transaction, Begin):
+// GORM has no callback for that commit. Best effort; on PostgreSQL the
+// relay's Listen is exact, and cron remains the safety net.
+func (p *Plugin) wakeLater() {
+	if p.cfg.Wake == nil {
+		return
+	}
+	for _, d := range wakeLaterDelays {
+		time.AfterFunc(d, p.cfg.Wake)
 	}
 }
 
@@ -683,6 +723,10 @@ func (p *Plugin) emitImages(db *gorm.DB, m *model, elems []reflect.Value, types 
 	}
 	if err := p.dialect.Insert(ctx, stmt.ConnPool, p.table, recs); err != nil {
 		_ = db.AddError(fmt.Errorf("gormoutbox: %s: %w", m.name, err))
+		return
+	}
+	if st := stateOf(db); st != nil {
+		st.wrote = true
 	}
 }
 

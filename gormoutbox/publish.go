@@ -89,6 +89,7 @@ func Publish(tx *gorm.DB, events ...Event) error {
 	if err := p.dialect.Insert(ctx, tx.Statement.ConnPool, p.table, recs); err != nil {
 		return fmt.Errorf("gormoutbox: publish: %w", err)
 	}
+	p.wakeLater() // tx is the caller's: its commit is not seen
 	return nil
 }
 

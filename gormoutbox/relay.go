@@ -676,3 +676,22 @@ type Stats = dialects.Stats
 func (r *Relay) Stats(ctx context.Context) (Stats, error) {
 	return r.d.Stats(ctx, r.db, r.table)
 }
+
+// Listen calls wake after every commit that wrote outbox rows, from any
+// process, until ctx is done: on PostgreSQL through LISTEN on a connection
+// of its own (the outbox table's trigger sends NOTIFY, which PostgreSQL
+// delivers at commit, one per transaction), reconnecting when it drops.
+// Other dialects return an error wrapping ErrUnsupportedDialect; there,
+// Config.Wake wakes the relay of the writing process. wake must not block;
+// scheduler.Wake fits:
+//
+//	go relay.Listen(ctx, func() { _ = sched.Wake("outbox-relay") })
+func (r *Relay) Listen(ctx context.Context, wake func()) error {
+	l, ok := r.d.(dialects.Listener)
+	if !ok {
+		return fmt.Errorf("%w: %s sends no commit notifications; use gormoutbox.Config.Wake", ErrUnsupportedDialect, r.d.Name())
+	}
+	return l.Listen(ctx, r.db, r.table, wake, func(err error) {
+		r.log.Warn("outbox relay: listen connection lost; reconnecting", "error", err)
+	})
+}

@@ -83,11 +83,38 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 			`CREATE INDEX IF NOT EXISTS ` + d.Quote(n+"_dead_idx") + ` ON ` + q +
 				` (dead_at, id) WHERE dead_at IS NOT NULL`,
 		},
+	}, {
+		// Wake-ups: a statement-level trigger sends a notification for
+		// every statement that inserts outbox rows. PostgreSQL delivers it
+		// only when the transaction commits, and folds identical ones of a
+		// transaction into one; the relay LISTENs (Listen).
+		Version: 2,
+		Statements: []string{
+			`CREATE OR REPLACE FUNCTION ` + notifyFunc(d, t) + `() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('` + Channel(t) + `', '');
+	RETURN NULL;
+END
+$$`,
+			`DROP TRIGGER IF EXISTS ` + d.Quote(n+"_notify") + ` ON ` + q,
+			`CREATE TRIGGER ` + d.Quote(n+"_notify") + ` AFTER INSERT ON ` + q +
+				` FOR EACH STATEMENT EXECUTE FUNCTION ` + notifyFunc(d, t) + `()`,
+		},
 	}}
 }
 
+// Channel is the LISTEN/NOTIFY channel of outbox table t: one per table
+// (hashed, as channel names are limited to 63 bytes).
+func Channel(t dialects.Table) string {
+	return "gormoutbox_" + strconv.FormatUint(uint64(dialects.HashKey([]byte(t.String()))), 16)
+}
+
+func notifyFunc(d Dialect, t dialects.Table) string {
+	return t.Sibling("_notify").Qualified(d)
+}
+
 // LatestVersion is the schema version Migrate brings a table to.
-const LatestVersion = 1
+const LatestVersion = 2
 
 func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
