@@ -20,10 +20,48 @@
 // kafka-go has no idempotent producer: a retry of a batch the broker had
 // written but not acknowledged duplicates it. Delivery is at least once;
 // consumers deduplicate on the event-id header.
+//
+// # TLS and SASL
+//
+// Config.TLS turns on TLS and Config.SASL authenticates with PLAIN,
+// SCRAM-SHA-256 or SCRAM-SHA-512; NewPublisher builds the kafka-go
+// Transport from them (or takes a Transport of yours, with neither set):
+//
+//	p, err := outboxkafka.NewPublisher(outboxkafka.Config{
+//		Brokers: []string{"kafka-1:9093"},
+//		TLS:     &tls.Config{RootCAs: pool},
+//		SASL: outboxkafka.SASL{Mechanism: outboxkafka.SASLScramSHA512,
+//			Username: "outbox", Password: os.Getenv("KAFKA_PASSWORD")},
+//	})
+//
+// The password appears in no error, and SASL prints and logs (fmt, slog,
+// encoding/json) without it, so a Config can be logged as it is.
+//
+// Failures come back from Publish as an error for every message of the
+// call, so that the relay retries them and marks nothing published:
+//
+//   - Refused credentials: the broker closes the connection, which kafka-go
+//     reports as io.ErrUnexpectedEOF. The error names the mechanism and the
+//     user, says the authentication failed or the connection was closed
+//     during it, and matches both kafkago.SASLAuthenticationFailed and the
+//     connection error (errors.Is).
+//   - A user without WRITE on the topic: the error names the topic and the
+//     user and matches kafkago.TopicAuthorizationFailed. A user without
+//     DESCRIBE on it does not see the topic at all:
+//     kafkago.UnknownTopicOrPartition, with the user named as a possible
+//     cause.
+//   - A broker certificate that TLS does not trust: the error says the TLS
+//     handshake failed and matches *tls.CertificateVerificationError
+//     (errors.As).
+//
+// kafka-go keeps the failure of its first metadata fetch until its next
+// one (within Transport.MetadataTTL, 6s by default), so a broker that
+// accepts the credentials again is seen within that time.
 package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -91,8 +129,28 @@ type Config struct {
 	// Compression of the batches. Default none.
 	Compression kafkago.Compression
 
-	// Transport carries the requests (TLS, SASL, client id go here). Default:
-	// a Transport of the Publisher's own, closed by Close.
+	// TLS, when not nil, makes every connection to the brokers TLS with
+	// this config (a nil TLS means plaintext). Its ServerName defaults to
+	// the broker's host. Put the CA of the brokers' certificates in
+	// RootCAs, and a client certificate in Certificates for mutual TLS.
+	TLS *tls.Config
+
+	// SASL authenticates every connection with a user name and password
+	// (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512); the zero value means no
+	// SASL. An unknown mechanism, or a mechanism without a user name or
+	// password, is an ErrInvalidConfig. The password is never printed or
+	// logged by this package (see SASL).
+	SASL SASL
+
+	// ClientID is the client id sent with every request (seen in broker
+	// logs, metrics and client-id quotas). Default empty.
+	ClientID string
+
+	// Transport carries the requests. Default: a Transport of the
+	// Publisher's own built from TLS, SASL and ClientID, closed by Close.
+	// A Transport given here is used as it is and not closed; TLS, SASL
+	// and ClientID must then be left empty (ErrInvalidConfig otherwise):
+	// set them on the Transport.
 	Transport *kafkago.Transport
 
 	// AllowAutoTopicCreation lets the broker create missing topics.
@@ -106,6 +164,7 @@ type Publisher struct {
 	cfg      Config
 	w        *kafkago.Writer
 	ownTrans *kafkago.Transport
+	auth     *authTracker // SASL of ownTrans, nil without
 }
 
 var _ gormoutbox.Publisher = (*Publisher)(nil)
@@ -153,11 +212,14 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 	if cfg.RequiredAcks == 0 {
 		cfg.RequiredAcks = kafkago.RequireAll
 	}
-	p := &Publisher{cfg: cfg}
+	own, auth, err := transport(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{cfg: cfg, ownTrans: own, auth: auth}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = &kafkago.Transport{}
-		p.ownTrans = tr
+		tr = own
 	}
 	p.w = &kafkago.Writer{
 		Addr:         kafkago.TCP(cfg.Brokers...),
@@ -345,7 +407,7 @@ func (p *Publisher) write(ctx context.Context, msgs []gormoutbox.Message, idx []
 	if errors.As(err, &we) && len(we) == len(idx) {
 		for j := range out {
 			if we[j] != nil {
-				out[j] = fmt.Errorf("kafka: topic %s: %w", msgs[idx[j]].Topic, we[j])
+				out[j] = p.explain(msgs[idx[j]].Topic, we[j])
 			}
 		}
 		return out
@@ -354,7 +416,7 @@ func (p *Publisher) write(ctx context.Context, msgs []gormoutbox.Message, idx []
 	// sizes with an over-estimate first); were it to, every message of the
 	// call is retried rather than all dead-lettered.
 	for j := range out {
-		out[j] = fmt.Errorf("kafka: topic %s: %w", msgs[idx[j]].Topic, err)
+		out[j] = p.explain(msgs[idx[j]].Topic, err)
 	}
 	return out
 }
