@@ -1,0 +1,632 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/gormoutbox"
+)
+
+// pageSize is the DeadLetters page and Replay chunk size.
+const pageSize = 1000
+
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// ---- migrate
+
+func cmdMigrate(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	if err := c.parse("migrate", fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	db, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.plugin.Migrate(ctx); err != nil {
+		return err
+	}
+	v, err := db.d.SchemaVersion(ctx, db.sqlDB, db.table)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "outbox table %s on %s is migrated (schema version %d)\n", db.table, db.driver, v)
+	return nil
+}
+
+// ---- status
+
+type topicCount struct {
+	Topic   string `json:"topic"`
+	Pending int64  `json:"pending"`
+	Dead    int64  `json:"dead"`
+}
+
+type statusReport struct {
+	Driver  string `json:"driver"`
+	Table   string `json:"table"`
+	Pending int64  `json:"pending"`
+	Dead    int64  `json:"dead"`
+	// OldestPending is the created_at of the oldest pending row.
+	OldestPending *time.Time `json:"oldest_pending"`
+	// OldestPendingAgeSeconds is 0 when nothing is pending.
+	OldestPendingAgeSeconds float64      `json:"oldest_pending_age_seconds"`
+	Topics                  []topicCount `json:"topics"`
+}
+
+func cmdStatus(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := c.parse("status", fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	db, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st, err := db.relay.Stats(ctx)
+	if err != nil {
+		return db.explain(ctx, err)
+	}
+	rep := statusReport{Driver: db.driver, Table: db.table.String(), Pending: st.Pending, Dead: st.Dead, Topics: []topicCount{}}
+	if !st.OldestPending.IsZero() {
+		t := st.OldestPending.UTC()
+		rep.OldestPending = &t
+		rep.OldestPendingAgeSeconds = max(time.Since(t).Seconds(), 0)
+	}
+	if rep.Topics, err = topicCounts(ctx, db); err != nil {
+		return db.explain(ctx, err)
+	}
+	if *asJSON {
+		return writeJSON(c.stdout, rep)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "table:\t%s (%s)\n", rep.Table, rep.Driver)
+	fmt.Fprintf(tw, "pending:\t%d\n", rep.Pending)
+	fmt.Fprintf(tw, "dead:\t%d\n", rep.Dead)
+	if rep.OldestPending != nil {
+		age := time.Duration(rep.OldestPendingAgeSeconds * float64(time.Second)).Round(time.Second)
+		fmt.Fprintf(tw, "oldest pending:\t%v (created %s)\n", age, rep.OldestPending.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(tw, "oldest pending:\t-\n")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rep.Topics) == 0 {
+		return nil
+	}
+	fmt.Fprintln(c.stdout)
+	// Topics left-aligned, counts right-aligned.
+	wt, wp, wd := len("TOPIC"), len("PENDING"), len("DEAD")
+	for _, t := range rep.Topics {
+		wt = max(wt, utf8.RuneCountInString(t.Topic))
+		wp = max(wp, len(strconv.FormatInt(t.Pending, 10)))
+		wd = max(wd, len(strconv.FormatInt(t.Dead, 10)))
+	}
+	fmt.Fprintf(c.stdout, "%-*s  %*s  %*s\n", wt, "TOPIC", wp, "PENDING", wd, "DEAD")
+	for _, t := range rep.Topics {
+		pad := wt - utf8.RuneCountInString(t.Topic)
+		fmt.Fprintf(c.stdout, "%s%s  %*d  %*d\n", t.Topic, strings.Repeat(" ", pad), wp, t.Pending, wd, t.Dead)
+	}
+	return nil
+}
+
+// topicCounts counts pending and dead rows per topic, with one GROUP BY
+// per state so that each can use its index (plain SQL, both databases).
+func topicCounts(ctx context.Context, db *conn) ([]topicCount, error) {
+	byTopic := map[string]*topicCount{}
+	for i, where := range []string{"published_at IS NULL AND dead_at IS NULL", "dead_at IS NOT NULL"} {
+		rows, err := db.sqlDB.QueryContext(ctx, `SELECT topic, COUNT(*) FROM `+db.quoted()+` WHERE `+where+` GROUP BY topic`)
+		if err != nil {
+			return nil, fmt.Errorf("count per topic in %s: %w", db.table, err)
+		}
+		for rows.Next() {
+			var (
+				topic string
+				n     int64
+			)
+			if err := rows.Scan(&topic, &n); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("count per topic in %s: %w", db.table, err)
+			}
+			tc := byTopic[topic]
+			if tc == nil {
+				tc = &topicCount{Topic: topic}
+				byTopic[topic] = tc
+			}
+			if i == 0 {
+				tc.Pending += n
+			} else {
+				tc.Dead += n
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("count per topic in %s: %w", db.table, err)
+		}
+	}
+	out := make([]topicCount, 0, len(byTopic))
+	for _, tc := range byTopic {
+		out = append(out, *tc)
+	}
+	slices.SortFunc(out, func(a, b topicCount) int { return strings.Compare(a.Topic, b.Topic) })
+	return out, nil
+}
+
+// ---- dead list / dead show
+
+// deadLetter is a dead row as printed.
+type deadLetter struct {
+	ID            int64             `json:"id"`
+	EventID       string            `json:"event_id"`
+	Topic         string            `json:"topic"`
+	Key           *string           `json:"key"`
+	KeyHex        string            `json:"key_hex,omitempty"`
+	Type          string            `json:"type"`
+	AggregateType string            `json:"aggregate_type,omitempty"`
+	AggregateID   string            `json:"aggregate_id,omitempty"`
+	Shard         int               `json:"shard"`
+	Attempts      int               `json:"attempts"`
+	CreatedAt     time.Time         `json:"created_at"`
+	AvailableAt   time.Time         `json:"available_at"`
+	DeadAt        *time.Time        `json:"dead_at"`
+	PublishedAt   *time.Time        `json:"published_at,omitempty"`
+	LastError     string            `json:"last_error"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	Payload       *string           `json:"payload,omitempty"`
+	PayloadHex    string            `json:"payload_hex,omitempty"`
+}
+
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if !unicode.IsPrint(r) && !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func toDeadLetter(r gormoutbox.Row, full bool) deadLetter {
+	d := deadLetter{
+		ID: r.ID, EventID: r.EventID, Topic: r.Topic, Type: r.EventType,
+		AggregateType: r.AggregateType, AggregateID: r.AggregateID, Shard: r.Shard, Attempts: r.Attempts,
+		CreatedAt: r.CreatedAt.UTC(), AvailableAt: r.AvailableAt.UTC(), DeadAt: utc(r.DeadAt),
+		PublishedAt: utc(r.PublishedAt), LastError: r.LastError,
+	}
+	if r.Key != nil {
+		if isText(r.Key) {
+			k := string(r.Key)
+			d.Key = &k
+		} else {
+			d.KeyHex = hex.EncodeToString(r.Key)
+		}
+	}
+	if full {
+		d.Headers = r.Headers
+		if isText(r.Payload) {
+			p := string(r.Payload)
+			d.Payload = &p
+		} else {
+			d.PayloadHex = hex.EncodeToString(r.Payload)
+		}
+	}
+	return d
+}
+
+func (d deadLetter) keyText() string {
+	switch {
+	case d.Key != nil:
+		return *d.Key
+	case d.KeyHex != "":
+		return "0x" + d.KeyHex
+	}
+	return "-"
+}
+
+// oneLine truncates s to n runes on one line.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+func timeText(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func cmdDeadList(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("dead list", flag.ContinueOnError)
+	topic := fs.String("topic", "", "only dead letters of this topic")
+	limit := fs.Int("limit", 50, "list at most this many (1..10000)")
+	after := fs.Int64("after", 0, "only ids greater than this (paging)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := c.parse("dead list", fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > 10000 {
+		return usagef("-limit %d: want 1..10000", *limit)
+	}
+	if *after < 0 {
+		return usagef("-after %d: want an id, 0 or more", *after)
+	}
+	db, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.relay.DeadLetters(ctx, gormoutbox.DeadLetterQuery{Topic: *topic, AfterID: *after, Limit: *limit})
+	if err != nil {
+		return db.explain(ctx, err)
+	}
+	out := make([]deadLetter, len(rows))
+	for i, r := range rows {
+		out[i] = toDeadLetter(r, false)
+	}
+	if *asJSON {
+		return writeJSON(c.stdout, out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(c.stdout, "no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\tTOPIC\tKEY\tTYPE\tATTEMPTS\tDEAD_AT\tLAST_ERROR\n")
+	for _, d := range out {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, oneLine(d.Topic, 40), oneLine(d.keyText(), 32),
+			oneLine(d.Type, 32), d.Attempts, timeText(d.DeadAt), oneLine(d.LastError, 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(out) == *limit {
+		next := fmt.Sprintf("outboxctl dead list -after %d -limit %d", out[len(out)-1].ID, *limit)
+		if *topic != "" {
+			next += " -topic " + strconv.Quote(*topic)
+		}
+		fmt.Fprintf(c.stdout, "(limit reached; more may follow: %s)\n", next)
+	}
+	return nil
+}
+
+// parseID parses a positive row id given as an argument.
+func parseID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 {
+		if strings.HasPrefix(s, "-") && err != nil {
+			return 0, usagef("bad id %q: give flags before the ids", s)
+		}
+		return 0, usagef("bad id %q: want a positive integer", s)
+	}
+	return id, nil
+}
+
+// deadLetterByID returns the dead letter id, or a notFoundError.
+func deadLetterByID(ctx context.Context, db *conn, id int64) (gormoutbox.Row, error) {
+	rows, err := db.relay.DeadLetters(ctx, gormoutbox.DeadLetterQuery{AfterID: id - 1, Limit: 1})
+	if err != nil {
+		return gormoutbox.Row{}, db.explain(ctx, err)
+	}
+	if len(rows) == 0 || rows[0].ID != id {
+		return gormoutbox.Row{}, &notFoundError{fmt.Sprintf("%d is not a dead letter in %s (no such row, or it is pending or published)", id, db.table)}
+	}
+	return rows[0], nil
+}
+
+func cmdDeadShow(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("dead show", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := c.parse("dead show", fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want exactly one id, got %d arguments", fs.NArg())
+	}
+	id, err := parseID(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	db, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	row, err := deadLetterByID(ctx, db, id)
+	if err != nil {
+		return err
+	}
+	d := toDeadLetter(row, true)
+	if *asJSON {
+		return writeJSON(c.stdout, d)
+	}
+	w := c.stdout
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%d\n", d.ID)
+	fmt.Fprintf(tw, "event id:\t%s\n", d.EventID)
+	fmt.Fprintf(tw, "topic:\t%s\n", d.Topic)
+	fmt.Fprintf(tw, "key:\t%s\n", d.keyText())
+	fmt.Fprintf(tw, "type:\t%s\n", d.Type)
+	fmt.Fprintf(tw, "aggregate:\t%s %s\n", orDash(d.AggregateType), orDash(d.AggregateID))
+	fmt.Fprintf(tw, "shard:\t%d\n", d.Shard)
+	fmt.Fprintf(tw, "attempts:\t%d\n", d.Attempts)
+	fmt.Fprintf(tw, "created at:\t%s\n", timeText(&d.CreatedAt))
+	fmt.Fprintf(tw, "available at:\t%s\n", timeText(&d.AvailableAt))
+	fmt.Fprintf(tw, "dead at:\t%s\n", timeText(d.DeadAt))
+	fmt.Fprintf(tw, "published at:\t%s\n", timeText(d.PublishedAt))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "last error:\n  %s\n", strings.ReplaceAll(orDash(d.LastError), "\n", "\n  "))
+	fmt.Fprintln(w, "headers:")
+	if len(d.Headers) == 0 {
+		fmt.Fprintln(w, "  -")
+	}
+	names := make([]string, 0, len(d.Headers))
+	for k := range d.Headers {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		fmt.Fprintf(w, "  %s: %s\n", k, d.Headers[k])
+	}
+	if d.Payload != nil {
+		fmt.Fprintf(w, "payload (%d bytes):\n%s\n", len(row.Payload), *d.Payload)
+	} else {
+		fmt.Fprintf(w, "payload (%d bytes, binary, hex):\n%s\n", len(row.Payload), d.PayloadHex)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ---- replay
+
+func cmdReplay(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	topic := fs.String("topic", "", "replay every dead letter of this topic")
+	all := fs.Bool("all", false, "replay every dead letter")
+	if err := c.parse("replay", fs, args); err != nil {
+		return err
+	}
+	modes := 0
+	if fs.NArg() > 0 {
+		modes++
+	}
+	if *topic != "" {
+		modes++
+	}
+	if *all {
+		modes++
+	}
+	if modes != 1 {
+		return usagef("give ids, -topic T or -all (exactly one of them)")
+	}
+	var ids []int64
+	for _, a := range fs.Args() {
+		id, err := parseID(a)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	db, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	if len(ids) > 0 {
+		dead, err := deadAmong(ctx, db, ids)
+		if err != nil {
+			return db.explain(ctx, err)
+		}
+		n, err := replay(ctx, db, dead)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "replayed %d of %d dead letters\n", n, len(ids))
+		var missing []string
+		for _, id := range ids {
+			if !slices.Contains(dead, id) {
+				missing = append(missing, strconv.FormatInt(id, 10))
+			}
+		}
+		if len(missing) > 0 {
+			return &notFoundError{fmt.Sprintf("not dead letters in %s (left alone): %s", db.table, strings.Join(missing, ", "))}
+		}
+		return nil
+	}
+
+	// -topic or -all: gather the ids page by page, then replay them.
+	q := gormoutbox.DeadLetterQuery{Topic: *topic, Limit: pageSize}
+	for {
+		rows, err := db.relay.DeadLetters(ctx, q)
+		if err != nil {
+			return db.explain(ctx, err)
+		}
+		for _, r := range rows {
+			ids = append(ids, r.ID)
+		}
+		if len(rows) < q.Limit {
+			break
+		}
+		q.AfterID = rows[len(rows)-1].ID
+	}
+	n, err := replay(ctx, db, ids)
+	if err != nil {
+		return err
+	}
+	what := "every topic"
+	if *topic != "" {
+		what = "topic " + strconv.Quote(*topic)
+	}
+	fmt.Fprintf(c.stdout, "replayed %d dead letters of %s\n", n, what)
+	if int(n) < len(ids) {
+		fmt.Fprintf(c.stdout, "(%d were replayed meanwhile by someone else)\n", int64(len(ids))-n)
+	}
+	return nil
+}
+
+// replay replays ids in chunks and returns how many were put back.
+func replay(ctx context.Context, db *conn, ids []int64) (int64, error) {
+	var total int64
+	for chunk := range slices.Chunk(ids, pageSize) {
+		n, err := db.relay.Replay(ctx, chunk...)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("replayed %d, then: %w", total, err)
+		}
+	}
+	return total, nil
+}
+
+// deadAmong returns those of ids that are dead letters.
+func deadAmong(ctx context.Context, db *conn, ids []int64) ([]int64, error) {
+	var dead []int64
+	for chunk := range slices.Chunk(ids, pageSize) {
+		rows, err := db.sqlDB.QueryContext(ctx, `SELECT id FROM `+db.quoted()+
+			` WHERE dead_at IS NOT NULL AND id IN (`+dialects.IDList(chunk)+`)`)
+		if err != nil {
+			return nil, fmt.Errorf("look up ids in %s: %w", db.table, err)
+		}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			dead = append(dead, id)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return dead, nil
+}
+
+// ---- purge
+
+// retention is a flag.Value for a duration that also takes days ("7d").
+type retention struct {
+	d   time.Duration
+	set bool
+}
+
+func (r *retention) String() string {
+	if r == nil || !r.set {
+		return ""
+	}
+	return r.d.String()
+}
+
+func (r *retention) Set(s string) error {
+	var (
+		d   time.Duration
+		err error
+	)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n float64
+		n, err = strconv.ParseFloat(days, 64)
+		d = time.Duration(n * float64(24*time.Hour))
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil {
+		return fmt.Errorf("want a duration such as 90m, 24h or 7d")
+	}
+	if d < 0 {
+		return fmt.Errorf("must not be negative")
+	}
+	r.d, r.set = d, true
+	return nil
+}
+
+func cmdPurge(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("purge", flag.ContinueOnError)
+	var older retention
+	fs.Var(&older, "older-than", "delete rows published longer ago than this, e.g. 24h or 7d (required)")
+	if err := c.parse("purge", fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if !older.set {
+		return usagef("-older-than is required, e.g. -older-than 24h")
+	}
+	db, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := db.relay.Cleanup(ctx, older.d)
+	if err != nil {
+		if n > 0 {
+			return fmt.Errorf("purged %d rows, then: %w", n, db.explain(ctx, err))
+		}
+		return db.explain(ctx, err)
+	}
+	fmt.Fprintf(c.stdout, "purged %d rows published more than %v ago from %s\n", n, older.d, db.table)
+	return nil
+}
