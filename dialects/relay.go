@@ -168,6 +168,34 @@ func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) stri
 	return s, nil
 }
 
+// QueryTopicStats is QueryStats per topic (SQL both dialects accept).
+func QueryTopicStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, t Table) (map[string]Stats, error) {
+	q := t.Qualified(d)
+	rows, err := db.QueryContext(ctx, `SELECT topic,
+	SUM(CASE WHEN published_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END),
+	SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END),
+	MIN(CASE WHEN published_at IS NULL AND dead_at IS NULL THEN created_at END)
+FROM `+q+` WHERE published_at IS NULL OR dead_at IS NOT NULL GROUP BY topic`)
+	if err != nil {
+		return nil, fmt.Errorf("stats of %s: %w", t, err)
+	}
+	defer rows.Close()
+	out := map[string]Stats{}
+	for rows.Next() {
+		var (
+			topic  string
+			s      Stats
+			oldest Time
+		)
+		if err := rows.Scan(&topic, &s.Pending, &s.Dead, &oldest); err != nil {
+			return nil, fmt.Errorf("stats of %s: %w", t, err)
+		}
+		s.OldestPending = oldest.Time
+		out[topic] = s
+	}
+	return out, rows.Err()
+}
+
 // Listener is implemented by dialects that can tell the relay when outbox
 // rows are committed (PostgreSQL: LISTEN/NOTIFY). Listen blocks until ctx
 // is done, calling notify after each commit that wrote rows; onError (if

@@ -100,8 +100,10 @@ type Hook interface {
 	// AfterPublish runs for each message the broker took; took is how
 	// long the Publish call lasted.
 	AfterPublish(ctx context.Context, m *Message, took time.Duration)
-	// OnError runs for each failed message that will be retried, with the
-	// attempt number that failed (1 for the first).
+	// OnError runs for each message not published that will be tried
+	// again, with the attempt number that failed (1 for the first). A
+	// message held back behind a failed one of its key (err wraps
+	// ErrHeldBack) was not attempted: attempt is then its count so far.
 	OnError(ctx context.Context, m *Message, err error, attempt int)
 	// OnDeadLetter runs for each message dead-lettered.
 	OnDeadLetter(ctx context.Context, m *Message, err error, attempts int)
@@ -539,6 +541,9 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 		failed[tk] = true
 		if errors.Is(err, ErrHeldBack) {
 			res.HeldBack++
+			for _, h := range r.cfg.Hooks {
+				h.OnError(ctx, &msgs[i], err, row.Attempts)
+			}
 			continue
 		}
 		rt := dialects.Retry{ID: row.ID, Attempts: row.Attempts + 1, Error: truncate(err.Error(), 2000)}
@@ -694,4 +699,9 @@ func (r *Relay) Listen(ctx context.Context, wake func()) error {
 	return l.Listen(ctx, r.db, r.table, wake, func(err error) {
 		r.log.Warn("outbox relay: listen connection lost; reconnecting", "error", err)
 	})
+}
+
+// TopicStats reports Stats per topic (pending, dead, oldest pending).
+func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
+	return dialects.QueryTopicStats(ctx, r.db, r.d, r.table)
 }

@@ -102,8 +102,8 @@ func TestRelayHooks(t *testing.T) {
 		}
 		want := []string{
 			"a:before ok", "b:before ok", "a:before retry", "a:before dead", "a:before ok", "b:before ok",
-			"a:after ok", "b:after ok", "a:error retry 1", "b:error retry 1", "a:dead dead 1", "b:dead dead 1",
-			"a:after ok", "b:after ok",
+			"a:after ok", "b:after ok", "a:error retry 1", "b:error retry 1", "a:error retry 0", "b:error retry 0",
+			"a:dead dead 1", "b:dead dead 1", "a:after ok", "b:after ok",
 		}
 		if strings.Join(calls, ",") != strings.Join(want, ",") {
 			t.Fatalf("hook calls\n got %v\nwant %v", calls, want)
