@@ -380,8 +380,9 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 		err   error
 	)
 	if w := r.cfg.Workers; w == 1 {
-		total, err = r.drain(ctx, start, opts)
+		total, err = r.drain(ctx, start, opts, newIdleGroup(1))
 	} else {
+		g := newIdleGroup(w)
 		if opts.MaxShards > 0 {
 			opts.MaxShards = (opts.MaxShards + w - 1) / w
 		}
@@ -396,7 +397,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := r.drain(ctx, start, o)
+				res, err := r.drain(ctx, start, o, g)
 				mu.Lock()
 				defer mu.Unlock()
 				total.add(res)
@@ -417,12 +418,14 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 }
 
 // drain is one worker's loop of Drain.
-func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions) (DrainResult, error) {
+func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions, g *idleGroup) (DrainResult, error) {
 	var total DrainResult
 	pass, err := r.d.Open(ctx, r.db, r.table, opts)
 	if err != nil {
+		g.leave()
 		return total, err
 	}
+	idle := false
 	defer func() {
 		if cerr := pass.Close(); cerr != nil {
 			r.log.Error("outbox relay: closing pass", "error", cerr)
@@ -431,24 +434,99 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 	for ctx.Err() == nil && time.Since(start) < r.cfg.Budget {
 		rows, err := pass.Claim(ctx, r.cfg.Now(), r.cfg.BatchSize)
 		if err != nil {
+			if !idle {
+				g.leave()
+			}
 			if ctx.Err() != nil {
 				return total, ctx.Err() // stopped between batches: nothing in flight
 			}
 			return total, err
 		}
 		if len(rows) == 0 {
-			break
+			// Done when every worker has found nothing; until then keep
+			// looking, for the others' pass is not over and new rows of
+			// this worker's shards would otherwise wait for the next one.
+			if !idle {
+				idle = true
+				if g.idle() {
+					break
+				}
+			}
+			if g.done() {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(idlePoll):
+			}
+			continue
+		}
+		if idle {
+			idle = false
+			g.busy()
 		}
 		res, allFailed, err := r.batch(context.WithoutCancel(ctx), pass, rows)
 		total.add(res)
 		if err != nil {
+			g.leave()
 			return total, err
 		}
 		if allFailed {
 			break
 		}
 	}
+	if !idle {
+		g.leave()
+	}
 	return total, nil
+}
+
+// idlePoll is how often a worker that found nothing looks again while
+// another worker of the pass is still busy.
+const idlePoll = 5 * time.Millisecond
+
+// idleGroup ends the workers of one Drain together: a worker that finds
+// nothing is idle; when all are idle (or gone) at once, the pass is over.
+type idleGroup struct {
+	mu         sync.Mutex
+	n, idleNow int
+	over       bool
+}
+
+func newIdleGroup(n int) *idleGroup { return &idleGroup{n: n} }
+
+// idle marks one worker idle and reports whether the pass is over.
+func (g *idleGroup) idle() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.idleNow++
+	if g.idleNow >= g.n {
+		g.over = true
+	}
+	return g.over
+}
+
+// busy marks an idle worker busy again.
+func (g *idleGroup) busy() {
+	g.mu.Lock()
+	g.idleNow--
+	g.mu.Unlock()
+}
+
+// leave removes a busy worker for good (it stopped: budget, error).
+func (g *idleGroup) leave() {
+	g.mu.Lock()
+	g.n--
+	if g.idleNow >= g.n {
+		g.over = true
+	}
+	g.mu.Unlock()
+}
+
+func (g *idleGroup) done() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.over
 }
 
 // batch publishes claimed rows and records the outcome.

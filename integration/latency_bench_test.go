@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/kafka"
+	"github.com/go-outbox/outbox/scheduler"
+)
+
+// LatencyItem is the entity the latency benchmark writes.
+type LatencyItem struct {
+	gormoutbox.Source `outbox:"topic:latency"`
+	ID                uint `gorm:"primaryKey" json:"id"`
+	N                 int  `json:"n"`
+}
+
+// BenchmarkCommitToKafkaLatency offers 1,000 events/s for 20 s (4 writers,
+// each creating one entity per GORM transaction) with the library's
+// defaults — RelayConfig{}, kafka.Config{}, the relay on a cron tick every
+// second — and measures, per event, from the return of the writer's
+// commit to a consumer's receipt of the message. "wake" wires the
+// documented wake-ups (gormoutbox.Config.Wake, and Relay.Listen on
+// PostgreSQL); "cron-only" does not.
+func BenchmarkCommitToKafkaLatency(b *testing.B) {
+	const (
+		rate     = 1000
+		duration = 20 * time.Second
+		writers  = 4
+	)
+	for _, d := range testenv.Dialects() {
+		for _, mode := range []string{"wake", "cron-only"} {
+			b.Run(d.Name+"/"+mode, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					lat := latencyRun(b, d, mode == "wake", rate, duration, writers)
+					slices.Sort(lat)
+					q := func(p float64) float64 {
+						return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+					}
+					b.ReportMetric(0, "ns/op")
+					b.ReportMetric(q(0.50), "p50-ms")
+					b.ReportMetric(q(0.99), "p99-ms")
+					b.ReportMetric(float64(lat[len(lat)-1])/float64(time.Millisecond), "max-ms")
+					b.ReportMetric(float64(len(lat)), "events")
+				}
+			})
+		}
+	}
+}
+
+func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration time.Duration, writers int) []time.Duration {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sched atomic.Pointer[scheduler.Scheduler]
+	cfg := gormoutbox.Config{}
+	if wake {
+		cfg.Wake = func() {
+			if s := sched.Load(); s != nil {
+				_ = s.Wake("relay")
+			}
+		}
+	}
+	db := d.Open(b, nil)
+	p := gormoutbox.New(cfg)
+	if err := db.Use(p); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.AutoMigrate(&LatencyItem{}); err != nil {
+		b.Fatal(err)
+	}
+	brokers, _ := testenv.Kafka(b, 8)
+	testenv.CreateTopic(b, brokers, "latency", 8)
+	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	relay, err := gormoutbox.NewRelay(db, pub, gormoutbox.RelayConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := scheduler.New(scheduler.Config{})
+	if err := s.Add("relay", "* * * * * *", scheduler.RelayJob(relay)); err != nil {
+		b.Fatal(err)
+	}
+	s.Start()
+	sched.Store(s)
+	defer func() { _ = s.Stop(context.Background()) }()
+	if wake && d.Name == "postgres" {
+		go func() { _ = relay.Listen(ctx, func() { _ = s.Wake("relay") }) }()
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The consumer records when each entity's message arrives.
+	var (
+		mu       sync.Mutex
+		received = map[uint]time.Time{}
+	)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("latency"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	go func() {
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				var it LatencyItem
+				if json.Unmarshal(r.Value, &it) == nil {
+					mu.Lock()
+					if _, dup := received[it.ID]; !dup {
+						received[it.ID] = now
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}()
+
+	var (
+		cmu       sync.Mutex
+		committed = map[uint]time.Time{}
+		wg        sync.WaitGroup
+	)
+	interval := time.Duration(writers) * time.Second / time.Duration(rate)
+	stop := time.Now().Add(duration)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for n := 0; time.Now().Before(stop); n++ {
+				<-t.C
+				it := LatencyItem{N: n}
+				if err := db.Create(&it).Error; err != nil {
+					b.Errorf("create: %v", err)
+					return
+				}
+				at := time.Now()
+				cmu.Lock()
+				committed[it.ID] = at
+				cmu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(received)
+		mu.Unlock()
+		if n >= len(committed) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	lat := make([]time.Duration, 0, len(committed))
+	missing := 0
+	for id, c := range committed {
+		r, ok := received[id]
+		if !ok {
+			missing++
+			continue
+		}
+		lat = append(lat, r.Sub(c))
+	}
+	if missing > 0 || len(lat) == 0 {
+		b.Fatalf("%d of %d events never arrived", missing, len(committed))
+	}
+	b.Logf("%s wake=%v: %d events committed in %v (%.0f/s offered)", d.Name, wake, len(committed), duration,
+		float64(len(committed))/duration.Seconds())
+	return lat
+}
