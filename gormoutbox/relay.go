@@ -764,8 +764,9 @@ func (r *Relay) Stats(ctx context.Context) (Stats, error) {
 // process, until ctx is done: on PostgreSQL through LISTEN on a connection
 // of its own (the outbox table's trigger sends NOTIFY, which PostgreSQL
 // delivers at commit, one per transaction), reconnecting when it drops.
-// Other dialects return an error wrapping ErrUnsupportedDialect; there,
-// Config.Wake wakes the relay of the writing process. wake must not block;
+// It returns nil once ctx is done. Other dialects return at once an error
+// wrapping ErrUnsupportedDialect; there, Config.Wake wakes the relay of the
+// writing process. wake must not block;
 // scheduler.Wake fits:
 //
 //	go relay.Listen(ctx, func() { _ = sched.Wake("outbox-relay") })

@@ -40,8 +40,9 @@ type OTelConfig struct {
 //     messages);
 //   - outbox.publish.duration (seconds the Publish call took, per message)
 //     and outbox.lag (seconds from capture to the broker's acknowledgement);
-//   - with Observe, outbox.pending (rows) and outbox.oldest_pending_age
-//     (seconds), read from the table at each collection;
+//   - with Observe, outbox.pending and outbox.dead (rows) and
+//     outbox.oldest_pending_age (seconds), read from the table at each
+//     collection;
 //
 // all with the topic as attribute "messaging.destination.name". Each
 // message gets a producer span "publish <topic>", linked to the span that

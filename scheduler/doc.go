@@ -4,10 +4,10 @@
 // A [Scheduler] holds named jobs, each a [JobFunc] with a cron spec:
 //
 //	s := scheduler.New(scheduler.Config{Logger: logger})
-//	if err := s.Add("relay", "*/2 * * * * *", relay.RunOnce); err != nil {
+//	if err := s.Add("relay", "*/1 * * * * *", scheduler.RelayJob(relay)); err != nil {
 //		return err
 //	}
-//	if err := s.Add("cleanup", "@hourly", cleanup.RunOnce); err != nil {
+//	if err := s.Add("cleanup", "@hourly", scheduler.CleanupJob(relay, 24*time.Hour)); err != nil {
 //		return err
 //	}
 //	s.Start()
@@ -20,7 +20,9 @@
 //
 //   - Passes of one job never overlap: a tick (or a [Scheduler.RunNow] call)
 //     that comes while a pass of the same job is running is skipped, and
-//     logged at debug level. Different jobs run concurrently.
+//     logged at debug level. [Scheduler.Wake] instead runs one more pass
+//     after the running one (wake-ups for new work coalesce). Different
+//     jobs run concurrently.
 //   - A pass that panics is recovered and logged at error level with its stack;
 //     a pass that returns an error is logged at error level. Either way the
 //     job stays scheduled.
@@ -35,6 +37,6 @@
 // "CRON_TZ=<zone> " or "TZ=<zone> ". Cron fires at most once a second and
 // never catches up on ticks missed while the process was down or busy.
 //
-// The package does not depend on the rest of the module: any
-// func(context.Context) error can be scheduled.
+// Any func(context.Context) error can be scheduled; [RelayJob] and
+// [CleanupJob] adapt a *gormoutbox.Relay.
 package scheduler
