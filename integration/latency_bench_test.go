@@ -25,7 +25,7 @@ type LatencyItem struct {
 	N                 int  `json:"n"`
 }
 
-// BenchmarkCommitToKafkaLatency offers 1,000 events/s for 20 s (4 writers,
+// BenchmarkCommitToKafkaLatency offers 1,000 events/s for 20 s (16 writers,
 // each creating one entity per GORM transaction) with the library's
 // defaults — RelayConfig{}, kafka.Config{}, the relay on a cron tick every
 // second — and measures, per event, from the return of the writer's
@@ -36,7 +36,7 @@ func BenchmarkCommitToKafkaLatency(b *testing.B) {
 	const (
 		rate     = 1000
 		duration = 20 * time.Second
-		writers  = 4
+		writers  = 16
 	)
 	for _, d := range testenv.Dialects() {
 		for _, mode := range []string{"wake", "cron-only"} {
