@@ -50,16 +50,14 @@ type OTelConfig struct {
 // travels to Kafka unchanged).
 type OTel struct {
 	gormoutbox.HookBase
-	cfg                       OTelConfig
-	tracer                    trace.Tracer
-	meter                     metric.Meter
-	published, retried, dead  metric.Int64Counter
-	publishDuration, lag      metric.Float64Histogram
-	spans                     sync.Map // outbox row id -> trace.Span
-	pendingGauge, oldestGauge metric.Int64ObservableGauge
-	oldestAge                 metric.Float64ObservableGauge
-	registrations             []metric.Registration
-	registrationsMu           sync.Mutex
+	cfg                      OTelConfig
+	tracer                   trace.Tracer
+	meter                    metric.Meter
+	published, retried, dead metric.Int64Counter
+	publishDuration, lag     metric.Float64Histogram
+	spans                    sync.Map // outbox row id -> trace.Span
+	registrations            []metric.Registration
+	registrationsMu          sync.Mutex
 }
 
 const attrTopic = "messaging.destination.name"
