@@ -455,10 +455,13 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 			if g.done() {
 				break
 			}
+			t := time.NewTimer(idlePoll)
 			select {
 			case <-ctx.Done():
-			case <-time.After(idlePoll):
+			case <-g.overCh:
+			case <-t.C:
 			}
+			t.Stop()
 			continue
 		}
 		if idle {
@@ -491,9 +494,18 @@ type idleGroup struct {
 	mu         sync.Mutex
 	n, idleNow int
 	over       bool
+	overCh     chan struct{} // closed when over: idle workers stop waiting
 }
 
-func newIdleGroup(n int) *idleGroup { return &idleGroup{n: n} }
+func newIdleGroup(n int) *idleGroup { return &idleGroup{n: n, overCh: make(chan struct{})} }
+
+// end marks the pass over; g.mu is held.
+func (g *idleGroup) end() {
+	if !g.over {
+		g.over = true
+		close(g.overCh)
+	}
+}
 
 // idle marks one worker idle and reports whether the pass is over.
 func (g *idleGroup) idle() bool {
@@ -501,7 +513,7 @@ func (g *idleGroup) idle() bool {
 	defer g.mu.Unlock()
 	g.idleNow++
 	if g.idleNow >= g.n {
-		g.over = true
+		g.end()
 	}
 	return g.over
 }
@@ -518,7 +530,7 @@ func (g *idleGroup) leave() {
 	g.mu.Lock()
 	g.n--
 	if g.idleNow >= g.n {
-		g.over = true
+		g.end()
 	}
 	g.mu.Unlock()
 }

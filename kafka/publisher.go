@@ -78,7 +78,7 @@ const (
 	DefaultBatchBytes   = 1_000_000
 	DefaultWriteTimeout = 10 * time.Second
 	DefaultMaxAttempts  = 3
-	DefaultBatchTimeout = time.Millisecond
+	DefaultBatchTimeout = 100 * time.Microsecond
 )
 
 // Config configures a Publisher. Brokers is required.
@@ -115,7 +115,7 @@ type Config struct {
 
 	// BatchTimeout is kafka-go's BatchTimeout. One call's messages for a
 	// partition always go in one batch, so it only adds latency; kafka-go's
-	// own default of 1s would make every call last a second. Default 1ms.
+	// own default of 1s would make every call last a second. Default 100µs.
 	BatchTimeout time.Duration
 
 	// WriteTimeout bounds one produce request. Default 10s.
