@@ -41,17 +41,7 @@ type BenchPlainInventory struct {
 func BenchmarkCaptureOverhead(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
-			db := d.Open(b, nil)
-			p := gormoutbox.New(gormoutbox.Config{})
-			if err := db.Use(p); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Migrate(b.Context()); err != nil {
-				b.Fatal(err)
-			}
-			if err := db.AutoMigrate(&BenchInventory{}, &BenchPlainInventory{}); err != nil {
-				b.Fatal(err)
-			}
+			db := benchDB(b, d)
 			for _, size := range []int{1, 100} {
 				b.Run(fmt.Sprintf("rows=%d", size), func(b *testing.B) {
 					benchPair(b, db, size)
@@ -117,6 +107,24 @@ func benchAlternate(b *testing.B, tagged, plain func(i int) error) {
 	b.ReportMetric(float64(tTagged)/float64(tPlain), "tagged/untagged")
 }
 
+// benchDB opens a database of d with the plugin, the outbox and both
+// benchmark tables.
+func benchDB(b *testing.B, d testenv.Dialect) *gorm.DB {
+	b.Helper()
+	db := d.Open(b, nil)
+	p := gormoutbox.New(gormoutbox.Config{})
+	if err := db.Use(p); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Migrate(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.AutoMigrate(&BenchInventory{}, &BenchPlainInventory{}); err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
 // BenchmarkCapturePaths compares tagged and untagged writes on the paths
 // that need reads around the write: an update by condition of 100 rows, an
 // update with a gorm.Expr of one loaded row, and an upsert (UPDATE ALL on
@@ -124,17 +132,7 @@ func benchAlternate(b *testing.B, tagged, plain func(i int) error) {
 func BenchmarkCapturePaths(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
-			db := d.Open(b, nil)
-			p := gormoutbox.New(gormoutbox.Config{})
-			if err := db.Use(p); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Migrate(b.Context()); err != nil {
-				b.Fatal(err)
-			}
-			if err := db.AutoMigrate(&BenchInventory{}, &BenchPlainInventory{}); err != nil {
-				b.Fatal(err)
-			}
+			db := benchDB(b, d)
 			tRows := make([]BenchInventory, 100)
 			pRows := make([]BenchPlainInventory, 100)
 			for j := range tRows {
