@@ -80,9 +80,10 @@ type Config struct {
 	// GORM reports no commit of a transaction you open with
 	// db.Transaction or Begin — 5 ms, 50 ms and 500 ms after rows are
 	// written in one (on PostgreSQL, Listen is exact for those). It must
-	// not block; scheduler.Wake fits:
+	// not block; scheduler.Wake fits, with Relay.Notify when the relay
+	// runs in this process (a pass in progress then looks again at once):
 	//
-	//	Wake: func() { _ = sched.Wake("outbox-relay") }
+	//	Wake: func() { relay.Notify(); _ = sched.Wake("outbox-relay") }
 	Wake func()
 
 	// Logger receives the plugin's logs. Default: no logging.

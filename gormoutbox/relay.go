@@ -231,7 +231,9 @@ type RelayConfig struct {
 // safe for concurrent use, but passes of one Relay should not overlap
 // (the scheduler sees to it); use several Relays for parallel passes.
 type Relay struct {
-	cfg   RelayConfig
+	kickMu sync.Mutex
+	kickCh chan struct{} // closed (and replaced) by kick: idle workers look again
+	cfg    RelayConfig
 	db    *sql.DB
 	d     dialects.Dialect
 	table dialects.Table
@@ -346,7 +348,24 @@ func NewRelay(db *gorm.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Relay{cfg: cfg, db: sqlDB, d: cfg.Dialect, table: table, pub: pub,
-		log: log.With("outbox_table", table.String())}, nil
+		log: log.With("outbox_table", table.String()), kickCh: make(chan struct{})}, nil
+}
+
+// Notify tells a running pass that new rows were committed: its idle
+// workers look again at once instead of at their next poll. Listen calls
+// it; call it from Config.Wake too when the relay runs in the writing
+// process. It never blocks.
+func (r *Relay) Notify() {
+	r.kickMu.Lock()
+	close(r.kickCh)
+	r.kickCh = make(chan struct{})
+	r.kickMu.Unlock()
+}
+
+func (r *Relay) kicked() <-chan struct{} {
+	r.kickMu.Lock()
+	defer r.kickMu.Unlock()
+	return r.kickCh
 }
 
 // DrainResult counts what one Drain did.
@@ -432,6 +451,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 		}
 	}()
 	for ctx.Err() == nil && time.Since(start) < r.cfg.Budget {
+		kick := r.kicked() // taken before the claim: a Notify during it is not lost
 		rows, err := pass.Claim(ctx, r.cfg.Now(), r.cfg.BatchSize)
 		if err != nil {
 			if !idle {
@@ -459,6 +479,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 			select {
 			case <-ctx.Done():
 			case <-g.overCh:
+			case <-kick:
 			case <-t.C:
 			}
 			t.Stop()
@@ -787,7 +808,7 @@ func (r *Relay) Listen(ctx context.Context, wake func()) error {
 	if !ok {
 		return fmt.Errorf("%w: %s sends no commit notifications; use gormoutbox.Config.Wake", ErrUnsupportedDialect, r.d.Name())
 	}
-	return l.Listen(ctx, r.db, r.table, wake, func(err error) {
+	return l.Listen(ctx, r.db, r.table, func() { r.Notify(); wake() }, func(err error) {
 		r.log.Warn("outbox relay: listen connection lost; reconnecting", "error", err)
 	})
 }

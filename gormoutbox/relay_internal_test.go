@@ -43,3 +43,21 @@ func TestMessageEnvelope(t *testing.T) {
 		t.Errorf("message %+v", m)
 	}
 }
+
+func TestNotifyWakesWaiters(t *testing.T) {
+	r := &Relay{kickCh: make(chan struct{})}
+	k1, k2 := r.kicked(), r.kicked()
+	r.Notify()
+	for _, k := range []<-chan struct{}{k1, k2} {
+		select {
+		case <-k:
+		default:
+			t.Fatal("a waiter taken before Notify was not woken")
+		}
+	}
+	select {
+	case <-r.kicked():
+		t.Fatal("a waiter taken after Notify was woken")
+	default:
+	}
+}
