@@ -234,11 +234,11 @@ type Relay struct {
 	kickMu sync.Mutex
 	kickCh chan struct{} // closed (and replaced) by kick: idle workers look again
 	cfg    RelayConfig
-	db    *sql.DB
-	d     dialects.Dialect
-	table dialects.Table
-	pub   Publisher
-	log   *slog.Logger
+	db     *sql.DB
+	d      dialects.Dialect
+	table  dialects.Table
+	pub    Publisher
+	log    *slog.Logger
 }
 
 // Row is an outbox row as the relay reads it (see DeadLetters).
