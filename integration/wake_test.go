@@ -136,3 +136,65 @@ WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&killed); er
 		t.Logf("published %v after the commit, with a new LISTEN connection", lat)
 	}
 }
+
+// Config.DisableNotify turns the NOTIFY trigger off at Migrate, and a
+// Migrate without it turns it back on.
+func TestDisableNotify(t *testing.T) {
+	for _, d := range testenv.Dialects() {
+		if d.Name != "postgres" {
+			continue
+		}
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{DisableNotify: true}, &Inventory{})
+		sqlDB, _ := db.DB()
+		state := func() string {
+			var s string
+			if err := sqlDB.QueryRow(`SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'outbox_notify' AND tgrelid = 'outbox'::regclass`).Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if s := state(); s != "D" {
+			t.Fatalf("trigger state %q after Migrate with DisableNotify, want D", s)
+		}
+		r := newRelay(t, db, &slowPublisher{}, gormoutbox.RelayConfig{})
+		var n atomic.Int32
+		lctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() { _ = r.Listen(lctx, func() { n.Add(1) }) }()
+		waitListening(t, db)
+		if err := db.Create(&Inventory{SKU: "quiet"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if got := n.Load(); got != 0 {
+			t.Fatalf("%d notifications with the trigger disabled", got)
+		}
+		p2 := gormoutbox.New(gormoutbox.Config{})
+		// Re-enable through a Migrate of a plugin without the option on the
+		// same database.
+		other, err := gorm.Open(db.Dialector, &gorm.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := other.Use(p2); err != nil {
+			t.Fatal(err)
+		}
+		if err := p2.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s := state(); s != "O" {
+			t.Fatalf("trigger state %q after Migrate without DisableNotify, want O", s)
+		}
+		if err := db.Create(&Inventory{SKU: "loud"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for n.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n.Load() == 0 {
+			t.Fatal("no notification after the trigger was enabled again")
+		}
+	}
+}

@@ -81,3 +81,26 @@ func badConn(ctx context.Context, err error) error {
 	}
 	return errors.Join(driver.ErrBadConn, err)
 }
+
+// SetNotify enables or disables the outbox table's NOTIFY trigger, only
+// when it is not already in that state (ALTER TABLE takes a brief ACCESS
+// EXCLUSIVE lock on the table, which must not happen at every start-up).
+func (d Dialect) SetNotify(ctx context.Context, db *sql.DB, t dialects.Table, on bool) error {
+	var enabled string
+	err := db.QueryRowContext(ctx, `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2`,
+		t.Qualified(d), t.Name+"_notify").Scan(&enabled)
+	if err != nil {
+		return fmt.Errorf("notify trigger of %s: %w", t, err)
+	}
+	if (enabled != "D") == on {
+		return nil
+	}
+	verb := "DISABLE"
+	if on {
+		verb = "ENABLE"
+	}
+	if _, err := db.ExecContext(ctx, `ALTER TABLE `+t.Qualified(d)+` `+verb+` TRIGGER `+d.Quote(t.Name+"_notify")); err != nil {
+		return fmt.Errorf("notify trigger of %s: %w", t, err)
+	}
+	return nil
+}
