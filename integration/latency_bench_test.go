@@ -71,6 +71,11 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration t
 		}
 	}
 	db := d.Open(b, nil)
+	// database/sql keeps 2 idle connections by default: 16 writers and the
+	// relay would keep opening new ones (a process fork each on PostgreSQL).
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.SetMaxIdleConns(32)
+	}
 	p := gormoutbox.New(cfg)
 	if err := db.Use(p); err != nil {
 		b.Fatal(err)
