@@ -168,32 +168,47 @@ func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) stri
 	return s, nil
 }
 
-// QueryTopicStats is QueryStats per topic (SQL both dialects accept).
+// QueryTopicStats is QueryStats per topic (SQL both dialects accept). It
+// runs one GROUP BY per state, each with the exact predicate of its index
+// (pending, dead), so that published rows are never read.
 func QueryTopicStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, t Table) (map[string]Stats, error) {
 	q := t.Qualified(d)
-	rows, err := db.QueryContext(ctx, `SELECT topic,
-	SUM(CASE WHEN published_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END),
-	SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END),
-	MIN(CASE WHEN published_at IS NULL AND dead_at IS NULL THEN created_at END)
-FROM `+q+` WHERE published_at IS NULL OR dead_at IS NOT NULL GROUP BY topic`)
-	if err != nil {
-		return nil, fmt.Errorf("stats of %s: %w", t, err)
-	}
-	defer rows.Close()
 	out := map[string]Stats{}
-	for rows.Next() {
-		var (
-			topic  string
-			s      Stats
-			oldest Time
-		)
-		if err := rows.Scan(&topic, &s.Pending, &s.Dead, &oldest); err != nil {
+	for _, pending := range []bool{true, false} {
+		query := `SELECT topic, COUNT(*), MIN(created_at) FROM ` + q +
+			` WHERE published_at IS NULL AND dead_at IS NULL GROUP BY topic`
+		if !pending {
+			query = `SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE dead_at IS NOT NULL GROUP BY topic`
+		}
+		rows, err := db.QueryContext(ctx, query)
+		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", t, err)
 		}
-		s.OldestPending = oldest.Time
-		out[topic] = s
+		for rows.Next() {
+			var (
+				topic  string
+				n      int64
+				oldest Time
+			)
+			if err := rows.Scan(&topic, &n, &oldest); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("stats of %s: %w", t, err)
+			}
+			s := out[topic]
+			if pending {
+				s.Pending, s.OldestPending = n, oldest.Time
+			} else {
+				s.Dead = n
+			}
+			out[topic] = s
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("stats of %s: %w", t, err)
+		}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Listener is implemented by dialects that can tell the relay when outbox
@@ -204,7 +219,7 @@ type Listener interface {
 	Listen(ctx context.Context, db *sql.DB, t Table, notify func(), onError func(error)) error
 }
 
-// RowColumns are the columns ScanRow reads, in order.
+// RowColumns are the columns ScanRows reads, in order.
 const RowColumns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
 	shard, attempts, available_at, created_at, last_error, published_at, dead_at`
 
@@ -215,14 +230,6 @@ func RowColumnsOf(alias string) string {
 		cols[i] = alias + "." + strings.TrimSpace(c)
 	}
 	return strings.Join(cols, ", ")
-}
-
-// ScanRow scans RowColumns (followed, when withPrev, by the id and the
-// available_at of the previous pending row of the same topic and key) from
-// rows.
-func ScanRow(rows *sql.Rows, withPrev bool) (Row, error) {
-	var sc scanner
-	return sc.scan(rows, withPrev)
 }
 
 // scanner scans rows with reused destinations and decodes each distinct
@@ -282,8 +289,9 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (Row, error) {
 	return r, nil
 }
 
-// ScanRows reads every row of rows with ScanRow and closes rows. sizeHint
-// is the expected row count.
+// ScanRows reads every row of rows — RowColumns, followed, when withPrev,
+// by the id and the available_at of the previous pending row of the same
+// topic and key — and closes rows. sizeHint is the expected row count.
 func ScanRows(rows *sql.Rows, withPrev bool, sizeHint int) ([]Row, error) {
 	defer rows.Close()
 	out := make([]Row, 0, sizeHint)

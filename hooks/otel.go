@@ -93,9 +93,9 @@ func NewOTel(cfg OTelConfig) (*OTel, error) {
 	return h, nil
 }
 
-// Observe reports outbox.pending and outbox.oldest_pending_age of relay's
-// table at each metric collection (one GROUP BY query). Call it once per
-// table.
+// Observe reports outbox.pending, outbox.dead and outbox.oldest_pending_age
+// of relay's table at each metric collection (two GROUP BY queries that
+// read the pending and dead rows only). Call it once per table.
 func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 	pending, err := h.meter.Int64ObservableGauge("outbox.pending", metric.WithDescription("Rows neither published nor dead."), metric.WithUnit("{row}"))
 	if err != nil {

@@ -143,44 +143,16 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-// topicCounts counts pending and dead rows per topic, with one GROUP BY
-// per state so that each can use its index (plain SQL, both databases).
+// topicCounts counts pending and dead rows per topic (Relay.TopicStats),
+// sorted by topic.
 func topicCounts(ctx context.Context, db *conn) ([]topicCount, error) {
-	byTopic := map[string]*topicCount{}
-	for i, where := range []string{"published_at IS NULL AND dead_at IS NULL", "dead_at IS NOT NULL"} {
-		rows, err := db.sqlDB.QueryContext(ctx, `SELECT topic, COUNT(*) FROM `+db.quoted()+` WHERE `+where+` GROUP BY topic`)
-		if err != nil {
-			return nil, fmt.Errorf("count per topic in %s: %w", db.table, err)
-		}
-		for rows.Next() {
-			var (
-				topic string
-				n     int64
-			)
-			if err := rows.Scan(&topic, &n); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("count per topic in %s: %w", db.table, err)
-			}
-			tc := byTopic[topic]
-			if tc == nil {
-				tc = &topicCount{Topic: topic}
-				byTopic[topic] = tc
-			}
-			if i == 0 {
-				tc.Pending += n
-			} else {
-				tc.Dead += n
-			}
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("count per topic in %s: %w", db.table, err)
-		}
+	stats, err := db.relay.TopicStats(ctx)
+	if err != nil {
+		return nil, err
 	}
-	out := make([]topicCount, 0, len(byTopic))
-	for _, tc := range byTopic {
-		out = append(out, *tc)
+	out := make([]topicCount, 0, len(stats))
+	for topic, st := range stats {
+		out = append(out, topicCount{Topic: topic, Pending: st.Pending, Dead: st.Dead})
 	}
 	slices.SortFunc(out, func(a, b topicCount) int { return strings.Compare(a.Topic, b.Topic) })
 	return out, nil
