@@ -67,6 +67,10 @@ type Dialect interface {
 	// Migrate creates or upgrades the outbox table named table. It is
 	// idempotent, versioned and safe to run from several processes at once.
 	Migrate(ctx context.Context, db *sql.DB, table Table) error
+	// MigrateSteps brings any table of the library (the inbox, say) to
+	// the last of steps, with Migrate's locking and bookkeeping: a
+	// migrations table beside it records the versions applied.
+	MigrateSteps(ctx context.Context, db *sql.DB, table Table, steps []Migration) error
 	// SchemaVersion reports the applied migration version of table, 0 when
 	// the table has never been migrated.
 	SchemaVersion(ctx context.Context, db *sql.DB, table Table) (int, error)

@@ -113,7 +113,15 @@ func lockName(database string, t dialects.Table) string {
 // Migrate serialises concurrent runs with GET_LOCK held on one dedicated
 // connection (advisory locks belong to a session; taking one through the
 // pool would lock a random connection) and every step is idempotent.
-func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) (err error) {
+func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) error {
+	return d.MigrateSteps(ctx, db, t, migrations(d, t))
+}
+
+// MigrateSteps implements dialects.Dialect: the versioned steps of table t
+// (the outbox or another table of the library, such as the inbox) run
+// under GET_LOCK on one connection, recorded in t's own migrations table.
+// Each step must be idempotent (MySQL DDL commits implicitly).
+func (d Dialect) MigrateSteps(ctx context.Context, db *sql.DB, t dialects.Table, steps []dialects.Migration) (err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
@@ -145,7 +153,7 @@ func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) (err
 	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+mt).Scan(&cur); err != nil {
 		return fmt.Errorf("migrate %s: read version: %w", t, err)
 	}
-	if _, err := dialects.ApplyMigrations(ctx, conn, cur, migrations(d, t),
+	if _, err := dialects.ApplyMigrations(ctx, conn, cur, steps,
 		`INSERT INTO `+mt+` (version) VALUES (?)`); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}

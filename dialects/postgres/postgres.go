@@ -129,7 +129,15 @@ func lockID(t dialects.Table) int64 {
 // Migrate implements dialects.Dialect. PostgreSQL DDL is transactional, so
 // the whole migration runs in one transaction holding an advisory
 // transaction lock: a concurrent Migrate waits and then finds nothing to do.
-func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) (err error) {
+func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) error {
+	return d.MigrateSteps(ctx, db, t, migrations(d, t))
+}
+
+// MigrateSteps implements dialects.Dialect: the versioned steps of table t
+// (the outbox or another table of the library, such as the inbox) run in
+// one transaction under an advisory lock of t, recorded in t's own
+// migrations table.
+func (d Dialect) MigrateSteps(ctx context.Context, db *sql.DB, t dialects.Table, steps []dialects.Migration) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
@@ -151,7 +159,7 @@ func (d Dialect) Migrate(ctx context.Context, db *sql.DB, t dialects.Table) (err
 	if err = tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+mt).Scan(&cur); err != nil {
 		return fmt.Errorf("migrate %s: read version: %w", t, err)
 	}
-	if _, err = dialects.ApplyMigrations(ctx, tx, cur, migrations(d, t),
+	if _, err = dialects.ApplyMigrations(ctx, tx, cur, steps,
 		`INSERT INTO `+mt+` (version) VALUES ($1)`); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}

@@ -1,0 +1,100 @@
+package inbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"gorm.io/gorm"
+)
+
+// errTxOwned is returned when a handler commits or rolls back the
+// transaction it was given: the inbox owns it.
+var errTxOwned = errors.New("inbox: the handler's transaction belongs to the inbox; return an error to undo the handler's writes")
+
+const savepointName = "inbox_msg"
+
+// savepointPool is the connection a handler's *gorm.DB runs on: the batch's
+// transaction, behind a savepoint taken lazily before the handler's first
+// statement. A handler that touches no table (or only its first failing
+// statement) costs no savepoint round trip; one that does can be undone
+// alone, without undoing the other messages of the batch.
+//
+// It is a gorm.TxCommitter, so GORM and the outbox plugin see a
+// transaction: GORM opens none of its own, nested db.Transaction calls
+// become savepoints, and gormoutbox.Publish writes into it.
+type savepointPool struct {
+	tx   gorm.ConnPool
+	made bool
+}
+
+var (
+	_ gorm.ConnPool    = (*savepointPool)(nil)
+	_ gorm.TxCommitter = (*savepointPool)(nil)
+)
+
+func (p *savepointPool) ensure(ctx context.Context) error {
+	if p.made {
+		return nil
+	}
+	if _, err := p.tx.ExecContext(ctx, "SAVEPOINT "+savepointName); err != nil {
+		return err
+	}
+	p.made = true
+	return nil
+}
+
+func (p *savepointPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	if err := p.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return p.tx.PrepareContext(ctx, query)
+}
+
+func (p *savepointPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := p.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return p.tx.ExecContext(ctx, query, args...)
+}
+
+func (p *savepointPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := p.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return p.tx.QueryContext(ctx, query, args...)
+}
+
+func (p *savepointPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	// A failed SAVEPOINT leaves the transaction failed, so the query
+	// reports it.
+	_ = p.ensure(ctx)
+	return p.tx.QueryRowContext(ctx, query, args...)
+}
+
+// Commit and Rollback refuse: the batch's transaction is the inbox's.
+func (p *savepointPool) Commit() error   { return errTxOwned }
+func (p *savepointPool) Rollback() error { return errTxOwned }
+
+// undo rolls the handler's writes back, if it made any.
+func (p *savepointPool) undo(ctx context.Context) error {
+	if !p.made {
+		return nil
+	}
+	p.made = false
+	if _, err := p.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
+		return err
+	}
+	_, err := p.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
+	return err
+}
+
+// keep ends the savepoint, keeping the handler's writes.
+func (p *savepointPool) keep(ctx context.Context) error {
+	if !p.made {
+		return nil
+	}
+	p.made = false
+	_, err := p.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
+	return err
+}
