@@ -15,8 +15,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-	pgdriver "gorm.io/driver/postgres"
 	mysqldriver "gorm.io/driver/mysql"
+	pgdriver "gorm.io/driver/postgres"
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
