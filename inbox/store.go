@@ -4,12 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/dialects"
@@ -336,13 +334,4 @@ func (s *store) cleanup(ctx context.Context, db *sql.DB, before time.Time, limit
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// duplicateKey reports a unique violation (MySQL 1062, PostgreSQL 23505).
-func duplicateKey(err error) bool {
-	var me *gomysql.MySQLError
-	if errors.As(err, &me) {
-		return me.Number == 1062
-	}
-	return strings.Contains(err.Error(), "SQLSTATE 23505")
 }
