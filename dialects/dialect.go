@@ -46,6 +46,10 @@ type Record struct {
 	CreatedAt time.Time
 	// AvailableAt is when the relay may first publish it (UTC).
 	AvailableAt time.Time
+	// AckTopic, when set, is where consumers send acknowledgements of
+	// this event (see Acknowledge); the row then waits for one after it
+	// is published.
+	AckTopic string
 }
 
 // Execer runs a statement. *sql.DB, *sql.Tx, *sql.Conn and every
@@ -83,6 +87,15 @@ type Dialect interface {
 	Quote(ident string) string
 	// Relayer claims, marks, retries, dead-letters and cleans up rows.
 	Relayer
+	// Acknowledge applies a consumer's acknowledgement of an event to its
+	// row, on q (a transaction).
+	Acknowledge(ctx context.Context, q Conn, t Table, a Ack) (AckOutcome, AckRow, error)
+}
+
+// Conn runs statements and queries: a transaction.
+type Conn interface {
+	Execer
+	Querier
 }
 
 // ErrInvalidTable reports a table name that is not a plain SQL identifier.
@@ -149,7 +162,7 @@ func (t Table) Sibling(suffix string) Table {
 // Columns lists the outbox columns written at capture, in Insert order.
 var Columns = []string{
 	"event_id", "topic", "msg_key", "event_type", "aggregate_type", "aggregate_id",
-	"payload", "headers", "shard", "available_at", "created_at",
+	"payload", "headers", "shard", "available_at", "created_at", "ack_topic",
 }
 
 // MaxInsertRows bounds the rows of one INSERT statement so that its bind
@@ -203,8 +216,12 @@ func InsertArgs(recs []Record) ([]any, error) {
 		if r.Key != nil {
 			key = r.Key
 		}
+		var ack any
+		if r.AckTopic != "" {
+			ack = r.AckTopic
+		}
 		args = append(args, r.EventID, r.Topic, key, r.EventType, r.AggregateType, r.AggregateID,
-			r.Payload, h, r.Shard, r.AvailableAt, r.CreatedAt)
+			r.Payload, h, r.Shard, r.AvailableAt, r.CreatedAt, ack)
 	}
 	return args, nil
 }

@@ -130,7 +130,23 @@ type Stats struct {
 	Dead int64
 	// OldestPending is the created_at of the oldest pending row, zero if none.
 	OldestPending time.Time
+	// Awaiting rows are published and wait for a consumer's
+	// acknowledgement (rows that asked for one).
+	Awaiting int64
+	// Failed rows were answered FAILED on their last process attempt.
+	Failed int64
+	// Published rows that wait for nothing, and Processed rows
+	// (acknowledged): filled only by CountDone, which reads them all.
+	Published, Processed int64
 }
+
+// Predicates of the row states.
+const (
+	PendingWhere  = `published_at IS NULL AND dead_at IS NULL`
+	DeadWhere     = `dead_at IS NOT NULL`
+	AwaitingWhere = `processed_at IS NULL AND failed_at IS NULL AND ack_topic IS NOT NULL AND published_at IS NOT NULL`
+	FailedWhere   = `failed_at IS NOT NULL`
+)
 
 // Relayer is the relay side of a dialect.
 type Relayer interface {
@@ -157,10 +173,12 @@ func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) stri
 		oldest Time
 	)
 	err := db.QueryRowContext(ctx, `SELECT
-	(SELECT COUNT(*) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL),
-	(SELECT COUNT(*) FROM `+q+` WHERE dead_at IS NOT NULL),
-	(SELECT MIN(created_at) FROM `+q+` WHERE published_at IS NULL AND dead_at IS NULL)`).
-		Scan(&s.Pending, &s.Dead, &oldest)
+	(SELECT COUNT(*) FROM `+q+` WHERE `+PendingWhere+`),
+	(SELECT COUNT(*) FROM `+q+` WHERE `+DeadWhere+`),
+	(SELECT MIN(created_at) FROM `+q+` WHERE `+PendingWhere+`),
+	(SELECT COUNT(*) FROM `+q+` WHERE `+AwaitingWhere+`),
+	(SELECT COUNT(*) FROM `+q+` WHERE `+FailedWhere+`)`).
+		Scan(&s.Pending, &s.Dead, &oldest, &s.Awaiting, &s.Failed)
 	if err != nil {
 		return s, fmt.Errorf("stats of %s: %w", t, err)
 	}
@@ -170,16 +188,18 @@ func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) stri
 
 // QueryTopicStats is QueryStats per topic (SQL both dialects accept). It
 // runs one GROUP BY per state, each with the exact predicate of its index
-// (pending, dead), so that published rows are never read.
+// (pending, dead, awaiting, failed), so that published rows that wait for
+// nothing are never read.
 func QueryTopicStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, t Table) (map[string]Stats, error) {
 	q := t.Qualified(d)
 	out := map[string]Stats{}
-	for _, pending := range []bool{true, false} {
-		query := `SELECT topic, COUNT(*), MIN(created_at) FROM ` + q +
-			` WHERE published_at IS NULL AND dead_at IS NULL GROUP BY topic`
-		if !pending {
-			query = `SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE dead_at IS NOT NULL GROUP BY topic`
-		}
+	queries := []string{
+		`SELECT topic, COUNT(*), MIN(created_at) FROM ` + q + ` WHERE ` + PendingWhere + ` GROUP BY topic`,
+		`SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE ` + DeadWhere + ` GROUP BY topic`,
+		`SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE ` + AwaitingWhere + ` GROUP BY topic`,
+		`SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE ` + FailedWhere + ` GROUP BY topic`,
+	}
+	for qi, query := range queries {
 		rows, err := db.QueryContext(ctx, query)
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", t, err)
@@ -195,10 +215,15 @@ func QueryTopicStats(ctx context.Context, db *sql.DB, d interface{ Quote(string)
 				return nil, fmt.Errorf("stats of %s: %w", t, err)
 			}
 			s := out[topic]
-			if pending {
+			switch qi {
+			case 0:
 				s.Pending, s.OldestPending = n, oldest.Time
-			} else {
+			case 1:
 				s.Dead = n
+			case 2:
+				s.Awaiting = n
+			case 3:
+				s.Failed = n
 			}
 			out[topic] = s
 		}
@@ -209,6 +234,33 @@ func QueryTopicStats(ctx context.Context, db *sql.DB, d interface{ Quote(string)
 		}
 	}
 	return out, nil
+}
+
+// CountDone adds to stats, per topic, the published rows that wait for
+// nothing and the processed ones. It reads every published row: for an
+// operator's question, not for metrics collected every few seconds.
+func CountDone(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, t Table, stats map[string]Stats) error {
+	rows, err := db.QueryContext(ctx, `SELECT topic,
+	SUM(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END),
+	SUM(CASE WHEN ack_topic IS NULL THEN 1 ELSE 0 END)
+FROM `+t.Qualified(d)+` WHERE published_at IS NOT NULL GROUP BY topic`)
+	if err != nil {
+		return fmt.Errorf("count published rows of %s: %w", t, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			topic          string
+			processed, pub int64
+		)
+		if err := rows.Scan(&topic, &processed, &pub); err != nil {
+			return fmt.Errorf("count published rows of %s: %w", t, err)
+		}
+		s := stats[topic]
+		s.Processed, s.Published = processed, pub
+		stats[topic] = s
+	}
+	return rows.Err()
 }
 
 // Listener is implemented by dialects that can tell the relay when outbox

@@ -703,6 +703,10 @@ func (p *Plugin) emitImages(db *gorm.DB, m *model, elems []reflect.Value, types 
 	}
 	ctx := stmt.Context
 	headers := p.headers(ctx, "application/json", m.version)
+	if m.ackTopic != "" {
+		headers[HeaderAckTopic] = m.ackTopic
+		headers[HeaderProcessAttempt] = "1"
+	}
 	now := p.cfg.Now().UTC()
 	recs := make([]dialects.Record, len(elems))
 	for i, e := range elems {
@@ -779,6 +783,7 @@ func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e, befo
 		Shard:         p.shard([]byte(key)),
 		CreatedAt:     now,
 		AvailableAt:   now,
+		AckTopic:      m.ackTopic,
 	}, nil
 }
 

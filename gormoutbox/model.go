@@ -43,6 +43,8 @@ import (
 //     model without gorm.DeletedAt every delete is a delete.
 //   - version: the payload schema version, a positive integer, sent as the
 //     "schema-version" header; default none.
+//   - ack: a topic on which consumers acknowledge each event (see
+//     Acknowledge and package ack); default none (no answer awaited).
 //
 // Field tags: `outbox:"key"` makes the field (part of) the message key;
 // `outbox:"-"` leaves it out of the payload.
@@ -87,6 +89,7 @@ type model struct {
 	deleteType    string
 	purgeType     string
 	version       string
+	ackTopic      string
 	keyFields     []*schema.Field
 	pkFields      []*schema.Field
 	pkDBNames     []string
@@ -105,7 +108,7 @@ var topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 func validTopic(t string) bool { return topicRE.MatchString(t) && t != "." && t != ".." }
 
 var knownSettings = []string{"topic", "aggregate", "events", "key",
-	"create_type", "update_type", "delete_type", "purge_type", "version"}
+	"create_type", "update_type", "delete_type", "purge_type", "version", "ack"}
 
 // tagError builds an ErrInvalidTag error naming the model (and field).
 func tagError(model, field, format string, args ...any) error {
@@ -233,6 +236,11 @@ func parseModel(sch *schema.Schema) (*model, error) {
 				return nil, tagError(name, "", "version %q is not a positive integer", v)
 			}
 			m.version = v
+		case "ack":
+			if !validTopic(v) {
+				return nil, tagError(name, "", "ack topic %q is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])", v)
+			}
+			m.ackTopic = v
 		}
 	}
 	if m.topic == "" {

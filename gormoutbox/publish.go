@@ -45,6 +45,10 @@ type Event struct {
 	ContentType string
 	// Headers are extra Kafka headers.
 	Headers map[string]string
+	// AckTopic, when set, asks consumers to acknowledge the event on this
+	// topic (see Acknowledge): the row then waits after publication for
+	// an answer.
+	AckTopic string
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -143,6 +147,13 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 		}
 		h[k] = v
 	}
+	if e.AckTopic != "" {
+		if !validTopic(e.AckTopic) {
+			return dialects.Record{}, fmt.Errorf("ack topic %q is not a valid Kafka topic name", e.AckTopic)
+		}
+		h[HeaderAckTopic] = e.AckTopic
+		h[HeaderProcessAttempt] = "1"
+	}
 	var key []byte
 	if e.Key != "" {
 		key = []byte(e.Key)
@@ -163,5 +174,6 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 		Shard:         p.shard(shardKey),
 		CreatedAt:     now,
 		AvailableAt:   now,
+		AckTopic:      e.AckTopic,
 	}, nil
 }

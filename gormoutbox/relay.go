@@ -817,3 +817,18 @@ func (r *Relay) Listen(ctx context.Context, wake func()) error {
 func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
 	return dialects.QueryTopicStats(ctx, r.db, r.d, r.table)
 }
+
+// CountStates is TopicStats with the published rows that wait for nothing
+// and the processed rows counted too (Stats.Published, Stats.Processed):
+// every state of every row. It reads all published rows, so it is for
+// operators (outboxctl status -all), not for metrics.
+func (r *Relay) CountStates(ctx context.Context) (map[string]Stats, error) {
+	stats, err := r.TopicStats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := dialects.CountDone(ctx, r.db, r.d, r.table, stats); err != nil {
+		return nil, err
+	}
+	return stats, nil
+}

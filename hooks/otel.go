@@ -40,9 +40,14 @@ type OTelConfig struct {
 //     messages);
 //   - outbox.publish.duration (seconds the Publish call took, per message)
 //     and outbox.lag (seconds from capture to the broker's acknowledgement);
-//   - with Observe, outbox.pending and outbox.dead (rows) and
+//   - with Observe, outbox.pending, outbox.awaiting_ack (published, waiting
+//     for a consumer's answer), outbox.failed (answered FAILED on the last
+//     process attempt) and outbox.dead (rows), and
 //     outbox.oldest_pending_age (seconds), read from the table at each
 //     collection;
+//   - as a gormoutbox.AckHook (ack.Config.Hooks), outbox.acks: answers
+//     applied, with attribute "outcome" (processed, resent, gave_up,
+//     ignored);
 //
 // all with the topic as attribute "messaging.destination.name". Each
 // message gets a producer span "publish <topic>", linked to the span that
@@ -54,6 +59,7 @@ type OTel struct {
 	tracer                   trace.Tracer
 	meter                    metric.Meter
 	published, retried, dead metric.Int64Counter
+	acks                     metric.Int64Counter
 	publishDuration, lag     metric.Float64Histogram
 	spans                    sync.Map // outbox row id -> trace.Span
 	registrations            []metric.Registration
@@ -83,6 +89,8 @@ func NewOTel(cfg OTelConfig) (*OTel, error) {
 	add(err)
 	h.dead, err = h.meter.Int64Counter("outbox.dead_lettered", metric.WithDescription("Messages dead-lettered."), metric.WithUnit("{message}"))
 	add(err)
+	h.acks, err = h.meter.Int64Counter("outbox.acks", metric.WithDescription("Consumers' answers applied to outbox rows."), metric.WithUnit("{answer}"))
+	add(err)
 	h.publishDuration, err = h.meter.Float64Histogram("outbox.publish.duration", metric.WithDescription("Duration of the Publish call that sent the message."), metric.WithUnit("s"))
 	add(err)
 	h.lag, err = h.meter.Float64Histogram("outbox.lag", metric.WithDescription("Time from the event's capture to the broker's acknowledgement."), metric.WithUnit("s"))
@@ -93,15 +101,24 @@ func NewOTel(cfg OTelConfig) (*OTel, error) {
 	return h, nil
 }
 
-// Observe reports outbox.pending, outbox.dead and outbox.oldest_pending_age
-// of relay's table at each metric collection (two GROUP BY queries that
-// read the pending and dead rows only). Call it once per table.
+// Observe reports outbox.pending, outbox.awaiting_ack, outbox.failed,
+// outbox.dead and outbox.oldest_pending_age of relay's table at each metric
+// collection (four GROUP BY queries, each through the index of its state:
+// published rows that wait for nothing are not read). Call it once per table.
 func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 	pending, err := h.meter.Int64ObservableGauge("outbox.pending", metric.WithDescription("Rows neither published nor dead."), metric.WithUnit("{row}"))
 	if err != nil {
 		return err
 	}
 	deadRows, err := h.meter.Int64ObservableGauge("outbox.dead", metric.WithDescription("Dead-lettered rows."), metric.WithUnit("{row}"))
+	if err != nil {
+		return err
+	}
+	awaiting, err := h.meter.Int64ObservableGauge("outbox.awaiting_ack", metric.WithDescription("Published rows waiting for a consumer's answer."), metric.WithUnit("{row}"))
+	if err != nil {
+		return err
+	}
+	failed, err := h.meter.Int64ObservableGauge("outbox.failed", metric.WithDescription("Rows whose last process attempt failed."), metric.WithUnit("{row}"))
 	if err != nil {
 		return err
 	}
@@ -119,6 +136,8 @@ func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 			attrs := metric.WithAttributes(attribute.String(attrTopic, topic))
 			o.ObserveInt64(pending, s.Pending, attrs)
 			o.ObserveInt64(deadRows, s.Dead, attrs)
+			o.ObserveInt64(awaiting, s.Awaiting, attrs)
+			o.ObserveInt64(failed, s.Failed, attrs)
 			age := 0.0
 			if !s.OldestPending.IsZero() {
 				age = now.Sub(s.OldestPending).Seconds()
@@ -126,7 +145,7 @@ func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 			o.ObserveFloat64(oldest, age, attrs)
 		}
 		return nil
-	}, pending, deadRows, oldest)
+	}, pending, deadRows, awaiting, failed, oldest)
 	if err != nil {
 		return err
 	}
@@ -224,4 +243,9 @@ func (h *OTel) Close() error {
 	}
 	h.registrations = nil
 	return errors.Join(errs...)
+}
+
+// OnAck implements gormoutbox.AckHook.
+func (h *OTel) OnAck(ctx context.Context, r gormoutbox.AckResult) {
+	h.acks.Add(ctx, 1, metric.WithAttributes(attribute.String(attrTopic, r.Topic), attribute.String("outcome", r.Outcome.String())))
 }

@@ -10,7 +10,10 @@ import (
 
 // Slog returns a hook that logs the relay's work with l: each message
 // published at debug level, each failed attempt at warn, each dead letter
-// at error. It logs ids, topic, event type and attempts — never keys,
+// at error. As a gormoutbox.AckHook (ack.Config.Hooks) it logs answers:
+// processed at debug, re-sent at warn, and an event whose last process
+// attempt failed at error, as the notification for the team ("outbox:
+// event could not be processed; notify the team"). It logs ids, topic, event type and attempts — never keys,
 // payloads or header values, which may hold personal data.
 func Slog(l *slog.Logger) gormoutbox.Hook {
 	if l == nil {
@@ -48,4 +51,23 @@ func (h slogHook) OnError(ctx context.Context, m *gormoutbox.Message, err error,
 
 func (h slogHook) OnDeadLetter(ctx context.Context, m *gormoutbox.Message, err error, attempts int) {
 	h.l.ErrorContext(ctx, "outbox: dead-lettered", append(attrs(m), "attempts", attempts, "error", err)...)
+}
+
+// OnAck implements gormoutbox.AckHook.
+func (h slogHook) OnAck(ctx context.Context, r gormoutbox.AckResult) {
+	a := []any{"outbox_id", r.ID, "event_id", r.Ack.EventID, "topic", r.Topic, "event_type", r.EventType,
+		"aggregate_type", r.AggregateType, "aggregate_id", r.AggregateID, "consumer", r.Ack.Consumer,
+		"process_attempt", r.Ack.Attempt}
+	switch r.Outcome {
+	case gormoutbox.AckGaveUp:
+		h.l.ErrorContext(ctx, "outbox: event could not be processed; notify the team",
+			append(a, "reason", r.Ack.Reason)...)
+	case gormoutbox.AckResent:
+		h.l.WarnContext(ctx, "outbox: consumer failed to process event, sending it again",
+			append(a, "next_attempt", r.Attempts, "reason", r.Ack.Reason)...)
+	case gormoutbox.AckProcessed:
+		h.l.DebugContext(ctx, "outbox: event processed", a...)
+	default:
+		h.l.DebugContext(ctx, "outbox: acknowledgement ignored", append(a, "why", r.Why)...)
+	}
 }

@@ -64,6 +64,8 @@ type Message struct {
 	// Attempt counts the handler's runs on this message in this process,
 	// from 1.
 	Attempt int
+	// Consumer is the consumer's name (its GroupID).
+	Consumer string
 }
 
 // Header returns the value of the first header called name, "" if none.
@@ -472,7 +474,7 @@ func (r *run) add(km kafkago.Message) {
 			p.fails, p.notBefore, p.lastErr = 0, time.Time{}, ""
 		}
 	}
-	m := &Message{Message: km}
+	m := &Message{Message: km, Consumer: r.c.cfg.GroupID}
 	m.EventID = r.c.cfg.EventID(m)
 	p.msgs = append(p.msgs, m)
 	r.queued++
@@ -700,6 +702,7 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 		return fmt.Errorf("commit: %w", err)
 	}
 	committed = true
+	sp.runCommitted()
 	c.stats.handled.Add(handled)
 	c.stats.duplicates.Add(dups)
 	c.stats.retries.Add(retries)
@@ -793,18 +796,28 @@ func (c *Consumer) Replay(ctx context.Context, eventIDs ...string) (int, error) 
 		if dl == nil {
 			continue
 		}
-		m := &Message{EventID: dl.EventID, Attempt: dl.Attempts + 1, Message: kafkago.Message{
+		m := &Message{EventID: dl.EventID, Attempt: dl.Attempts + 1, Consumer: c.cfg.GroupID, Message: kafkago.Message{
 			Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset, Key: dl.Key, Value: dl.Value}}
 		for k, v := range dl.Headers {
 			m.Headers = append(m.Headers, kafkago.Header{Key: k, Value: []byte(v)})
 		}
+		var sp *savepointPool
 		err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			ok, err := c.st.revive(ctx, tx.Statement.ConnPool, c.cfg.GroupID, id, c.cfg.Now().UTC())
 			if err != nil || !ok {
 				return err
 			}
-			return c.call(ctx, tx, m)
+			sp = &savepointPool{tx: tx.Statement.ConnPool}
+			htx := tx.Session(&gorm.Session{NewDB: true, Context: ctx})
+			htx.Statement.ConnPool = sp
+			if err := c.call(ctx, htx, m); err != nil {
+				return err
+			}
+			return sp.keep(ctx)
 		})
+		if err == nil && sp != nil {
+			sp.runCommitted()
+		}
 		if err != nil {
 			return n, fmt.Errorf("inbox: replay %s: %w", id, err)
 		}

@@ -26,6 +26,9 @@ const savepointName = "inbox_msg"
 type savepointPool struct {
 	tx   gorm.ConnPool
 	made bool
+	// pending are the OnCommit functions of the message being handled,
+	// committed those of the messages kept.
+	pending, committed []func()
 }
 
 var (
@@ -78,6 +81,7 @@ func (p *savepointPool) Rollback() error { return errTxOwned }
 
 // undo rolls the handler's writes back, if it made any.
 func (p *savepointPool) undo(ctx context.Context) error {
+	p.pending = nil
 	if !p.made {
 		return nil
 	}
@@ -91,10 +95,42 @@ func (p *savepointPool) undo(ctx context.Context) error {
 
 // keep ends the savepoint, keeping the handler's writes.
 func (p *savepointPool) keep(ctx context.Context) error {
+	p.committed = append(p.committed, p.pending...)
+	p.pending = nil
 	if !p.made {
 		return nil
 	}
 	p.made = false
 	_, err := p.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
 	return err
+}
+
+// ErrNotInHandler: OnCommit was called with a *gorm.DB that is not a
+// handler's transaction.
+var ErrNotInHandler = errors.New("inbox: not the transaction of an inbox handler")
+
+// OnCommit registers f to run after the transaction of tx commits, if the
+// handler that got tx succeeds: for effects outside the database that must
+// follow the commit (notifications, metrics), which run once per handled
+// message, unless the process dies between the commit and f. tx is the
+// handler's transaction (or a session made from it).
+func OnCommit(tx *gorm.DB, f func()) error {
+	if tx == nil || tx.Statement == nil {
+		return ErrNotInHandler
+	}
+	p, ok := tx.Statement.ConnPool.(*savepointPool)
+	if !ok {
+		return ErrNotInHandler
+	}
+	p.pending = append(p.pending, f)
+	return nil
+}
+
+// runCommitted runs the functions of the kept messages.
+func (p *savepointPool) runCommitted() {
+	fs := p.committed
+	p.committed = nil
+	for _, f := range fs {
+		f()
+	}
 }

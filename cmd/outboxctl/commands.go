@@ -63,10 +63,16 @@ func cmdMigrate(ctx context.Context, c *cli, args []string) error {
 
 // ---- status
 
+// topicCount is one topic's rows per state. Published (waiting for
+// nothing) and Processed are counted only with -all.
 type topicCount struct {
-	Topic   string `json:"topic"`
-	Pending int64  `json:"pending"`
-	Dead    int64  `json:"dead"`
+	Topic       string `json:"topic"`
+	Pending     int64  `json:"pending"`
+	Dead        int64  `json:"dead"`
+	AwaitingAck int64  `json:"awaiting_ack"`
+	Failed      int64  `json:"failed"`
+	Published   *int64 `json:"published,omitempty"`
+	Processed   *int64 `json:"processed,omitempty"`
 }
 
 type statusReport struct {
@@ -74,6 +80,10 @@ type statusReport struct {
 	Table   string `json:"table"`
 	Pending int64  `json:"pending"`
 	Dead    int64  `json:"dead"`
+	// AwaitingAck rows are published and wait for a consumer's answer;
+	// Failed ones were answered FAILED on their last process attempt.
+	AwaitingAck int64 `json:"awaiting_ack"`
+	Failed      int64 `json:"failed"`
 	// OldestPending is the created_at of the oldest pending row.
 	OldestPending *time.Time `json:"oldest_pending"`
 	// OldestPendingAgeSeconds is 0 when nothing is pending.
@@ -84,6 +94,7 @@ type statusReport struct {
 func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "also count published rows that wait for nothing and processed rows (reads every published row)")
 	if err := c.parse("status", fs, args); err != nil {
 		return err
 	}
@@ -99,13 +110,14 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return db.explain(ctx, err)
 	}
-	rep := statusReport{Driver: db.driver, Table: db.table.String(), Pending: st.Pending, Dead: st.Dead, Topics: []topicCount{}}
+	rep := statusReport{Driver: db.driver, Table: db.table.String(), Pending: st.Pending, Dead: st.Dead,
+		AwaitingAck: st.Awaiting, Failed: st.Failed, Topics: []topicCount{}}
 	if !st.OldestPending.IsZero() {
 		t := st.OldestPending.UTC()
 		rep.OldestPending = &t
 		rep.OldestPendingAgeSeconds = max(time.Since(t).Seconds(), 0)
 	}
-	if rep.Topics, err = topicCounts(ctx, db); err != nil {
+	if rep.Topics, err = topicCounts(ctx, db, *all); err != nil {
 		return db.explain(ctx, err)
 	}
 	if *asJSON {
@@ -114,6 +126,8 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "table:\t%s (%s)\n", rep.Table, rep.Driver)
 	fmt.Fprintf(tw, "pending:\t%d\n", rep.Pending)
+	fmt.Fprintf(tw, "awaiting ack:\t%d\n", rep.AwaitingAck)
+	fmt.Fprintf(tw, "failed:\t%d\n", rep.Failed)
 	fmt.Fprintf(tw, "dead:\t%d\n", rep.Dead)
 	if rep.OldestPending != nil {
 		age := time.Duration(rep.OldestPendingAgeSeconds * float64(time.Second)).Round(time.Second)
@@ -129,30 +143,57 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	}
 	fmt.Fprintln(c.stdout)
 	// Topics left-aligned, counts right-aligned.
-	wt, wp, wd := len("TOPIC"), len("PENDING"), len("DEAD")
-	for _, t := range rep.Topics {
-		wt = max(wt, utf8.RuneCountInString(t.Topic))
-		wp = max(wp, len(strconv.FormatInt(t.Pending, 10)))
-		wd = max(wd, len(strconv.FormatInt(t.Dead, 10)))
+	head := []string{"TOPIC", "PENDING", "AWAITING_ACK", "FAILED", "DEAD"}
+	if *all {
+		head = append(head, "PUBLISHED", "PROCESSED")
 	}
-	fmt.Fprintf(c.stdout, "%-*s  %*s  %*s\n", wt, "TOPIC", wp, "PENDING", wd, "DEAD")
+	rows := [][]string{head}
 	for _, t := range rep.Topics {
-		pad := wt - utf8.RuneCountInString(t.Topic)
-		fmt.Fprintf(c.stdout, "%s%s  %*d  %*d\n", t.Topic, strings.Repeat(" ", pad), wp, t.Pending, wd, t.Dead)
+		r := []string{t.Topic}
+		for _, n := range []int64{t.Pending, t.AwaitingAck, t.Failed, t.Dead} {
+			r = append(r, strconv.FormatInt(n, 10))
+		}
+		if *all {
+			r = append(r, strconv.FormatInt(*t.Published, 10), strconv.FormatInt(*t.Processed, 10))
+		}
+		rows = append(rows, r)
+	}
+	width := make([]int, len(head))
+	for _, r := range rows {
+		for i, v := range r {
+			width[i] = max(width[i], utf8.RuneCountInString(v))
+		}
+	}
+	for _, r := range rows {
+		var b strings.Builder
+		for i, v := range r {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(v))
+			if i == 0 {
+				b.WriteString(v + pad)
+			} else {
+				b.WriteString("  " + pad + v)
+			}
+		}
+		fmt.Fprintln(c.stdout, b.String())
 	}
 	return nil
 }
 
-// topicCounts counts pending and dead rows per topic (Relay.TopicStats),
-// sorted by topic.
-func topicCounts(ctx context.Context, db *conn) ([]topicCount, error) {
+func topicCounts(ctx context.Context, db *conn, all bool) ([]topicCount, error) {
 	stats, err := db.relay.TopicStats(ctx)
+	if all {
+		stats, err = db.relay.CountStates(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
 	out := make([]topicCount, 0, len(stats))
 	for topic, st := range stats {
-		out = append(out, topicCount{Topic: topic, Pending: st.Pending, Dead: st.Dead})
+		tc := topicCount{Topic: topic, Pending: st.Pending, Dead: st.Dead, AwaitingAck: st.Awaiting, Failed: st.Failed}
+		if all {
+			tc.Published, tc.Processed = &st.Published, &st.Processed
+		}
+		out = append(out, tc)
 	}
 	slices.SortFunc(out, func(a, b topicCount) int { return strings.Compare(a.Topic, b.Topic) })
 	return out, nil

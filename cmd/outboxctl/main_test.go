@@ -233,7 +233,7 @@ func TestStatusCounts(t *testing.T) {
 		if rep.Pending != 4 || rep.Dead != 5 {
 			t.Errorf("pending %d, dead %d; want 4 and 5", rep.Pending, rep.Dead)
 		}
-		want := []topicCount{{"audit", 1, 0}, {"orders", 3, 2}, {"payments", 0, 3}}
+		want := []topicCount{{Topic: "audit", Pending: 1}, {Topic: "orders", Pending: 3, Dead: 2}, {Topic: "payments", Dead: 3}}
 		if !slices.Equal(rep.Topics, want) {
 			t.Errorf("topics %+v, want %+v", rep.Topics, want)
 		}
@@ -244,8 +244,8 @@ func TestStatusCounts(t *testing.T) {
 		r := o.mustCtl(t, 0, "status")
 		for _, re := range []string{
 			`(?m)^pending:\s+4$`, `(?m)^dead:\s+5$`, `(?m)^oldest pending:\s+1h0m\d+s \(created `,
-			`(?m)^\s*TOPIC\s+PENDING\s+DEAD\s*$`, `(?m)^\s*audit\s+1\s+0\s*$`,
-			`(?m)^\s*orders\s+3\s+2\s*$`, `(?m)^\s*payments\s+0\s+3\s*$`,
+			`(?m)^\s*TOPIC\s+PENDING\s+AWAITING_ACK\s+FAILED\s+DEAD\s*$`, `(?m)^\s*audit\s+1\s+0\s+0\s+0\s*$`,
+			`(?m)^\s*orders\s+3\s+0\s+0\s+2\s*$`, `(?m)^\s*payments\s+0\s+0\s+0\s+3\s*$`,
 		} {
 			if !regexp.MustCompile(re).MatchString(r.stdout) {
 				t.Errorf("status output does not match %s:\n%s", re, r.stdout)

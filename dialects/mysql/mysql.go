@@ -87,16 +87,37 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 				` (topic, msg_key, published_at, dead_at, id, available_at)`,
 			`ALTER TABLE ` + t.Qualified(d) + ` DROP INDEX ` + d.Quote(n+"_pending_key_idx"),
 		},
-		Ignore: func(err error) bool {
-			var me *gomysql.MySQLError
-			// 1061: duplicate key name; 1091: can't drop, does not exist.
-			return errors.As(err, &me) && (me.Number == 1061 || me.Number == 1091)
+		Ignore: ignoreDone,
+	}, {
+		// Acknowledgements: rows that ask for one (ack_topic) wait after
+		// publication until a consumer answers: processed, or re-sent
+		// (process_attempts) until failed. ack_idx counts the rows
+		// waiting: its (NULL, NULL, not NULL) range holds only them and
+		// pending rows that ask for an answer.
+		Version: 3,
+		Statements: []string{
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN ack_topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NULL`,
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN process_attempts INT NOT NULL DEFAULT 1`,
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN processed_at DATETIME(6) NULL`,
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN failed_at DATETIME(6) NULL`,
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_ack_idx") +
+				` (processed_at, failed_at, ack_topic, published_at, topic)`,
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_failed_idx") + ` (failed_at, id)`,
 		},
+		Ignore: ignoreDone,
 	}}
 }
 
+// ignoreDone reports errors that mean a migration statement's work is
+// already done: 1060 duplicate column, 1061 duplicate key name, 1091 can't
+// drop (does not exist).
+func ignoreDone(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && (me.Number == 1060 || me.Number == 1061 || me.Number == 1091)
+}
+
 // LatestVersion is the schema version Migrate brings a table to.
-const LatestVersion = 2
+const LatestVersion = 3
 
 func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)

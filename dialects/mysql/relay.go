@@ -321,7 +321,11 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 		stmt := `UPDATE ` + q + ` SET published_at = ? WHERE id IN (` + dialects.IDList(ids[:n]) + `)`
 		args := []any{o.Now.UTC()}
 		if o.Delete {
-			stmt, args = `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`)`, nil
+			// Rows waiting for an acknowledgement are kept (marked).
+			if err := execRetry(ctx, p.conn, `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`) AND ack_topic IS NULL`); err != nil {
+				return fmt.Errorf("delete published rows of %s: %w", p.t, err)
+			}
+			stmt += ` AND ack_topic IS NOT NULL`
 		}
 		if err := execRetry(ctx, p.conn, stmt, args...); err != nil {
 			return fmt.Errorf("mark published on %s: %w", p.t, err)
@@ -513,7 +517,7 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 		}
 	}()
 	res, err := tx.ExecContext(ctx, `DELETE FROM `+t.Qualified(d)+
-		` WHERE published_at IS NOT NULL AND published_at < ? ORDER BY published_at LIMIT `+strconv.Itoa(limit), before.UTC())
+		` WHERE published_at IS NOT NULL AND published_at < ? AND (ack_topic IS NULL OR processed_at IS NOT NULL) ORDER BY published_at LIMIT `+strconv.Itoa(limit), before.UTC())
 	if err != nil {
 		return 0, fmt.Errorf("cleanup of %s: %w", t, err)
 	}
@@ -529,4 +533,28 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 // Stats implements dialects.Relayer.
 func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
 	return dialects.QueryStats(ctx, db, d, t)
+}
+
+// Acknowledge implements dialects.Dialect.
+func (d Dialect) Acknowledge(ctx context.Context, q dialects.Conn, t dialects.Table, a dialects.Ack) (dialects.AckOutcome, dialects.AckRow, error) {
+	st, err := dialects.AckSelect(ctx, q, d, t, a.EventID)
+	if err != nil {
+		return dialects.AckIgnored, st.Row, err
+	}
+	out, why := a.Decide(st)
+	st.Row.Why = why
+	tq := t.Qualified(d)
+	switch out {
+	case dialects.AckProcessed:
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET processed_at = ? WHERE id = ?`, a.Now.UTC(), st.Row.ID)
+	case dialects.AckGaveUp:
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET failed_at = ?, last_error = ? WHERE id = ?`,
+			a.Now.UTC(), a.Reason, st.Row.ID)
+	case dialects.AckResent:
+		st.Row.Attempts = a.Attempt + 1
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET process_attempts = ?, published_at = NULL, attempts = 0,
+	available_at = ?, last_error = ?, headers = JSON_SET(headers, '$."process-attempt"', ?)
+WHERE id = ?`, st.Row.Attempts, a.Now.UTC(), a.Reason, strconv.Itoa(st.Row.Attempts), st.Row.ID)
+	}
+	return out, st.Row, err
 }

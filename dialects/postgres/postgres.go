@@ -100,6 +100,22 @@ $$`,
 			`CREATE TRIGGER ` + d.Quote(n+"_notify") + ` AFTER INSERT ON ` + q +
 				` FOR EACH STATEMENT EXECUTE FUNCTION ` + notifyFunc(d, t) + `()`,
 		},
+	}, {
+		// Acknowledgements: rows that ask for one (ack_topic) wait after
+		// publication until a consumer answers: processed, or re-sent
+		// (process_attempts) until failed.
+		Version: 3,
+		Statements: []string{
+			`ALTER TABLE ` + q + ` ADD COLUMN IF NOT EXISTS ack_topic TEXT,
+	ADD COLUMN IF NOT EXISTS process_attempts INTEGER NOT NULL DEFAULT 1,
+	ADD COLUMN IF NOT EXISTS processed_at TIMESTAMPTZ,
+	ADD COLUMN IF NOT EXISTS failed_at TIMESTAMPTZ`,
+			// Published rows waiting for an answer (counted per topic).
+			`CREATE INDEX IF NOT EXISTS ` + d.Quote(n+"_awaiting_idx") + ` ON ` + q +
+				` (topic) WHERE ack_topic IS NOT NULL AND published_at IS NOT NULL AND processed_at IS NULL AND failed_at IS NULL`,
+			`CREATE INDEX IF NOT EXISTS ` + d.Quote(n+"_failed_idx") + ` ON ` + q +
+				` (failed_at, id) WHERE failed_at IS NOT NULL`,
+		},
 	}}
 }
 
@@ -114,7 +130,7 @@ func notifyFunc(d Dialect, t dialects.Table) string {
 }
 
 // LatestVersion is the schema version Migrate brings a table to.
-const LatestVersion = 2
+const LatestVersion = 3
 
 func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
@@ -202,13 +218,14 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 		shards  = make([]int32, n)
 		avail   = make([]time.Time, n)
 		created = make([]time.Time, n)
+		acks    = make([]string, n)
 	)
 	var he dialects.HeadersEncoder
 	for i := range recs {
 		r := &recs[i]
 		ids[i], topics[i], keys[i], types[i] = r.EventID, r.Topic, r.Key, r.EventType
 		aggT[i], aggID[i], payload[i] = r.AggregateType, r.AggregateID, r.Payload
-		shards[i], avail[i], created[i] = int32(r.Shard), r.AvailableAt, r.CreatedAt
+		shards[i], avail[i], created[i], acks[i] = int32(r.Shard), r.AvailableAt, r.CreatedAt, r.AckTopic
 		h, err := he.Encode(r.Headers)
 		if err != nil {
 			return fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
@@ -216,9 +233,11 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 		headers[i] = h
 	}
 	_, err := q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+strings.Join(dialects.Columns, ", ")+`)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
-	$7::bytea[], $8::jsonb[], $9::int[], $10::timestamptz[], $11::timestamptz[])`,
-		ids, topics, keys, types, aggT, aggID, payload, headers, shards, avail, created)
+SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, NULLIF(c12, '')
+FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
+	$7::bytea[], $8::jsonb[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[])
+	AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12)`,
+		ids, topics, keys, types, aggT, aggID, payload, headers, shards, avail, created, acks)
 	if err != nil {
 		return fmt.Errorf("insert %d outbox rows into %s: %w", n, t, err)
 	}

@@ -170,7 +170,9 @@ func finish(ctx context.Context, d Dialect, tx *sql.Tx, t dialects.Table, o dial
 	}
 	pub := `UPDATE ` + q + ` SET published_at = $1 WHERE id = ANY($2)`
 	if o.Delete {
-		pub = `DELETE FROM ` + q + ` WHERE id = ANY($2) AND $1::timestamptz IS NOT NULL`
+		// Rows waiting for an acknowledgement are kept (marked).
+		pub = `DELETE FROM ` + q + ` WHERE id = ANY($2) AND ack_topic IS NULL),
+pub_ack AS (UPDATE ` + q + ` SET published_at = $1 WHERE id = ANY($2) AND ack_topic IS NOT NULL`
 	}
 	stmt := `WITH pub AS (` + pub + `),
 retry AS (
@@ -246,6 +248,7 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 	q := t.Qualified(d)
 	res, err := db.ExecContext(ctx, `DELETE FROM `+q+` WHERE id IN (
 	SELECT id FROM `+q+` WHERE published_at IS NOT NULL AND published_at < $1
+		AND (ack_topic IS NULL OR processed_at IS NOT NULL)
 	ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, before.UTC(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("cleanup of %s: %w", t, err)
@@ -256,4 +259,28 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 // Stats implements dialects.Relayer.
 func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
 	return dialects.QueryStats(ctx, db, d, t)
+}
+
+// Acknowledge implements dialects.Dialect.
+func (d Dialect) Acknowledge(ctx context.Context, q dialects.Conn, t dialects.Table, a dialects.Ack) (dialects.AckOutcome, dialects.AckRow, error) {
+	st, err := dialects.AckSelect(ctx, q, d, t, a.EventID)
+	if err != nil {
+		return dialects.AckIgnored, st.Row, err
+	}
+	out, why := a.Decide(st)
+	st.Row.Why = why
+	tq := t.Qualified(d)
+	switch out {
+	case dialects.AckProcessed:
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET processed_at = $1 WHERE id = $2`, a.Now.UTC(), st.Row.ID)
+	case dialects.AckGaveUp:
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET failed_at = $1, last_error = $2 WHERE id = $3`,
+			a.Now.UTC(), a.Reason, st.Row.ID)
+	case dialects.AckResent:
+		st.Row.Attempts = a.Attempt + 1
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET process_attempts = $1, published_at = NULL, attempts = 0,
+	available_at = $2, last_error = $3, headers = headers || jsonb_build_object('process-attempt', $5::text)
+WHERE id = $4`, st.Row.Attempts, a.Now.UTC(), a.Reason, st.Row.ID, strconv.Itoa(st.Row.Attempts))
+	}
+	return out, st.Row, err
 }

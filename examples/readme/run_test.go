@@ -1,6 +1,9 @@
 package readme_test
 
 import (
+	"github.com/go-outbox/outbox/dialects/mysql"
+	"github.com/go-outbox/outbox/dialects/postgres"
+
 	"context"
 	"crypto/x509"
 	"errors"
@@ -53,7 +56,15 @@ func TestREADMEService(t *testing.T) {
 				}
 				return n
 			}
-			waitFor(t, "the outbox table", func() bool { return count("") >= 0 })
+			latest := postgres.LatestVersion
+			if d.Name == "mysql" {
+				latest = mysql.LatestVersion
+			}
+			waitFor(t, "the outbox table's migration", func() bool {
+				var v int
+				err := sqlDB.QueryRow("SELECT MAX(version) FROM outbox_migrations").Scan(&v)
+				return err == nil && v == latest
+			})
 
 			item := Inventory{SKU: "pear", Quantity: 5, CostPrice: 42}
 			if err := db.Create(&item).Error; err != nil {

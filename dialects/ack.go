@@ -1,0 +1,134 @@
+package dialects
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Ack is a consumer's answer about one event.
+type Ack struct {
+	// EventID is the event answered.
+	EventID string
+	// Success tells processed (true) from failed (false).
+	Success bool
+	// Attempt is the process attempt answered (the event's
+	// "process-attempt" header); answers to an earlier attempt than the
+	// row's are stale and ignored.
+	Attempt int
+	// Reason is kept in last_error for failures.
+	Reason string
+	// MaxAttempts bounds the process attempts: a failure of attempt
+	// MaxAttempts gives up (the row is marked failed).
+	MaxAttempts int
+	// Now stamps processed_at / failed_at / available_at.
+	Now time.Time
+}
+
+// AckOutcome is what Acknowledge did.
+type AckOutcome int
+
+// Outcomes of Acknowledge.
+const (
+	// AckIgnored: no row awaits this answer (unknown event, no
+	// acknowledgement asked, already processed or failed, or a stale
+	// attempt).
+	AckIgnored AckOutcome = iota
+	// AckProcessed: the row is processed.
+	AckProcessed
+	// AckResent: the row is pending again, for attempt Attempt+1.
+	AckResent
+	// AckGaveUp: the last attempt failed; the row is failed.
+	AckGaveUp
+)
+
+func (o AckOutcome) String() string {
+	switch o {
+	case AckProcessed:
+		return "processed"
+	case AckResent:
+		return "resent"
+	case AckGaveUp:
+		return "gave_up"
+	}
+	return "ignored"
+}
+
+// AckRow describes the row an acknowledgement was applied to.
+type AckRow struct {
+	ID            int64
+	Topic         string
+	Key           []byte
+	EventType     string
+	AggregateType string
+	AggregateID   string
+	// Attempts is the row's process attempt after the acknowledgement.
+	Attempts int
+	// Why tells why an acknowledgement was ignored.
+	Why string
+}
+
+// ErrNoRow is returned by Acknowledge when the event is not in the table.
+var ErrNoRow = errors.New("no outbox row with this event id")
+
+// AckState is the part of a row Acknowledge decides on.
+type AckState struct {
+	Row         AckRow
+	AckTopic    sql.NullString
+	Published   bool
+	Processed   bool
+	Failed      bool
+	ProcAttempt int
+}
+
+// AckSelect reads the row of an event FOR UPDATE (both dialects).
+func AckSelect(ctx context.Context, q Querier, d interface {
+	Quote(string) string
+	Placeholder(int) string
+}, t Table, eventID string) (AckState, error) {
+	var st AckState
+	var key []byte
+	rows, err := q.QueryContext(ctx, `SELECT id, topic, msg_key, event_type, aggregate_type, aggregate_id, ack_topic,
+	process_attempts, published_at IS NOT NULL, processed_at IS NOT NULL, failed_at IS NOT NULL
+FROM `+t.Qualified(d)+` WHERE event_id = `+d.Placeholder(1)+` FOR UPDATE`, eventID)
+	if err != nil {
+		return st, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return st, err
+		}
+		return st, ErrNoRow
+	}
+	var isPub, isProc, isFailed bool
+	if err := rows.Scan(&st.Row.ID, &st.Row.Topic, &key, &st.Row.EventType, &st.Row.AggregateType, &st.Row.AggregateID,
+		&st.AckTopic, &st.ProcAttempt, &isPub, &isProc, &isFailed); err != nil {
+		return st, err
+	}
+	st.Row.Key = key
+	st.Published, st.Processed, st.Failed = isPub, isProc, isFailed
+	st.Row.Attempts = st.ProcAttempt
+	return st, rows.Err()
+}
+
+// Decide returns what an acknowledgement does to a row in state st.
+func (a Ack) Decide(st AckState) (AckOutcome, string) {
+	switch {
+	case !st.AckTopic.Valid:
+		return AckIgnored, "the event asked for no acknowledgement"
+	case st.Processed:
+		return AckIgnored, "already processed"
+	case st.Failed:
+		return AckIgnored, "already failed"
+	case a.Attempt != st.ProcAttempt:
+		return AckIgnored, fmt.Sprintf("answer to attempt %d; the row is at attempt %d", a.Attempt, st.ProcAttempt)
+	case a.Success:
+		return AckProcessed, ""
+	case a.Attempt >= a.MaxAttempts:
+		return AckGaveUp, ""
+	}
+	return AckResent, ""
+}

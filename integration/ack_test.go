@@ -1,0 +1,290 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/ack"
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/kafka"
+)
+
+// Stock asks its consumers to acknowledge every event. The topics are
+// renamed per test (db.Table is not needed: each test has its own
+// database, and the ack tests use their own broker).
+type Stock struct {
+	gormoutbox.Source `outbox:"topic:stock;ack:stock-acks"`
+	ID                uint `gorm:"primaryKey"`
+	SKU               string
+	Quantity          int
+}
+
+// ackRecorder is an AckHook that keeps every result.
+type ackRecorder struct {
+	gormoutbox.HookBase
+	mu  sync.Mutex
+	got []gormoutbox.AckResult
+}
+
+func (h *ackRecorder) OnAck(_ context.Context, r gormoutbox.AckResult) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, r)
+}
+
+func (h *ackRecorder) count(o gormoutbox.AckOutcome) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.got {
+		if r.Outcome == o {
+			n++
+		}
+	}
+	return n
+}
+
+// ackFlow wires one database as both services: Stock rows captured, a
+// relay loop, the consuming service's inbox (handler h, answering through
+// the same outbox) and the producing service's tracker.
+type ackFlow struct {
+	db      *gorm.DB
+	relay   *gormoutbox.Relay
+	hook    *ackRecorder
+	orders  *inbox.Consumer
+	tracker *inbox.Consumer
+}
+
+func newAckFlow(t *testing.T, d testenv.Dialect, maxAttempts int, h inbox.Handler) *ackFlow {
+	t.Helper()
+	db, _ := setup(t, d, nil, gormoutbox.Config{}, &Stock{})
+	brokers, _ := testenv.Kafka(t, 2)
+	for _, topic := range []string{"stock", "stock-acks"} {
+		testenv.CreateTopic(t, brokers, topic, 2)
+	}
+	f := &ackFlow{db: db, hook: &ackRecorder{}}
+	f.relay = newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
+	quiet := slog.New(slog.DiscardHandler)
+	cfg := func(group, topic string) inbox.Config {
+		return inbox.Config{Brokers: brokers, GroupID: group + "-" + testenv.TopicName("g"), Topics: []string{topic},
+			MaxWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quiet}
+	}
+	var err error
+	if f.orders, err = inbox.New(db, h, cfg("orders", "stock")); err != nil {
+		t.Fatal(err)
+	}
+	tr := ack.NewTracker(ack.Config{MaxAttempts: maxAttempts, Hooks: []gormoutbox.Hook{f.hook}, Logger: quiet})
+	if f.tracker, err = inbox.New(db, tr.Handle, cfg("products", "stock-acks")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.orders.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if _, err := f.relay.Drain(ctx); err != nil && ctx.Err() == nil {
+				t.Errorf("Drain: %v", err)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	start(t, f.orders)
+	start(t, f.tracker)
+	return f
+}
+
+func (f *ackFlow) states(t *testing.T) gormoutbox.Stats {
+	t.Helper()
+	st, err := f.relay.CountStates(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st["stock"]
+}
+
+// SUCCESS answers move every row to processed; the answers themselves
+// (which ask for none) are published rows waiting for nothing.
+func TestAckSuccessMarksProcessed(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		f := newAckFlow(t, d, 3, func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			return ack.Reply(tx, m, gormoutbox.AckSuccess, "")
+		})
+		for i := 0; i < 40; i++ {
+			if err := f.db.Create(&Stock{SKU: fmt.Sprint("s", i%8), Quantity: i}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "40 processed rows", func() bool { return f.states(t).Processed == 40 })
+		st := f.states(t)
+		if st.Pending != 0 || st.Awaiting != 0 || st.Failed != 0 || st.Dead != 0 || st.Published != 0 {
+			t.Errorf("stock rows %+v, want all 40 processed", st)
+		}
+		all, _ := f.relay.CountStates(context.Background())
+		if a := all["stock-acks"]; a.Published != 40 || a.Awaiting != 0 {
+			t.Errorf("answers %+v: want 40 published rows waiting for nothing", a)
+		}
+		if n := f.hook.count(gormoutbox.AckProcessed); n != 40 {
+			t.Errorf("OnAck processed %d times, want 40", n)
+		}
+		// Processed rows are cleaned up; published ones waiting for an
+		// answer are not (checked below with a row answered by nobody).
+		if n, err := f.relay.Cleanup(context.Background(), -time.Hour); err != nil || n != 80 {
+			t.Errorf("Cleanup: %d, %v; want 80 (40 processed events, 40 answers)", n, err)
+		}
+	})
+}
+
+// FAILED answers re-send the event with the next process attempt until the
+// limit, then mark it failed and fire the hook once.
+func TestAckFailedResentUntilLimit(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		var mu sync.Mutex
+		seen := map[string][]string{} // event id -> process-attempt headers seen
+		f := newAckFlow(t, d, 3, func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			mu.Lock()
+			id := m.Header(gormoutbox.HeaderEventID)
+			seen[id] = append(seen[id], m.Header(gormoutbox.HeaderProcessAttempt))
+			mu.Unlock()
+			return ack.Reply(tx, m, gormoutbox.AckFailed, "no such warehouse")
+		})
+		for i := 0; i < 5; i++ {
+			if err := f.db.Create(&Stock{SKU: fmt.Sprint("f", i), Quantity: i}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "5 failed rows", func() bool { return f.states(t).Failed == 5 })
+		time.Sleep(300 * time.Millisecond) // a hook firing twice would show now
+		if st := f.states(t); st.Pending != 0 || st.Awaiting != 0 || st.Processed != 0 {
+			t.Errorf("stock rows %+v, want all 5 failed", st)
+		}
+		mu.Lock()
+		for id, attempts := range seen {
+			if fmt.Sprint(attempts) != "[1 2 3]" {
+				t.Errorf("event %s seen with process attempts %v, want [1 2 3]", id, attempts)
+			}
+		}
+		mu.Unlock()
+		if len(seen) != 5 {
+			t.Errorf("%d events seen, want 5", len(seen))
+		}
+		if g, r := f.hook.count(gormoutbox.AckGaveUp), f.hook.count(gormoutbox.AckResent); g != 5 || r != 10 {
+			t.Errorf("OnAck: %d gave up, %d resent; want 5 and 10", g, r)
+		}
+		var rows []struct {
+			ProcessAttempts int
+			LastError       string
+			Attempts        int
+		}
+		if err := f.db.Table("outbox").Where("topic = ?", "stock").Find(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if r.ProcessAttempts != 3 || r.LastError != "no such warehouse" || r.Attempts != 0 {
+				t.Errorf("failed row %+v: want 3 process attempts, the reason, no delivery failures", r)
+			}
+		}
+		for _, h := range f.hook.got {
+			if h.Outcome == gormoutbox.AckGaveUp && (h.Ack.Reason != "no such warehouse" || h.EventType != "StockCreated" || h.Topic != "stock" || h.Ack.Consumer == "") {
+				t.Errorf("gave-up result %+v: want the reason, type, topic and consumer", h)
+			}
+		}
+	})
+}
+
+// Acknowledge on its own: stale, duplicate and unknown answers are
+// ignored or refused; rows waiting for an answer survive cleanup and
+// DeleteOnPublish.
+func TestAcknowledgeRules(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Stock{})
+		brokers, _ := testenv.Kafka(t, 1)
+		testenv.CreateTopic(t, brokers, "stock", 1)
+		testenv.CreateTopic(t, brokers, "plain", 1)
+		if err := db.Create(&Stock{SKU: "a", Quantity: 1}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "plain", Type: "Plain", Payload: 1})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{DeleteOnPublish: true})
+		drainUntilEmpty(t, r, 30*time.Second)
+		// The stock row waits for its answer: kept; the plain one deleted.
+		var ids []string
+		db.Table("outbox").Order("id").Pluck("event_id", &ids)
+		if len(ids) != 1 {
+			t.Fatalf("after DeleteOnPublish %d rows left, want the 1 waiting for an answer", len(ids))
+		}
+		if n, err := r.Cleanup(context.Background(), -time.Hour); err != nil || n != 0 {
+			t.Errorf("Cleanup of a row waiting for an answer: %d, %v; want 0", n, err)
+		}
+		id := ids[0]
+		apply := func(a gormoutbox.Ack) (gormoutbox.AckResult, error) {
+			var res gormoutbox.AckResult
+			err := db.Transaction(func(tx *gorm.DB) error {
+				var err error
+				res, err = gormoutbox.Acknowledge(tx, a, 2)
+				return err
+			})
+			return res, err
+		}
+		if res, err := apply(gormoutbox.Ack{EventID: id, Status: gormoutbox.AckSuccess, Attempt: 2}); err != nil || res.Outcome != gormoutbox.AckIgnored {
+			t.Errorf("answer to a later attempt: %+v, %v; want ignored", res, err)
+		}
+		if res, err := apply(gormoutbox.Ack{EventID: id, Status: gormoutbox.AckFailed, Attempt: 1}); err != nil || res.Outcome != gormoutbox.AckResent || res.Attempts != 2 {
+			t.Errorf("FAILED to attempt 1 of 2: %+v, %v; want resent as attempt 2", res, err)
+		}
+		if res, err := apply(gormoutbox.Ack{EventID: id, Status: gormoutbox.AckFailed, Attempt: 1}); err != nil || res.Outcome != gormoutbox.AckIgnored {
+			t.Errorf("a second FAILED to attempt 1: %+v, %v; want ignored", res, err)
+		}
+		recs := func() int {
+			drainUntilEmpty(t, r, 30*time.Second)
+			return len(testenv.ReadTopic(t, brokers, "stock", 2, 30*time.Second, nil))
+		}
+		if n := recs(); n != 2 {
+			t.Fatalf("%d stock messages after the re-send, want 2", n)
+		}
+		got := testenv.ReadTopic(t, brokers, "stock", 2, 30*time.Second, nil)
+		if got[1].Headers[gormoutbox.HeaderProcessAttempt] != "2" || got[1].Headers[gormoutbox.HeaderEventID] != id ||
+			got[0].Headers[gormoutbox.HeaderProcessAttempt] != "1" || got[1].Headers[gormoutbox.HeaderAckTopic] != "stock-acks" {
+			t.Errorf("re-sent message headers %v (first %v): want the same event id with process-attempt 2", got[1].Headers, got[0].Headers)
+		}
+		if res, err := apply(gormoutbox.Ack{EventID: id, Status: gormoutbox.AckSuccess, Attempt: 2}); err != nil || res.Outcome != gormoutbox.AckProcessed {
+			t.Errorf("SUCCESS to attempt 2: %+v, %v; want processed", res, err)
+		}
+		if res, err := apply(gormoutbox.Ack{EventID: id, Status: gormoutbox.AckFailed, Attempt: 2}); err != nil || res.Outcome != gormoutbox.AckIgnored {
+			t.Errorf("FAILED after processed: %+v, %v; want ignored", res, err)
+		}
+		if _, err := apply(gormoutbox.Ack{EventID: "0190d8d8-0000-7000-8000-000000000000", Status: gormoutbox.AckSuccess, Attempt: 1}); !errors.Is(err, gormoutbox.ErrUnknownEvent) {
+			t.Errorf("unknown event: %v, want ErrUnknownEvent", err)
+		}
+		for _, bad := range []gormoutbox.Ack{{EventID: "x", Status: gormoutbox.AckSuccess, Attempt: 1},
+			{EventID: id, Status: "MAYBE", Attempt: 1}, {EventID: id, Status: gormoutbox.AckSuccess}} {
+			if _, err := apply(bad); !errors.Is(err, gormoutbox.ErrInvalidAck) {
+				t.Errorf("Acknowledge(%+v): %v, want ErrInvalidAck", bad, err)
+			}
+		}
+		if _, err := gormoutbox.Acknowledge(db, gormoutbox.Ack{EventID: id, Status: gormoutbox.AckSuccess, Attempt: 2}, 2); !errors.Is(err, gormoutbox.ErrNoTransaction) {
+			t.Errorf("Acknowledge outside a transaction: %v, want ErrNoTransaction", err)
+		}
+		if n, err := r.Cleanup(context.Background(), -time.Hour); err != nil || n != 1 {
+			t.Errorf("Cleanup of the processed row: %d, %v; want 1", n, err)
+		}
+	})
+}
