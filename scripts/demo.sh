@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Run the inventory example end to end against local servers (see
-# scripts/servers.sh): stock changes through GORM, the relay publishing the
-# outbox to Kafka every second, a consumer printing what arrives, and a
-# final check that every committed event arrived (non-zero exit if not).
+# Run the inventory synchronisation end to end against local servers (see
+# scripts/servers.sh): a product service changing stock through GORM from
+# several goroutines, its outbox relayed to Kafka by a cron-scheduled relay,
+# an order service keeping a copy through the inbox and answering each
+# event, re-sends of the events it fails, and a final check that both
+# inventory tables are equal (non-zero exit if not).
 #   scripts/demo.sh [args]         examples/postgres: PostgreSQL + the kfake broker
 #   scripts/demo.sh mysql [args]   examples/mysql: MariaDB standing in for MySQL + the kfake broker
 # args go to the example (e.g. -brokers host:9092 for a real cluster).

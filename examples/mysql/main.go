@@ -1,17 +1,19 @@
-// Command mysql is the inventory example on MySQL (MariaDB stands in for it
-// here), end to end: the product service changes its stock through GORM
-// and every change lands in the outbox table in the same transaction; a
-// relay, scheduled every second, publishes the events to Kafka, where a
-// consumer prints them; at the end it checks that every committed change
-// arrived, in order per key (see inventory.Demo). It exits non-zero if
-// anything is missing.
+// Command mysql is the inventory synchronisation on MySQL (MariaDB here,
+// opened so that it behaves like MySQL 8), end to end (see inventory.Sync):
+// a product service changes its stock through GORM from several
+// goroutines, every change writes its event to the outbox in the same
+// transaction, and a cron-scheduled relay publishes them to Kafka; an order
+// service keeps its own copy of the inventory, fed through the inbox, and
+// answers each event through its own outbox; the product service marks the
+// events processed, or sends a FAILED one again. It ends by checking that
+// both inventory tables are equal, and exits non-zero if they are not.
 //
 // It takes its server from -dsn, or OUTBOX_MYSQL_DSN, or
-// OUTBOX_TEST_MYSQL_DSN (set by "make demo-mysql"), and works in a database
-// of its own ("outbox_demo" by default), recreated on every run. It takes
-// Kafka from -brokers, or OUTBOX_KAFKA_BROKERS, or OUTBOX_DEMO_KAFKA_BROKERS
-// (the kfake broker "make demo-mysql" starts); with none, it starts an
-// in-process kfake cluster.
+// OUTBOX_TEST_MYSQL_DSN (set by "make demo-mysql"), and works in two
+// databases of its own, <database>_products and <database>_orders
+// ("outbox_demo" by default), recreated on every run. It takes Kafka from
+// -brokers, or OUTBOX_KAFKA_BROKERS, or OUTBOX_DEMO_KAFKA_BROKERS; with
+// none, it starts an in-process kfake cluster.
 package main
 
 import (
@@ -34,11 +36,11 @@ import (
 
 func main() {
 	dsn := flag.String("dsn", inventory.FirstEnv("OUTBOX_MYSQL_DSN", "OUTBOX_TEST_MYSQL_DSN"), "MySQL DSN (go-sql-driver format)")
-	database := flag.String("database", "outbox_demo", "database to (re)create and work in")
-	brokers := inventory.BrokersFlag()
+	database := flag.String("database", "outbox_demo", "prefix of the two databases to (re)create and work in")
+	o := inventory.Flags(flag.CommandLine)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := run(ctx, *dsn, *database, *brokers)
+	_, err := run(ctx, *dsn, *database, *o)
 	stop()
 	if err != nil {
 		slog.Error("example failed", "err", err)
@@ -48,36 +50,58 @@ func main() {
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
-func run(ctx context.Context, dsn, database, brokers string) error {
+func run(ctx context.Context, dsn, database string, o inventory.Options) (inventory.Result, error) {
 	if dsn == "" {
-		return fmt.Errorf("no database: pass -dsn or set OUTBOX_MYSQL_DSN (make demo-mysql does it for you)")
+		return inventory.Result{}, fmt.Errorf("no database: pass -dsn or set OUTBOX_MYSQL_DSN (make demo-mysql does it for you)")
 	}
 	if !ident.MatchString(database) {
-		return fmt.Errorf("-database %q is not a plain lower-case identifier", database)
+		return inventory.Result{}, fmt.Errorf("-database %q is not a plain lower-case identifier", database)
 	}
 	cfg, err := gomysql.ParseDSN(dsn)
 	if err != nil {
-		return fmt.Errorf("-dsn: %w", err)
+		return inventory.Result{}, fmt.Errorf("-dsn: %w", err)
 	}
 	cfg.ParseTime = true
 	cfg.DBName = ""
 	admin, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
-		return err
+		return inventory.Result{}, err
 	}
 	defer admin.Close()
-	for _, s := range []string{`DROP DATABASE IF EXISTS ` + database, `CREATE DATABASE ` + database} {
-		if _, err := admin.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("recreate database %s: %w", database, err)
+	open := func(name string) (*gorm.DB, error) {
+		for _, s := range []string{`DROP DATABASE IF EXISTS ` + name, `CREATE DATABASE ` + name} {
+			if _, err := admin.ExecContext(ctx, s); err != nil {
+				return nil, fmt.Errorf("recreate database %s: %w", name, err)
+			}
 		}
+		c := *cfg
+		c.DBName = name
+		// DisableWithReturning: MariaDB has RETURNING, MySQL 8 has not;
+		// the example behaves as on MySQL.
+		db, err := gorm.Open(mysql.New(mysql.Config{DSN: c.FormatDSN(), DisableWithReturning: true}),
+			&gorm.Config{Logger: logger.Discard})
+		if err != nil {
+			return nil, err
+		}
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.SetMaxIdleConns(32)
+		}
+		return db, nil
 	}
-	cfg.DBName = database
-	// DisableWithReturning: MariaDB has RETURNING, MySQL 8 has not; the
-	// example behaves as on MySQL.
-	db, err := gorm.Open(mysql.New(mysql.Config{DSN: cfg.FormatDSN(), DisableWithReturning: true}),
-		&gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		return err
+	if o.Products, err = open(database + "_products"); err != nil {
+		return inventory.Result{}, err
 	}
-	return inventory.Demo(ctx, db, inventory.Options{Title: "MySQL, database " + database, Brokers: brokers})
+	if o.Orders, err = open(database + "_orders"); err != nil {
+		return inventory.Result{}, err
+	}
+	defer closeDB(o.Products)
+	defer closeDB(o.Orders)
+	o.Title = fmt.Sprintf("MySQL (databases %s_products and %s_orders)", database, database)
+	return inventory.Sync(ctx, o)
+}
+
+func closeDB(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.Close()
+	}
 }

@@ -1,16 +1,19 @@
-// Command postgres is the inventory example on PostgreSQL, end to end: the
-// product service changes its stock through GORM and every change lands in
-// the outbox table in the same transaction; a relay, scheduled every
-// second, publishes the events to Kafka, where a consumer prints them; at
-// the end it checks that every committed change arrived, in order per key
-// (see inventory.Demo). It exits non-zero if anything is missing.
+// Command postgres is the inventory synchronisation on PostgreSQL, end to
+// end (see inventory.Sync): a product service changes its stock through
+// GORM from several goroutines, every change writes its event to the
+// outbox in the same transaction, and a cron-scheduled relay publishes
+// them to Kafka; an order service keeps its own copy of the inventory, fed
+// through the inbox, and answers each event through its own outbox; the
+// product service marks the events processed, or sends a FAILED one again.
+// It ends by checking that both inventory tables are equal, and exits
+// non-zero if they are not.
 //
-// It takes its database from -dsn, or OUTBOX_POSTGRES_URL, or
-// OUTBOX_TEST_POSTGRES_URL (set by "make demo"), and works in a schema of
-// its own ("outbox_demo" by default), recreated on every run. It takes
-// Kafka from -brokers, or OUTBOX_KAFKA_BROKERS, or OUTBOX_DEMO_KAFKA_BROKERS
-// (the kfake broker "make demo" starts); with none, it starts an in-process
-// kfake cluster.
+// It takes its server from -dsn, or OUTBOX_POSTGRES_URL, or
+// OUTBOX_TEST_POSTGRES_URL (set by "make demo"), and works in two schemas
+// of its own, <schema>_products and <schema>_orders ("outbox_demo" by
+// default), recreated on every run. It takes Kafka from -brokers, or
+// OUTBOX_KAFKA_BROKERS, or OUTBOX_DEMO_KAFKA_BROKERS (the kfake broker
+// "make demo" starts); with none, it starts an in-process kfake cluster.
 package main
 
 import (
@@ -34,11 +37,11 @@ import (
 
 func main() {
 	dsn := flag.String("dsn", inventory.FirstEnv("OUTBOX_POSTGRES_URL", "OUTBOX_TEST_POSTGRES_URL"), "PostgreSQL URL")
-	schema := flag.String("schema", "outbox_demo", "schema to (re)create and work in")
-	brokers := inventory.BrokersFlag()
+	schema := flag.String("schema", "outbox_demo", "prefix of the two schemas to (re)create and work in")
+	o := inventory.Flags(flag.CommandLine)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := run(ctx, *dsn, *schema, *brokers)
+	_, err := run(ctx, *dsn, *schema, *o)
 	stop()
 	if err != nil {
 		slog.Error("example failed", "err", err)
@@ -48,31 +51,54 @@ func main() {
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
-func run(ctx context.Context, dsn, schema, brokers string) error {
+func run(ctx context.Context, dsn, schema string, o inventory.Options) (inventory.Result, error) {
 	if dsn == "" {
-		return fmt.Errorf("no database: pass -dsn or set OUTBOX_POSTGRES_URL (make demo does it for you)")
+		return inventory.Result{}, fmt.Errorf("no database: pass -dsn or set OUTBOX_POSTGRES_URL (make demo does it for you)")
 	}
 	if !ident.MatchString(schema) {
-		return fmt.Errorf("-schema %q is not a plain lower-case identifier", schema)
+		return inventory.Result{}, fmt.Errorf("-schema %q is not a plain lower-case identifier", schema)
 	}
 	admin, err := sql.Open("pgx", dsn)
 	if err != nil {
-		return err
+		return inventory.Result{}, err
 	}
 	defer admin.Close()
-	if _, err := admin.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+schema+` CASCADE; CREATE SCHEMA `+schema); err != nil {
-		return fmt.Errorf("recreate schema %s: %w", schema, err)
+	open := func(s string) (*gorm.DB, error) {
+		if _, err := admin.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+s+` CASCADE; CREATE SCHEMA `+s); err != nil {
+			return nil, fmt.Errorf("recreate schema %s: %w", s, err)
+		}
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return nil, err
+		}
+		q := u.Query()
+		q.Set("search_path", s)
+		u.RawQuery = q.Encode()
+		db, err := gorm.Open(postgres.Open(u.String()), &gorm.Config{Logger: logger.Discard})
+		if err != nil {
+			return nil, err
+		}
+		// Keep connections open between transactions (database/sql keeps
+		// 2 by default; each new PostgreSQL connection is a process).
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.SetMaxIdleConns(32)
+		}
+		return db, nil
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return err
+	if o.Products, err = open(schema + "_products"); err != nil {
+		return inventory.Result{}, err
 	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	db, err := gorm.Open(postgres.Open(u.String()), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		return err
+	if o.Orders, err = open(schema + "_orders"); err != nil {
+		return inventory.Result{}, err
 	}
-	return inventory.Demo(ctx, db, inventory.Options{Title: "PostgreSQL, schema " + schema, Brokers: brokers})
+	defer closeDB(o.Products)
+	defer closeDB(o.Orders)
+	o.Title = fmt.Sprintf("PostgreSQL (schemas %s_products and %s_orders)", schema, schema)
+	return inventory.Sync(ctx, o)
+}
+
+func closeDB(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.Close()
+	}
 }

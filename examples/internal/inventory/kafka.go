@@ -7,16 +7,21 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-// Topics are the topics the example's events go to: Item's outbox tag
-// names "inventory", Reserve publishes to "orders".
-var Topics = []string{"inventory", "orders"}
+// Topics of the example: Item's outbox tag names "inventory" for the
+// stock events and "inventory-acks" for the order service's answers.
+var Topics = []string{TopicInventory, TopicAcks}
+
+// The topics.
+const (
+	TopicInventory = "inventory"
+	TopicAcks      = "inventory-acks"
+)
 
 // Partitions is the partition count of the topics the demo creates. A topic
 // that already exists keeps its own.
@@ -177,63 +182,33 @@ func (k *kafkaEnv) endOffsets(ctx context.Context, parts map[string][]int) ([]pa
 	return out, nil
 }
 
-// consumer reads partitions with one kafka-go Reader each, from an explicit
-// offset (no consumer group: nothing is committed, and kfake's group
-// support is not needed).
-type consumer struct {
-	cancel  context.CancelFunc
-	readers []*kafkago.Reader
-	wg      sync.WaitGroup
-	once    sync.Once
-}
-
-// consume starts reading each partition of starts from its offset and calls
-// handle with every message, from one goroutine per partition (so in offset
-// order within a partition).
-func (k *kafkaEnv) consume(ctx context.Context, starts []partitionOffset, handle func(kafkago.Message)) (*consumer, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &consumer{cancel: cancel}
-	errLog := kafkago.LoggerFunc(func(msg string, args ...any) {
-		k.log.Warn("consumer: " + fmt.Sprintf(msg, args...))
-	})
-	for _, s := range starts {
-		r := kafkago.NewReader(kafkago.ReaderConfig{
-			Brokers:     k.addrs,
-			Topic:       s.topic,
-			Partition:   s.partition,
-			MaxWait:     250 * time.Millisecond,
-			ErrorLogger: errLog,
-		})
-		if err := r.SetOffset(s.offset); err != nil {
-			r.Close()
-			c.Close()
-			return nil, fmt.Errorf("consumer: %s/%d: %w", s.topic, s.partition, err)
-		}
-		c.readers = append(c.readers, r)
-		c.wg.Go(func() {
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					return // cancelled or closed
-				}
-				handle(m)
-			}
-		})
+// seekGroupToEnd commits, for group (which has no member yet), the current
+// end of every partition of topics: the group then reads only what is
+// written from now on, whatever earlier runs left on a shared cluster,
+// and misses nothing written before its consumers join.
+func (k *kafkaEnv) seekGroupToEnd(ctx context.Context, group string, parts map[string][]int, topics ...string) error {
+	ends, err := k.endOffsets(ctx, parts)
+	if err != nil {
+		return err
 	}
-	return c, nil
-}
-
-// Close stops the readers and waits for their goroutines. It is idempotent.
-func (c *consumer) Close() {
-	c.once.Do(func() {
-		c.cancel()
-		c.wg.Wait()
-		// A Reader's Close waits for its fetch in flight (up to MaxWait):
-		// close them all at once.
-		var wg sync.WaitGroup
-		for _, r := range c.readers {
-			wg.Go(func() { _ = r.Close() })
+	req := &kafkago.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafkago.OffsetCommit{}}
+	for _, e := range ends {
+		if slices.Contains(topics, e.topic) {
+			req.Topics[e.topic] = append(req.Topics[e.topic], kafkago.OffsetCommit{Partition: e.partition, Offset: e.offset})
 		}
-		wg.Wait()
-	})
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := k.client.OffsetCommit(ctx, req)
+	if err != nil {
+		return fmt.Errorf("set the start offsets of group %s: %w", group, err)
+	}
+	for t, ps := range res.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				return fmt.Errorf("set the start offset of group %s on %s/%d: %w", group, t, p.Partition, p.Error)
+			}
+		}
+	}
+	return nil
 }

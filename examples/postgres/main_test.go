@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/go-outbox/outbox/examples/internal/inventory"
+	"github.com/go-outbox/outbox/internal/testenv"
+)
+
+// The example, in a short mode, on the test server: both inventory tables
+// end equal and every answer arrived.
+func TestSync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	dsn := testenv.PostgresURL(t)
+	schema := fmt.Sprintf("t_demo_%x", rand.Uint32())
+	t.Cleanup(func() {
+		if admin, err := sql.Open("pgx", dsn); err == nil {
+			_, _ = admin.Exec(`DROP SCHEMA IF EXISTS ` + schema + `_products CASCADE; DROP SCHEMA IF EXISTS ` + schema + `_orders CASCADE`)
+			admin.Close()
+		}
+	})
+	res, err := run(context.Background(), dsn, schema, inventory.ShortOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inventory.CheckResult(t, res)
+}
