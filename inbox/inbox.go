@@ -238,6 +238,7 @@ type Consumer struct {
 	running atomic.Bool
 	stats   struct {
 		handled, duplicates, retries, parked, batches, commitErrors atomic.Int64
+		inTx, inCommit                                              atomic.Int64 // nanoseconds
 	}
 }
 
@@ -289,17 +290,24 @@ type Stats struct {
 	// CommitErrors: offset commits that failed (the messages come again
 	// and are skipped as duplicates).
 	CommitErrors int64
+	// InTx is the time spent in batch transactions (handlers included),
+	// InOffsetCommit the time spent committing offsets: with the time Run
+	// has been running, they tell whether the database, the broker or the
+	// wait for messages bounds the throughput.
+	InTx, InOffsetCommit time.Duration
 }
 
 // Stats returns the counters.
 func (c *Consumer) Stats() Stats {
 	return Stats{
-		Handled:      c.stats.handled.Load(),
-		Duplicates:   c.stats.duplicates.Load(),
-		Retries:      c.stats.retries.Load(),
-		Parked:       c.stats.parked.Load(),
-		Batches:      c.stats.batches.Load(),
-		CommitErrors: c.stats.commitErrors.Load(),
+		Handled:        c.stats.handled.Load(),
+		Duplicates:     c.stats.duplicates.Load(),
+		Retries:        c.stats.retries.Load(),
+		Parked:         c.stats.parked.Load(),
+		Batches:        c.stats.batches.Load(),
+		CommitErrors:   c.stats.commitErrors.Load(),
+		InTx:           time.Duration(c.stats.inTx.Load()),
+		InOffsetCommit: time.Duration(c.stats.inCommit.Load()),
 	}
 }
 
@@ -553,7 +561,10 @@ func (r *run) step(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	if err := r.handle(ctx, batch); err != nil {
+	t0 := time.Now()
+	err := r.handle(ctx, batch)
+	c.stats.inTx.Add(int64(time.Since(t0)))
+	if err != nil {
 		r.dbFailed(err)
 		return nil
 	}
@@ -592,6 +603,7 @@ const commitTimeout = 10 * time.Second
 func (r *run) commit(ctx context.Context, ms ...kafkago.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	defer cancel()
+	defer func(t0 time.Time) { r.c.stats.inCommit.Add(int64(time.Since(t0))) }(time.Now())
 	return r.reader.CommitMessages(ctx, ms...)
 }
 
