@@ -653,7 +653,7 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 	}
 	var handled, dups int64
 	var retries int64
-	sp := &savepointPool{tx: pool}
+	sp := &savepointPool{tx: pool, fold: c.st.pg}
 	htx := tx.Session(&gorm.Session{NewDB: true, Context: ctx})
 	htx.Statement.ConnPool = sp
 	owner := map[string]*Message{} // the message that claimed each fresh id
