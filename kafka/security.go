@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
@@ -281,4 +282,17 @@ func compression(c kafkago.Compression) string {
 		return "none"
 	}
 	return c.String()
+}
+
+// Dialer returns a kafka-go Dialer with c's TLS, SASL and ClientID, for
+// kafka-go readers (inbox.Config.Dialer) that must reach the same cluster
+// as the Publisher. A bad SASL setting is an ErrInvalidConfig. Fields of
+// c that only concern producing are ignored.
+func (c Config) Dialer() (*kafkago.Dialer, error) {
+	mech, err := c.SASL.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	d := &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, ClientID: c.ClientID, TLS: c.TLS, SASLMechanism: mech}
+	return d, nil
 }

@@ -376,3 +376,35 @@ func TestConfigDoesNotPrintThePassword(t *testing.T) {
 		}
 	}
 }
+
+// Config.Dialer reaches a SASL cluster with the publisher's credentials: a
+// kafka-go reader (as the inbox uses) reads back what was published.
+func TestDialerSASL(t *testing.T) {
+	mech := kafka.SASLScramSHA256
+	topic := "dialer"
+	creds := kafka.SASL{Mechanism: mech, Username: "outbox", Password: "pw-dialer"}
+	brokers := cluster(t, kfake.EnableSASL(), kfake.Superuser(mech, creds.Username, creds.Password),
+		kfake.SeedTopics(1, topic))
+	cfg := kafka.Config{Brokers: brokers, SASL: creds, ClientID: "outbox-test"}
+	if err := newPub(t, cfg).Publish(context.Background(), []gormoutbox.Message{msg(topic, "k", "v1"), msg(topic, "k", "v2")}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	d, err := cfg.Dialer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, Dialer: d, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, want := range []string{"v1", "v2"} {
+		m, err := r.ReadMessage(ctx)
+		if err != nil || string(m.Value) != want {
+			t.Fatalf("read %q, %v; want %q", m.Value, err, want)
+		}
+	}
+	bad := kafka.Config{SASL: kafka.SASL{Mechanism: mech, Username: "outbox"}}
+	if _, err := bad.Dialer(); !errors.Is(err, kafka.ErrInvalidConfig) {
+		t.Errorf("Dialer without a password: %v, want ErrInvalidConfig", err)
+	}
+}

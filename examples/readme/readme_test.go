@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,8 +20,10 @@ import (
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 
+	"github.com/go-outbox/outbox/ack"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/hooks"
+	"github.com/go-outbox/outbox/inbox"
 	outboxkafka "github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
 )
@@ -124,6 +127,81 @@ func service(ctx context.Context, db *gorm.DB, brokers []string) error {
 	// readme:end
 }
 
+// Step 4: the consuming service.
+
+// StockCopy is the consuming service's copy of the stock.
+type StockCopy struct {
+	SKU      string `gorm:"primaryKey;size:64"`
+	Quantity int
+}
+
+func consume(ctx context.Context, db *gorm.DB, brokers []string) error {
+	// readme:begin
+	c, err := inbox.New(db, func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+		var item Inventory
+		if err := json.Unmarshal(m.Value, &item); err != nil {
+			return err // retried with backoff, then parked as a dead letter: never dropped
+		}
+		return tx.Save(&StockCopy{SKU: item.SKU, Quantity: item.Quantity}).Error
+	}, inbox.Config{Brokers: brokers, GroupID: "orders", Topics: []string{"inventory"}})
+	if err != nil {
+		return err
+	}
+	if err := c.Migrate(ctx); err != nil { // the inbox table; idempotent
+		return err
+	}
+	return c.Run(ctx) // until ctx ends; the batch in flight is committed first
+	// readme:end
+}
+
+// Step 5: acknowledgements.
+
+// readme:begin
+// Order asks its consumers to answer each event, on the topic orders-acks.
+type Order struct {
+	gormoutbox.Source `outbox:"topic:orders;ack:orders-acks"`
+	ID                uint `gorm:"primaryKey"`
+	Status            string
+}
+
+// readme:end
+
+func fulfil(tx *gorm.DB, m *inbox.Message) error {
+	return tx.Exec("SELECT 1").Error
+}
+
+func answering() inbox.Handler {
+	// readme:begin
+	handler := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+		err := tx.Transaction(func(tx *gorm.DB) error { return fulfil(tx, m) }) // undone alone if it fails
+		if err != nil {
+			return ack.Reply(tx, m, gormoutbox.AckFailed, err.Error()) // the producer sends it again, up to a limit
+		}
+		return ack.Reply(tx, m, gormoutbox.AckSuccess, "")
+	}
+	// readme:end
+	return handler
+}
+
+func tracking(ctx context.Context, db *gorm.DB, brokers []string) error {
+	// readme:begin
+	tracker := ack.NewTracker(ack.Config{
+		MaxAttempts: 3,                                             // process attempts; then the row is failed
+		Hooks:       []gormoutbox.Hook{hooks.Slog(slog.Default())}, // logs "notify the team" at error level
+	})
+	answers, err := inbox.New(db, tracker.Handle,
+		inbox.Config{Brokers: brokers, GroupID: "products-acks", Topics: []string{"orders-acks"}})
+	if err != nil {
+		return err
+	}
+	if err := answers.Migrate(ctx); err != nil {
+		return err
+	}
+	go func() { _ = answers.Run(ctx) }()
+	// readme:end
+	return nil
+}
+
 // Secure clusters.
 func secureConfig(pool *x509.CertPool) outboxkafka.Config {
 	// readme:begin
@@ -225,4 +303,18 @@ func Example_observe() {
 		return
 	}
 	defer h.Close()
+}
+
+// Example_consume is steps 4 and 5; compiled, not run.
+func Example_consume() {
+	ctx := context.Background()
+	var db *gorm.DB // the consuming service's database
+	if db == nil {
+		return
+	}
+	brokers := []string{"kafka:9092"}
+	_ = db.AutoMigrate(&StockCopy{}, &Order{})
+	_ = tracking(ctx, db, brokers)
+	_, _ = inbox.New(db, answering(), inbox.Config{Brokers: brokers, GroupID: "fulfilment", Topics: []string{"orders"}})
+	_ = consume(ctx, db, brokers)
 }

@@ -107,6 +107,35 @@ func TestREADMEService(t *testing.T) {
 				t.Errorf("orders topic: key %q type %q", k, typ)
 			}
 
+			// Step 4: the consuming service's inbox fills its copy, once
+			// per event.
+			if err := db.AutoMigrate(&StockCopy{}); err != nil {
+				t.Fatal(err)
+			}
+			cctx, ccancel := context.WithCancel(context.Background())
+			cdone := make(chan error, 1)
+			go func() { cdone <- consume(cctx, db, brokers) }()
+			copyOf := func(sku string) (int, bool) {
+				var c StockCopy
+				err := db.Where("sku = ?", sku).Take(&c).Error
+				return c.Quantity, err == nil
+			}
+			waitFor(t, "the copy", func() bool {
+				var n int
+				_ = sqlDB.QueryRow("SELECT count(*) FROM inbox").Scan(&n)
+				return n == 5
+			})
+			ccancel()
+			if err := <-cdone; err != nil {
+				t.Fatalf("consume: %v", err)
+			}
+			if q, ok := copyOf("apple"); !ok || q != 10 {
+				t.Errorf("copy of apple: %d, %v; want 10", q, ok)
+			}
+			if q, ok := copyOf("pear"); !ok || q != 0 {
+				t.Errorf("copy of pear: %d, %v; want 0 (its last event)", q, ok)
+			}
+
 			// The hooks of "Operating it", on the same table.
 			h, err := observe(db, noPublisher{})
 			if err != nil {
