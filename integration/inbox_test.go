@@ -606,3 +606,39 @@ func TestInboxConfigErrors(t *testing.T) {
 		t.Errorf("nil handler: %v", err)
 	}
 }
+
+// Stopping a consumer while a batch is in flight finishes that batch (its
+// transaction and offsets): the next consumer of the group skips nothing
+// as a duplicate and handles the rest.
+func TestInboxGracefulStop(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnv(t, d, 2)
+		want := produceInbox(t, e.brokers, e.topic, 300, 10)
+		inFlight := make(chan struct{})
+		var once sync.Once
+		slow := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			once.Do(func() { close(inFlight) })
+			time.Sleep(2 * time.Millisecond)
+			return applyHandler(ctx, tx, m)
+		}
+		c1 := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 50 })
+		stop1 := start(t, c1)
+		<-inFlight
+		stop1() // fails the test if Run returns an error or hangs
+		s1 := c1.Stats()
+		if s1.Handled == 0 || s1.Handled >= int64(len(want)) {
+			t.Fatalf("first consumer handled %d of %d; want it stopped part way", s1.Handled, len(want))
+		}
+		if n := len(appliedRows(t, e.db)); int64(n) != s1.Handled {
+			t.Errorf("%d rows applied, the consumer reports %d handled", n, s1.Handled)
+		}
+		c2 := e.consumer(t, applyHandler, nil)
+		stop2 := start(t, c2)
+		waitFor(t, 30*time.Second, "the rest", func() bool { return c2.Stats().Handled >= int64(len(want))-s1.Handled })
+		stop2()
+		if s2 := c2.Stats(); s2.Duplicates != 0 || s1.Handled+s2.Handled != int64(len(want)) {
+			t.Errorf("second consumer %+v after the first handled %d: want the rest, no duplicates", s2, s1.Handled)
+		}
+		checkApplied(t, e.db, want)
+	})
+}

@@ -573,3 +573,57 @@ func TestGuessDriver(t *testing.T) {
 		t.Errorf("scrubbed: %q", s)
 	}
 }
+
+// status shows every row state: awaiting an answer and failed by default,
+// published and processed with -all.
+func TestStatusAckStates(t *testing.T) {
+	forDialects(t, func(t *testing.T, o *outbox) {
+		o.migrate(t)
+		evs := make([]gormoutbox.Event, 5)
+		for i := range evs {
+			evs[i] = gormoutbox.Event{Topic: "stock", Key: fmt.Sprint("k", i), Type: "StockChanged", Payload: i, AckTopic: "stock-acks"}
+		}
+		if err := o.db.Transaction(func(tx *gorm.DB) error { return gormoutbox.Publish(tx, evs...) }); err != nil {
+			t.Fatal(err)
+		}
+		plain := o.write(t, "plain", 2)
+		now := time.Now().UTC()
+		// stock: 1 pending, 2 awaiting, 1 processed, 1 failed; plain: 2 published.
+		o.exec(t, `UPDATE outbox SET published_at = ? WHERE topic = 'stock' AND msg_key <> ?`, now, []byte("k0"))
+		o.exec(t, `UPDATE outbox SET processed_at = ? WHERE topic = 'stock' AND msg_key = ?`, now, []byte("k3"))
+		o.exec(t, `UPDATE outbox SET failed_at = ? WHERE topic = 'stock' AND msg_key = ?`, now, []byte("k4"))
+		o.exec(t, `UPDATE outbox SET published_at = ? WHERE id IN (?, ?)`, now, plain[0], plain[1])
+
+		rep := decode[statusReport](t, o.mustCtl(t, 0, "status", "-json"))
+		if rep.Pending != 1 || rep.AwaitingAck != 2 || rep.Failed != 1 || rep.Dead != 0 {
+			t.Errorf("status %+v: want 1 pending, 2 awaiting ack, 1 failed", rep)
+		}
+		want := []topicCount{{Topic: "stock", Pending: 1, AwaitingAck: 2, Failed: 1}}
+		if !slices.Equal(rep.Topics, want) {
+			t.Errorf("topics %+v, want %+v (published rows that wait for nothing are not read)", rep.Topics, want)
+		}
+		rep = decode[statusReport](t, o.mustCtl(t, 0, "status", "-json", "-all"))
+		got := map[string]string{}
+		for _, tc := range rep.Topics {
+			got[tc.Topic] = fmt.Sprintf("%d/%d/%d/%d/%d/%d", tc.Pending, tc.AwaitingAck, tc.Failed, tc.Dead, deref64(tc.Published), deref64(tc.Processed))
+		}
+		if got["stock"] != "1/2/1/0/0/1" || got["plain"] != "0/0/0/0/2/0" {
+			t.Errorf("status -all: %v; want stock 1/2/1/0/0/1 and plain 0/0/0/0/2/0 (pending/awaiting/failed/dead/published/processed)", got)
+		}
+		r := o.mustCtl(t, 0, "status", "-all")
+		for _, re := range []string{`(?m)^awaiting ack:\s+2$`, `(?m)^failed:\s+1$`,
+			`(?m)^TOPIC\s+PENDING\s+AWAITING_ACK\s+FAILED\s+DEAD\s+PUBLISHED\s+PROCESSED$`,
+			`(?m)^stock\s+1\s+2\s+1\s+0\s+0\s+1$`, `(?m)^plain\s+0\s+0\s+0\s+0\s+2\s+0$`} {
+			if !regexp.MustCompile(re).MatchString(r.stdout) {
+				t.Errorf("status -all output does not match %s:\n%s", re, r.stdout)
+			}
+		}
+	})
+}
+
+func deref64(p *int64) int64 {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
