@@ -634,7 +634,7 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 			}
 		}
 	}()
-	pool := tx.Statement.ConnPool
+	pool := rawTx(tx.Statement.ConnPool) // the inbox's own statements are not prepared
 	// Distinct ids: a message whose id came earlier in the batch is a
 	// duplicate (a producer retry can put both in one batch).
 	var ms []*Message
@@ -653,7 +653,7 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 	}
 	var handled, dups int64
 	var retries int64
-	sp := &savepointPool{tx: pool, fold: c.st.pg}
+	sp := newSavepointPool(tx.Statement.ConnPool, c.st.pg)
 	htx := tx.Session(&gorm.Session{NewDB: true, Context: ctx})
 	htx.Statement.ConnPool = sp
 	owner := map[string]*Message{} // the message that claimed each fresh id
@@ -815,11 +815,11 @@ func (c *Consumer) Replay(ctx context.Context, eventIDs ...string) (int, error) 
 		}
 		var sp *savepointPool
 		err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			ok, err := c.st.revive(ctx, tx.Statement.ConnPool, c.cfg.GroupID, id, c.cfg.Now().UTC())
+			ok, err := c.st.revive(ctx, rawTx(tx.Statement.ConnPool), c.cfg.GroupID, id, c.cfg.Now().UTC())
 			if err != nil || !ok {
 				return err
 			}
-			sp = &savepointPool{tx: tx.Statement.ConnPool}
+			sp = newSavepointPool(tx.Statement.ConnPool, false)
 			htx := tx.Session(&gorm.Session{NewDB: true, Context: ctx})
 			htx.Statement.ConnPool = sp
 			if err := c.call(ctx, htx, m); err != nil {

@@ -24,7 +24,10 @@ const savepointName = "inbox_msg"
 // transaction: GORM opens none of its own, nested db.Transaction calls
 // become savepoints, and gormoutbox.Publish writes into it.
 type savepointPool struct {
-	tx   gorm.ConnPool
+	tx gorm.ConnPool
+	// raw is tx without GORM's prepared-statement wrapper: savepoint
+	// commands (a multi-statement text on PostgreSQL) are not prepared.
+	raw  gorm.ConnPool
 	made bool
 	// fold defers the RELEASE of a kept message's savepoint to the next
 	// SAVEPOINT, sent together as one statement text (PostgreSQL runs
@@ -42,6 +45,19 @@ var (
 	_ gorm.TxCommitter = (*savepointPool)(nil)
 )
 
+// newSavepointPool wraps the connection pool of a transaction.
+func newSavepointPool(tx gorm.ConnPool, fold bool) *savepointPool {
+	return &savepointPool{tx: tx, raw: rawTx(tx), fold: fold}
+}
+
+// rawTx unwraps GORM's prepared-statement transaction.
+func rawTx(pool gorm.ConnPool) gorm.ConnPool {
+	if p, ok := pool.(*gorm.PreparedStmtTX); ok && p.Tx != nil {
+		return p.Tx
+	}
+	return pool
+}
+
 func (p *savepointPool) ensure(ctx context.Context) error {
 	if p.made {
 		return nil
@@ -50,7 +66,7 @@ func (p *savepointPool) ensure(ctx context.Context) error {
 	if p.releasePending {
 		stmt = "RELEASE SAVEPOINT " + savepointName + "; " + stmt
 	}
-	if _, err := p.tx.ExecContext(ctx, stmt); err != nil {
+	if _, err := p.raw.ExecContext(ctx, stmt); err != nil {
 		return err
 	}
 	p.made, p.releasePending = true, false
@@ -96,14 +112,14 @@ func (p *savepointPool) undo(ctx context.Context) error {
 		return nil
 	}
 	p.made = false
-	if _, err := p.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
+	if _, err := p.raw.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
 		return err
 	}
 	if p.fold {
 		p.releasePending = true
 		return nil
 	}
-	_, err := p.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
+	_, err := p.raw.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
 	return err
 }
 
@@ -119,7 +135,7 @@ func (p *savepointPool) keep(ctx context.Context) error {
 		p.releasePending = true
 		return nil
 	}
-	_, err := p.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
+	_, err := p.raw.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
 	return err
 }
 

@@ -95,8 +95,12 @@ type inboxEnv struct {
 }
 
 func newInboxEnv(t *testing.T, d testenv.Dialect, partitions int) *inboxEnv {
+	return newInboxEnvWith(t, d, nil, partitions)
+}
+
+func newInboxEnvWith(t *testing.T, d testenv.Dialect, gcfg *gorm.Config, partitions int) *inboxEnv {
 	t.Helper()
-	db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
+	db, _ := setup(t, d, gcfg, gormoutbox.Config{}, &applied{})
 	brokers, _ := testenv.Kafka(t, partitions)
 	topic := testenv.TopicName("inbox")
 	testenv.CreateTopic(t, brokers, topic, partitions)
@@ -640,5 +644,33 @@ func TestInboxGracefulStop(t *testing.T) {
 			t.Errorf("second consumer %+v after the first handled %d: want the rest, no duplicates", s2, s1.Handled)
 		}
 		checkApplied(t, e.db, want)
+	})
+}
+
+// With GORM's PrepareStmt the handlers' statements are prepared; the
+// inbox's own (savepoints, records) are not, and failures are still undone
+// alone.
+func TestInboxPrepareStmt(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnvWith(t, d, &gorm.Config{PrepareStmt: true}, 2)
+		want := produceInbox(t, e.brokers, e.topic, 120, 6)
+		var failed atomic.Bool
+		h := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			if err := applyHandler(ctx, tx, m); err != nil {
+				return err
+			}
+			if m.EventID == want[30].EventID && failed.CompareAndSwap(false, true) {
+				return errors.New("once")
+			}
+			return nil
+		}
+		c := e.consumer(t, h, nil)
+		stop := start(t, c)
+		waitFor(t, 30*time.Second, "all messages", func() bool { return c.Stats().Handled >= int64(len(want)) })
+		stop()
+		checkApplied(t, e.db, want)
+		if s := c.Stats(); s.Retries != 1 {
+			t.Errorf("stats %+v: want 1 retry", s)
+		}
 	})
 }

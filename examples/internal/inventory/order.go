@@ -32,20 +32,22 @@ func (Copy) TableName() string { return "inventory" }
 
 // orderService applies inventory events to the copy and answers each.
 type orderService struct {
-	// failPercent of the events (chosen by a hash of the event id and
+	// failPercent of the events (chosen by a hash of the change and the
 	// seed) fail on their first process attempt.
 	failPercent int
 	seed        uint64
 }
 
-// failsOnce reports whether the event with this id is one that fails on
-// its first attempt.
-func (o *orderService) failsOnce(eventID string) bool {
+// failsOnce reports whether the event of this change (an SKU at a version,
+// created, updated or deleted) is one that fails on its first attempt:
+// a hash of the change and the seed, so the same seed picks the same
+// changes.
+func (o *orderService) failsOnce(it Item, typ string) bool {
 	if o.failPercent <= 0 {
 		return false
 	}
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%d/%s", o.seed, eventID)
+	fmt.Fprintf(h, "%d/%s/%d/%s", o.seed, it.SKU, it.Version, typ)
 	return h.Sum64()%100 < uint64(o.failPercent)
 }
 
@@ -53,8 +55,9 @@ func (o *orderService) failsOnce(eventID string) bool {
 // answers FAILED, in the inbox's transaction; the answer goes out through
 // the order service's own outbox.
 func (o *orderService) handle(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
-	id := m.Header(gormoutbox.HeaderEventID)
-	if m.Header(gormoutbox.HeaderProcessAttempt) == "1" && o.failsOnce(id) {
+	var it Item
+	if err := json.Unmarshal(m.Value, &it); err == nil && m.Header(gormoutbox.HeaderProcessAttempt) == "1" &&
+		o.failsOnce(it, m.Header(gormoutbox.HeaderEventType)) {
 		return ack.Reply(tx, m, gormoutbox.AckFailed, "simulated failure (the order service's warehouse was busy)")
 	}
 	if err := tx.Transaction(func(tx *gorm.DB) error { return apply(tx, m) }); err != nil {

@@ -39,7 +39,8 @@ type Options struct {
 	// Writers how many goroutines make them. Defaults 2000 and 8.
 	Changes, Writers int
 	// FailPercent of the events fail once on the order side (chosen by a
-	// hash of the event id and Seed), so that the FAILED path runs.
+	// hash of the change — SKU, version, event type — and Seed), so that
+	// the FAILED path runs.
 	// Default 5; negative: none.
 	FailPercent int
 	// Seed makes the random changes and the failures repeatable. Default 1.
