@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -155,6 +156,63 @@ func TestOTelHook(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("no message carries the writer's traceparent")
+		}
+	})
+}
+
+// The acknowledgement metrics: outbox.awaiting_ack and outbox.failed read
+// from the table, outbox.acks counted by the hook.
+func TestOTelAckMetrics(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, _ := kfakeOnly(t, 1)
+		topic := testenv.TopicName("otel-ack")
+		testenv.CreateTopic(t, brokers, topic, 1)
+		var ids []string
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			for i := 0; i < 3; i++ {
+				id := testEventID()
+				ids = append(ids, id)
+				if err := gormoutbox.Publish(tx, gormoutbox.Event{ID: id, Topic: topic, Key: fmt.Sprint(i), Type: "T", Payload: i, AckTopic: topic + "-acks"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		reader := sdkmetric.NewManualReader()
+		h, err := hooks.NewOTel(hooks.OTelConfig{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
+		if err := h.Observe(r); err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		drainUntilEmpty(t, r, 30*time.Second)
+		for i, st := range []gormoutbox.AckStatus{gormoutbox.AckSuccess, gormoutbox.AckFailed} {
+			if err := db.Transaction(func(tx *gorm.DB) error {
+				res, err := gormoutbox.Acknowledge(tx, gormoutbox.Ack{EventID: ids[i], Status: st, Attempt: 1}, 1)
+				if err == nil {
+					h.OnAck(ctx, res)
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		s := sums(rm)
+		for name, want := range map[string]int64{"outbox.awaiting_ack": 1, "outbox.failed": 1, "outbox.acks": 2, "outbox.pending": 0} {
+			if s[name][topic] != want {
+				t.Errorf("%s{%s} = %d, want %d", name, topic, s[name][topic], want)
+			}
 		}
 	})
 }
