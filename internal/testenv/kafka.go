@@ -151,3 +151,51 @@ func NewKafka(partitions int) ([]string, func(), error) {
 	}
 	return c.ListenAddrs(), c.Close, nil
 }
+
+// SeekGroupToEnd commits, for group (which must have no member), the
+// current end of every partition of topics, so that the group reads only
+// what is written from now on: on a shared cluster, topics with fixed
+// names (a model's tag) may hold messages of earlier runs.
+func SeekGroupToEnd(t testing.TB, brokers []string, group string, topics ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 20 * time.Second}
+	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		t.Fatalf("testenv: metadata of %v: %v", topics, err)
+	}
+	lreq := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for _, tp := range meta.Topics {
+		if tp.Error != nil {
+			t.Fatalf("testenv: metadata of %s: %v", tp.Name, tp.Error)
+		}
+		for _, p := range tp.Partitions {
+			lreq.Topics[tp.Name] = append(lreq.Topics[tp.Name], kafka.LastOffsetOf(p.ID))
+		}
+	}
+	lres, err := c.ListOffsets(ctx, lreq)
+	if err != nil {
+		t.Fatalf("testenv: list offsets of %v: %v", topics, err)
+	}
+	creq := &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{}}
+	for topic, ps := range lres.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				t.Fatalf("testenv: list offsets of %s/%d: %v", topic, p.Partition, p.Error)
+			}
+			creq.Topics[topic] = append(creq.Topics[topic], kafka.OffsetCommit{Partition: p.Partition, Offset: p.LastOffset})
+		}
+	}
+	cres, err := c.OffsetCommit(ctx, creq)
+	if err != nil {
+		t.Fatalf("testenv: commit offsets of %s: %v", group, err)
+	}
+	for topic, ps := range cres.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				t.Fatalf("testenv: commit offset of %s on %s/%d: %v", group, topic, p.Partition, p.Error)
+			}
+		}
+	}
+}
