@@ -838,8 +838,10 @@ func (c *Consumer) Replay(ctx context.Context, eventIDs ...string) (int, error) 
 	return n, nil
 }
 
-// Cleanup deletes up to limit records of messages handled before before.
-// Keep them longer than a message can be redelivered (the topic's
+// Cleanup deletes the records of messages handled before before, limit
+// rows per statement (default 1,000) so that no statement holds locks for
+// long, until none is left or ctx ends; it returns how many it deleted.
+// Keep records longer than a message can be redelivered (the topic's
 // retention, or how far back offsets may be reset): a message whose record
 // is gone is handled again. Parked messages are kept.
 func (c *Consumer) Cleanup(ctx context.Context, before time.Time, limit int) (int64, error) {
@@ -850,9 +852,16 @@ func (c *Consumer) Cleanup(ctx context.Context, before time.Time, limit int) (in
 	if err != nil {
 		return 0, err
 	}
-	n, err := c.st.cleanup(ctx, sqlDB, before.UTC(), limit)
-	if err != nil {
-		return n, fmt.Errorf("inbox: cleanup: %w", err)
+	var total int64
+	for ctx.Err() == nil {
+		n, err := c.st.cleanup(ctx, sqlDB, before.UTC(), limit)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("inbox: cleanup: %w", err)
+		}
+		if n < int64(limit) {
+			break
+		}
 	}
-	return n, nil
+	return total, ctx.Err()
 }

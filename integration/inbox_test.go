@@ -358,6 +358,15 @@ func TestInboxParksAndReplays(t *testing.T) {
 			t.Errorf("dead letter value %s, want %+v", dead[0].Value, bad)
 		}
 
+		// Cleanup deletes the records of handled messages, in batches,
+		// and keeps the parked one.
+		if n, err := c.Cleanup(context.Background(), time.Now().Add(time.Hour), 7); err != nil || n != int64(len(want)-1) {
+			t.Errorf("Cleanup: %d, %v; want %d records deleted", n, err, len(want)-1)
+		}
+		if n := inboxCount(t, e.db, "done"); n != 0 {
+			t.Errorf("%d done records after Cleanup, want 0", n)
+		}
+
 		// Still broken: Replay fails and keeps it.
 		if _, err := c.Replay(context.Background(), bad.EventID); err == nil {
 			t.Error("Replay of a message whose handler fails: no error")
