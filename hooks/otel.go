@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/inbox"
 )
 
 // ScopeName is the instrumentation scope of the OpenTelemetry hook's meter
@@ -48,6 +49,8 @@ type OTelConfig struct {
 //   - as a gormoutbox.AckHook (ack.Config.Hooks), outbox.acks: answers
 //     applied, with attribute "outcome" (processed, resent, gave_up,
 //     ignored);
+//   - with ObserveInbox, an inbox consumer's counters (inbox.handled,
+//     inbox.duplicates, inbox.retries, inbox.parked) by consumer group;
 //
 // all with the topic as attribute "messaging.destination.name". Each
 // message gets a producer span "publish <topic>", linked to the span that
@@ -146,6 +149,45 @@ func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 		}
 		return nil
 	}, pending, deadRows, awaiting, failed, oldest)
+	if err != nil {
+		return err
+	}
+	h.registrationsMu.Lock()
+	h.registrations = append(h.registrations, reg)
+	h.registrationsMu.Unlock()
+	return nil
+}
+
+// ObserveInbox reports the counters of an inbox consumer at each metric
+// collection, with the attribute "messaging.consumer.group.name":
+// inbox.handled (messages whose handler committed), inbox.duplicates
+// (redeliveries skipped), inbox.retries (handler failures tried again),
+// inbox.parked (messages parked as dead letters: alert on any). Call it
+// once per consumer.
+func (h *OTel) ObserveInbox(c *inbox.Consumer) error {
+	names := []struct{ name, desc string }{
+		{"inbox.handled", "Messages whose handler's transaction committed."},
+		{"inbox.duplicates", "Redelivered messages skipped."},
+		{"inbox.retries", "Handler failures that were tried again."},
+		{"inbox.parked", "Messages parked as dead letters after repeated handler failures."},
+	}
+	insts := make([]metric.Int64ObservableCounter, len(names))
+	obs := make([]metric.Observable, len(names))
+	for i, n := range names {
+		ctr, err := h.meter.Int64ObservableCounter(n.name, metric.WithDescription(n.desc), metric.WithUnit("{message}"))
+		if err != nil {
+			return err
+		}
+		insts[i], obs[i] = ctr, ctr
+	}
+	attrs := metric.WithAttributes(attribute.String("messaging.consumer.group.name", c.GroupID()))
+	reg, err := h.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := c.Stats()
+		for i, v := range []int64{s.Handled, s.Duplicates, s.Retries, s.Parked} {
+			o.ObserveInt64(insts[i], v, attrs)
+		}
+		return nil
+	}, obs...)
 	if err != nil {
 		return err
 	}

@@ -297,6 +297,9 @@ type Stats struct {
 	InTx, InOffsetCommit time.Duration
 }
 
+// GroupID returns the consumer's group (its name in the inbox table).
+func (c *Consumer) GroupID() string { return c.cfg.GroupID }
+
 // Stats returns the counters.
 func (c *Consumer) Stats() Stats {
 	return Stats{

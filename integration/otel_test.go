@@ -216,3 +216,44 @@ func TestOTelAckMetrics(t *testing.T) {
 		}
 	})
 }
+
+// ObserveInbox reports an inbox consumer's counters.
+func TestOTelInboxMetrics(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnv(t, d, 1)
+		want := produceInbox(t, e.brokers, e.topic, 20, 4)
+		writeKafka(t, e.brokers, inMsg(e.topic, want[0])) // one redelivery
+		c := e.consumer(t, applyHandler, nil)
+		reader := sdkmetric.NewManualReader()
+		h, err := hooks.NewOTel(hooks.OTelConfig{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.ObserveInbox(c); err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		stop := start(t, c)
+		waitFor(t, 30*time.Second, "all messages", func() bool { s := c.Stats(); return s.Handled+s.Duplicates >= 21 })
+		stop()
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
+					for _, p := range sum.DataPoints {
+						if g, _ := p.Attributes.Value("messaging.consumer.group.name"); g.AsString() == e.group {
+							got[m.Name] += p.Value
+						}
+					}
+				}
+			}
+		}
+		if got["inbox.handled"] != 20 || got["inbox.duplicates"] != 1 || got["inbox.parked"] != 0 {
+			t.Errorf("inbox metrics %v: want 20 handled, 1 duplicate, none parked", got)
+		}
+	})
+}
