@@ -37,6 +37,9 @@ type Row struct {
 	// PublishedAt and DeadAt are set on published and dead-lettered rows.
 	PublishedAt *time.Time
 	DeadAt      *time.Time
+	// ProcessAttempts is the send for processing the row stands for (1,
+	// then more for re-sends after FAILED answers; see Acknowledge).
+	ProcessAttempts int
 
 	// prev is the id of the previous pending row of the same topic and key
 	// (0 when there is none) and prevAvail its available_at, read by Claim
@@ -273,7 +276,7 @@ type Listener interface {
 
 // RowColumns are the columns ScanRows reads, in order.
 const RowColumns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
-	shard, attempts, available_at, created_at, last_error, published_at, dead_at`
+	shard, attempts, available_at, created_at, last_error, published_at, dead_at, process_attempts`
 
 // RowColumnsOf is RowColumns with each column qualified by alias.
 func RowColumnsOf(alias string) string {
@@ -304,7 +307,7 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (Row, error) {
 		r := &sc.r
 		sc.dest = []any{&r.ID, &r.EventID, &r.Topic, &sc.key, &r.EventType, &r.AggregateType, &r.AggregateID,
 			&r.Payload, &sc.headers, &r.Shard, &r.Attempts, &sc.avail, &sc.created, &sc.lastErr, &sc.published, &sc.dead,
-			&sc.prev, &sc.prevAvail}
+			&r.ProcessAttempts, &sc.prev, &sc.prevAvail}
 	}
 	dest := sc.dest
 	if !withPrev {

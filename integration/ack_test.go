@@ -291,3 +291,80 @@ func TestAcknowledgeRules(t *testing.T) {
 		}
 	})
 }
+
+// answeringPublisher publishes, then applies a FAILED answer to the first
+// message before returning: the answer comes back between the write to
+// Kafka and the relay's mark.
+type answeringPublisher struct {
+	gormoutbox.Publisher
+	db   *gorm.DB
+	done chan error
+	once sync.Once
+}
+
+func (p *answeringPublisher) Publish(ctx context.Context, msgs []gormoutbox.Message) error {
+	if err := p.Publisher.Publish(ctx, msgs); err != nil {
+		return err
+	}
+	p.once.Do(func() {
+		answered := make(chan error, 1)
+		go func() { // on PostgreSQL it waits for the claim's row lock: not before the mark
+			answered <- p.db.Transaction(func(tx *gorm.DB) error {
+				res, err := gormoutbox.Acknowledge(tx, gormoutbox.Ack{EventID: msgs[0].EventID, Status: gormoutbox.AckFailed, Attempt: 1, Reason: "fast"}, 3)
+				if err == nil && res.Outcome != gormoutbox.AckResent {
+					err = fmt.Errorf("outcome %v (%s), want resent", res.Outcome, res.Why)
+				}
+				return err
+			})
+		}()
+		select {
+		case err := <-answered: // MySQL: applied before the mark
+			p.done <- err
+		case <-time.After(500 * time.Millisecond): // PostgreSQL: blocked until the claim ends
+			go func() { p.done <- <-answered }()
+		}
+	})
+	return nil
+}
+
+// A FAILED answer that arrives before the relay has marked the batch
+// published still re-sends the event: the mark does not overwrite it.
+func TestAckFailedBeforeMark(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, _ := testenv.Kafka(t, 1)
+		topic := testenv.TopicName("fast-answer")
+		testenv.CreateTopic(t, brokers, topic, 1)
+		id := testEventID()
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			return gormoutbox.Publish(tx, gormoutbox.Event{ID: id, Topic: topic, Key: "k", Type: "T", Payload: 1, AckTopic: topic + "-acks"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		pub := &answeringPublisher{Publisher: newPublisher(t, brokers, kafka.Config{}), db: db, done: make(chan error, 1)}
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{})
+		if _, err := r.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-pub.done; err != nil {
+			t.Fatalf("Acknowledge: %v", err)
+		}
+		// The re-send goes out (in this Drain on MySQL, where the answer
+		// was applied before the mark; in the next on PostgreSQL).
+		drainUntilEmpty(t, r, 30*time.Second)
+		var row struct {
+			ProcessAttempts int
+			PublishedAt     *time.Time
+		}
+		if err := db.Table("outbox").Where("event_id = ?", id).Take(&row).Error; err != nil {
+			t.Fatal(err)
+		}
+		if row.ProcessAttempts != 2 || row.PublishedAt == nil {
+			t.Errorf("row: process attempt %d, published %v; want attempt 2, published", row.ProcessAttempts, row.PublishedAt)
+		}
+		got := testenv.ReadTopic(t, brokers, topic, 2, 30*time.Second, nil)
+		if got[1].Headers[gormoutbox.HeaderProcessAttempt] != "2" {
+			t.Errorf("second send has process-attempt %q, want 2", got[1].Headers[gormoutbox.HeaderProcessAttempt])
+		}
+	})
+}

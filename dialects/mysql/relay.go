@@ -110,6 +110,9 @@ type pass struct {
 	held     []int
 	last     []int // rows per held shard in the last claim; -1: it filled its quota
 	claimed  bool
+	// attempt is the process attempt of each row of the last claim: the
+	// mark is conditional on it (see Finish).
+	attempt map[int64]int
 }
 
 func (p *pass) lock(ctx context.Context, shard, waitSecs int) (bool, error) {
@@ -165,6 +168,13 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			}
 		}
 		out = kept
+		clear(p.attempt)
+		if p.attempt == nil {
+			p.attempt = make(map[int64]int, len(kept))
+		}
+		for _, r := range kept {
+			p.attempt[r.ID] = r.ProcessAttempts
+		}
 		if len(kept) > 0 || len(park) == 0 {
 			break // rows to publish, or nothing more to learn
 		}
@@ -316,21 +326,36 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 	}
 	p.claimed = false
 	q := p.t.Qualified(p.d)
-	for ids := o.Published; len(ids) > 0; {
-		n := min(len(ids), 5000)
-		stmt := `UPDATE ` + q + ` SET published_at = ? WHERE id IN (` + dialects.IDList(ids[:n]) + `)`
-		args := []any{o.Now.UTC()}
-		if o.Delete {
-			// Rows waiting for an acknowledgement are kept (marked).
-			if err := execRetry(ctx, p.conn, `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`) AND ack_topic IS NULL`); err != nil {
-				return fmt.Errorf("delete published rows of %s: %w", p.t, err)
+	// The mark is conditional on the process attempt claimed: a consumer's
+	// FAILED answer may have put a row back to pending for its next
+	// attempt (Acknowledge) between the write to Kafka and this mark —
+	// there is no row lock between them on MySQL — and that re-send must
+	// not be marked as done. Nearly every batch has one attempt value.
+	groups := map[int][]int64{}
+	var order []int
+	for _, id := range o.Published {
+		a := p.attempt[id]
+		if _, ok := groups[a]; !ok {
+			order = append(order, a)
+		}
+		groups[a] = append(groups[a], id)
+	}
+	for _, a := range order {
+		for ids := groups[a]; len(ids) > 0; {
+			n := min(len(ids), 5000)
+			stmt := `UPDATE ` + q + ` SET published_at = ? WHERE id IN (` + dialects.IDList(ids[:n]) + `) AND process_attempts = ?`
+			if o.Delete {
+				// Rows waiting for an acknowledgement are kept (marked).
+				if err := execRetry(ctx, p.conn, `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`) AND ack_topic IS NULL`); err != nil {
+					return fmt.Errorf("delete published rows of %s: %w", p.t, err)
+				}
+				stmt += ` AND ack_topic IS NOT NULL`
 			}
-			stmt += ` AND ack_topic IS NOT NULL`
+			if err := execRetry(ctx, p.conn, stmt, o.Now.UTC(), a); err != nil {
+				return fmt.Errorf("mark published on %s: %w", p.t, err)
+			}
+			ids = ids[n:]
 		}
-		if err := execRetry(ctx, p.conn, stmt, args...); err != nil {
-			return fmt.Errorf("mark published on %s: %w", p.t, err)
-		}
-		ids = ids[n:]
 	}
 	if len(o.Retries) == 0 {
 		return nil
