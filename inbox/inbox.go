@@ -238,6 +238,7 @@ type Consumer struct {
 	running atomic.Bool
 	stats   struct {
 		handled, duplicates, retries, parked, batches, commitErrors atomic.Int64
+		txFailures                                                  atomic.Int64
 		inTx, inCommit                                              atomic.Int64 // nanoseconds
 	}
 }
@@ -290,6 +291,9 @@ type Stats struct {
 	// CommitErrors: offset commits that failed (the messages come again
 	// and are skipped as duplicates).
 	CommitErrors int64
+	// TxFailures: batch transactions that failed (the database, not a
+	// handler) and were tried again after a backoff.
+	TxFailures int64
 	// InTx is the time spent in batch transactions (handlers included),
 	// InOffsetCommit the time spent committing offsets: with the time Run
 	// has been running, they tell whether the database, the broker or the
@@ -309,6 +313,7 @@ func (c *Consumer) Stats() Stats {
 		Parked:         c.stats.parked.Load(),
 		Batches:        c.stats.batches.Load(),
 		CommitErrors:   c.stats.commitErrors.Load(),
+		TxFailures:     c.stats.txFailures.Load(),
 		InTx:           time.Duration(c.stats.inTx.Load()),
 		InOffsetCommit: time.Duration(c.stats.inCommit.Load()),
 	}
@@ -613,6 +618,7 @@ func (r *run) commit(ctx context.Context, ms ...kafkago.Message) error {
 // dbFailed backs the whole consumer off after a failed transaction: the
 // database (not a handler) failed, so no message loses an attempt.
 func (r *run) dbFailed(err error) {
+	r.c.stats.txFailures.Add(1)
 	r.dbFails++
 	d := backoff(r.c.cfg.MinBackoff, r.c.cfg.MaxBackoff, r.dbFails)
 	r.dbWait = r.c.cfg.Now().Add(d)

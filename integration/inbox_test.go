@@ -2,12 +2,14 @@ package integration
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -682,4 +684,78 @@ func TestInboxPrepareStmt(t *testing.T) {
 			t.Errorf("stats %+v: want 1 retry", s)
 		}
 	})
+}
+
+// The database connections are cut again and again while messages are
+// handled: batches fail and are tried again; every message is applied
+// exactly once, in per-key order.
+func TestInboxConnectionsCut(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnv(t, d, 4)
+		want := produceInbox(t, e.brokers, e.topic, 1500, 30)
+		slow := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			time.Sleep(200 * time.Microsecond)
+			return applyHandler(ctx, tx, m)
+		}
+		c := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 50 })
+		driver := "pgx"
+		if d.Name == "mysql" {
+			driver = "mysql"
+		}
+		killer, err := sql.Open(driver, dsnOf(t, e.db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer killer.Close()
+		killer.SetMaxOpenConns(1)
+		stop := start(t, c)
+		killed := 0
+		for i := 0; i < 200 && c.Stats().TxFailures < 3 && c.Stats().Handled < int64(len(want)); i++ {
+			time.Sleep(time.Duration(10+i%20) * time.Millisecond)
+			killed += cutSessions(t, d.Name, killer)
+		}
+		waitFor(t, 60*time.Second, "all messages", func() bool { return c.Stats().Handled >= int64(len(want)) })
+		stop()
+		if s := c.Stats(); killed == 0 || s.TxFailures == 0 {
+			t.Fatalf("%d sessions cut, %d batch transactions failed: the test cut nothing in flight (%+v)", killed, s.TxFailures, s)
+		}
+		checkApplied(t, e.db, want)
+		t.Logf("%d sessions cut; %+v", killed, c.Stats())
+	})
+}
+
+// cutSessions ends every other session of this test's database (MySQL) or
+// schema (PostgreSQL: its sessions carry the schema as application_name)
+// and returns how many.
+func cutSessions(t *testing.T, dialect string, db *sql.DB) int {
+	t.Helper()
+	if dialect == "postgres" {
+		var n int
+		if err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND application_name = current_setting('application_name')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rows, err := db.Query(`SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	n := 0
+	for _, id := range ids {
+		if _, err := db.Exec(`KILL ` + strconv.FormatInt(id, 10)); err == nil {
+			n++
+		}
+	}
+	return n
 }

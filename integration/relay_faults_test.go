@@ -354,7 +354,8 @@ func killHolder(t *testing.T, dialect string, db *sql.DB) {
 	case "postgres":
 		var n int
 		err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle in transaction'`).Scan(&n)
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle in transaction'
+  AND application_name = current_setting('application_name')`).Scan(&n)
 		if err != nil || n != 1 {
 			t.Fatalf("terminate the claiming session: %d sessions, %v", n, err)
 		}

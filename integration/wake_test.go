@@ -61,7 +61,8 @@ func waitListening(t *testing.T, db *gorm.DB) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		var n int
-		_ = sqlDB.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&n)
+		_ = sqlDB.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'
+  AND application_name = current_setting('application_name')`).Scan(&n)
 		if n > 0 {
 			return
 		}
@@ -125,7 +126,8 @@ func TestListenReconnects(t *testing.T) {
 		sqlDB, _ := db.DB()
 		var killed int
 		if err := sqlDB.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&killed); err != nil || killed != 1 {
+WHERE datname = current_database() AND query LIKE 'LISTEN %'
+  AND application_name = current_setting('application_name')`).Scan(&killed); err != nil || killed != 1 {
 			t.Fatalf("terminate the listener: %d, %v", killed, err)
 		}
 		waitListening(t, db)

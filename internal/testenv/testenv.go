@@ -192,6 +192,7 @@ func NewPostgres(cfg *gorm.Config) (*gorm.DB, func(), error) {
 	}
 	q := u.Query()
 	q.Set("search_path", schemaName)
+	q.Set("application_name", schemaName) // tells this test's sessions apart in pg_stat_activity
 	u.RawQuery = q.Encode()
 	db, err := gorm.Open(postgres.Open(u.String()), gormConfig(cfg))
 	if err != nil {
