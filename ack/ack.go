@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -96,6 +97,14 @@ type Config struct {
 	// Logger receives answers that are ignored (unknown events, stale
 	// attempts). Default slog.Default().
 	Logger *slog.Logger
+	// Timeout, when set, is how long Expire lets a published event wait
+	// for its answer before counting the attempt as failed: the event is
+	// sent again, or marked failed (and the hooks notified) after the
+	// last attempt. Zero: Expire does nothing; an event that is never
+	// answered waits for ever (visible as awaiting ack).
+	Timeout time.Duration
+	// Now is Expire's clock (tests). Default time.Now.
+	Now func() time.Time
 }
 
 // Tracker applies answers to the outbox of the producing service.
@@ -112,6 +121,9 @@ func NewTracker(cfg Config) *Tracker {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	t := &Tracker{cfg: cfg}
 	for _, h := range cfg.Hooks {
@@ -152,4 +164,53 @@ func (t *Tracker) Handle(ctx context.Context, tx *gorm.DB, m *inbox.Message) err
 			h.OnAck(ctx, r)
 		}
 	})
+}
+
+// Expire treats the events of db's outbox that have waited longer than
+// Config.Timeout for an answer as FAILED ("no answer within …"), each in a
+// transaction of its own: sent again with the next process attempt, or
+// failed after the last one, with the hooks notified after the commit. An
+// answer that arrives meanwhile wins or is ignored as stale, whichever
+// commits first. It returns how many events it expired. Schedule it, e.g.
+// every Timeout/2:
+//
+//	s.Add("ack-timeout", "@every 1m", func(ctx context.Context) error { _, err := t.Expire(ctx, db); return err })
+func (t *Tracker) Expire(ctx context.Context, db *gorm.DB) (int, error) {
+	if t.cfg.Timeout <= 0 {
+		return 0, nil
+	}
+	reason := "no answer within " + t.cfg.Timeout.String()
+	n := 0
+	for ctx.Err() == nil {
+		list, err := gormoutbox.ListUnanswered(ctx, db, t.cfg.Now().Add(-t.cfg.Timeout), 100)
+		if err != nil {
+			return n, err
+		}
+		for _, u := range list {
+			var r gormoutbox.AckResult
+			err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+				var err error
+				r, err = gormoutbox.Acknowledge(tx, gormoutbox.Ack{EventID: u.EventID, Status: gormoutbox.AckFailed,
+					Attempt: u.Attempt, Reason: reason}, t.cfg.MaxAttempts)
+				return err
+			})
+			if errors.Is(err, gormoutbox.ErrUnknownEvent) {
+				continue // cleaned up meanwhile
+			}
+			if err != nil {
+				return n, fmt.Errorf("ack: expire %s: %w", u.EventID, err)
+			}
+			if r.Outcome == gormoutbox.AckIgnored {
+				continue // answered meanwhile
+			}
+			n++
+			for _, h := range t.hooks {
+				h.OnAck(ctx, r)
+			}
+		}
+		if len(list) < 100 {
+			break
+		}
+	}
+	return n, ctx.Err()
 }

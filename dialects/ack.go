@@ -132,3 +132,40 @@ func (a Ack) Decide(st AckState) (AckOutcome, string) {
 	}
 	return AckResent, ""
 }
+
+// Unanswered is an event that asked for an answer and has none yet.
+type Unanswered struct {
+	EventID     string
+	Topic       string
+	Attempt     int
+	PublishedAt time.Time
+}
+
+// QueryUnanswered lists up to limit events published before before that
+// wait for an answer, oldest first (SQL both dialects accept; it reads
+// the rows of the awaiting index only).
+func QueryUnanswered(ctx context.Context, db *sql.DB, d interface {
+	Quote(string) string
+	Placeholder(int) string
+}, t Table, before time.Time, limit int) ([]Unanswered, error) {
+	rows, err := db.QueryContext(ctx, `SELECT event_id, topic, process_attempts, published_at FROM `+t.Qualified(d)+
+		` WHERE `+AwaitingWhere+` AND published_at < `+d.Placeholder(1)+` ORDER BY published_at, id LIMIT `+d.Placeholder(2),
+		before.UTC(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("unanswered events of %s: %w", t, err)
+	}
+	defer rows.Close()
+	var out []Unanswered
+	for rows.Next() {
+		var (
+			u  Unanswered
+			at Time
+		)
+		if err := rows.Scan(&u.EventID, &u.Topic, &u.Attempt, &at); err != nil {
+			return nil, fmt.Errorf("unanswered events of %s: %w", t, err)
+		}
+		u.PublishedAt = at.Time
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

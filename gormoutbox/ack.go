@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -148,4 +149,25 @@ func Acknowledge(tx *gorm.DB, a Ack, maxAttempts int) (AckResult, error) {
 		p.wakeLater()
 	}
 	return r, nil
+}
+
+// Unanswered is an event that asked for an answer and has none yet.
+type Unanswered = dialects.Unanswered
+
+// ListUnanswered returns up to limit events of db's outbox (the plugin's
+// table) that were published before before and still wait for an answer,
+// oldest first. ack.Tracker.Expire treats them as failed attempts.
+func ListUnanswered(ctx context.Context, db *gorm.DB, before time.Time, limit int) ([]Unanswered, error) {
+	p, err := from(db)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("gormoutbox: unanswered events: %w", err)
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	return dialects.QueryUnanswered(ctx, sqlDB, p.dialect, p.table, before, limit)
 }

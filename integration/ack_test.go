@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -365,6 +366,81 @@ func TestAckFailedBeforeMark(t *testing.T) {
 		got := testenv.ReadTopic(t, brokers, topic, 2, 30*time.Second, nil)
 		if got[1].Headers[gormoutbox.HeaderProcessAttempt] != "2" {
 			t.Errorf("second send has process-attempt %q, want 2", got[1].Headers[gormoutbox.HeaderProcessAttempt])
+		}
+	})
+}
+
+// Events nobody answers are sent again after the timeout, and failed (the
+// hooks notified once) after the last attempt.
+func TestAckTimeout(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		brokers, _ := testenv.Kafka(t, 1)
+		topic := testenv.TopicName("unanswered")
+		testenv.CreateTopic(t, brokers, topic, 1)
+		ids := map[string]bool{}
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			for i := 0; i < 3; i++ {
+				id := testEventID()
+				ids[id] = true
+				if err := gormoutbox.Publish(tx, gormoutbox.Event{ID: id, Topic: topic, Key: fmt.Sprint(i), Type: "T", Payload: i, AckTopic: topic + "-acks"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		hook := &ackRecorder{}
+		var clock atomic.Int64 // offset from the wall clock
+		tr := ack.NewTracker(ack.Config{MaxAttempts: 2, Timeout: time.Minute, Hooks: []gormoutbox.Hook{hook},
+			Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return time.Now().Add(time.Duration(clock.Load())) }})
+		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
+		drainUntilEmpty(t, r, 30*time.Second)
+		if n, err := tr.Expire(ctx, db); err != nil || n != 0 {
+			t.Fatalf("Expire before the timeout: %d, %v; want nothing", n, err)
+		}
+		clock.Store(int64(2 * time.Minute))
+		if n, err := tr.Expire(ctx, db); err != nil || n != 3 {
+			t.Fatalf("Expire after the timeout: %d, %v; want 3 re-sent", n, err)
+		}
+		drainUntilEmpty(t, r, 30*time.Second)
+		clock.Store(0)
+		if n, err := tr.Expire(ctx, db); err != nil || n != 0 {
+			t.Fatalf("Expire right after the re-send: %d, %v; want nothing", n, err)
+		}
+		clock.Store(int64(2 * time.Minute))
+		if n, err := tr.Expire(ctx, db); err != nil || n != 3 {
+			t.Fatalf("Expire of the last attempts: %d, %v; want 3 failed", n, err)
+		}
+		if n, err := tr.Expire(ctx, db); err != nil || n != 0 {
+			t.Fatalf("Expire with nothing left: %d, %v", n, err)
+		}
+		st, err := r.TopicStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := st[topic]; s.Failed != 3 || s.Awaiting != 0 || s.Pending != 0 {
+			t.Errorf("stats %+v: want 3 failed", s)
+		}
+		if g, rs := hook.count(gormoutbox.AckGaveUp), hook.count(gormoutbox.AckResent); g != 3 || rs != 3 {
+			t.Errorf("hooks: %d gave up, %d resent; want 3 and 3", g, rs)
+		}
+		recs := testenv.ReadTopic(t, brokers, topic, 6, 30*time.Second, nil)
+		sends := map[string]int{}
+		for _, rec := range recs {
+			sends[rec.Headers[gormoutbox.HeaderEventID]+"/"+rec.Headers[gormoutbox.HeaderProcessAttempt]]++
+		}
+		for id := range ids {
+			if sends[id+"/1"] != 1 || sends[id+"/2"] != 1 {
+				t.Errorf("event %s sent %v", id, sends)
+			}
+		}
+		for _, h := range hook.got {
+			if h.Outcome == gormoutbox.AckGaveUp && h.Ack.Reason != "no answer within 1m0s" {
+				t.Errorf("gave up with reason %q", h.Ack.Reason)
+			}
 		}
 	})
 }

@@ -199,6 +199,15 @@ func tracking(ctx context.Context, db *gorm.DB, brokers []string) error {
 	}
 	go func() { _ = answers.Run(ctx) }()
 	// readme:end
+	s := scheduler.New(scheduler.Config{})
+	// readme:begin
+	if err := s.Add("ack-timeout", "@every 1m", func(ctx context.Context) error {
+		_, err := tracker.Expire(ctx, db) // with ack.Config{Timeout: 5 * time.Minute}
+		return err
+	}); err != nil {
+		return err
+	}
+	// readme:end
 	return nil
 }
 

@@ -155,7 +155,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	tracker := ack.NewTracker(ack.Config{MaxAttempts: o.MaxAttempts, Logger: o.Logger,
+	tracker := ack.NewTracker(ack.Config{MaxAttempts: o.MaxAttempts, Logger: o.Logger, Timeout: time.Minute,
 		// The log hook at error level: the notification of an event that
 		// failed for good (re-sends show in the progress lines).
 		Hooks: []gormoutbox.Hook{hooks.Slog(slog.New(minLevel{o.Logger.Handler(), slog.LevelError})), counter}})
@@ -168,6 +168,14 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 		if err := c.Migrate(ctx); err != nil {
 			return res, err
 		}
+	}
+	// Events nobody answers within the tracker's Timeout are sent again
+	// (or failed after the last attempt).
+	if err := products.sched.Add("ack-timeout", "@every 10s", func(ctx context.Context) error {
+		_, err := tracker.Expire(ctx, o.Products)
+		return err
+	}); err != nil {
+		return res, err
 	}
 	cctx, stopConsumers := context.WithCancel(ctx)
 	var cwg sync.WaitGroup
