@@ -90,6 +90,10 @@ type Dialect interface {
 	// Acknowledge applies a consumer's acknowledgement of an event to its
 	// row, on q (a transaction).
 	Acknowledge(ctx context.Context, q Conn, t Table, a Ack) (AckOutcome, AckRow, error)
+	// Resend puts failed rows (whose last process attempt was answered
+	// FAILED) back in the queue for one more process attempt, due at now.
+	// It returns how many it put back.
+	Resend(ctx context.Context, db *sql.DB, t Table, now time.Time, ids []int64) (int64, error)
 }
 
 // Conn runs statements and queries: a transaction.

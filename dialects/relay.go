@@ -40,6 +40,9 @@ type Row struct {
 	// ProcessAttempts is the send for processing the row stands for (1,
 	// then more for re-sends after FAILED answers; see Acknowledge).
 	ProcessAttempts int
+	// FailedAt is set on rows whose last process attempt was answered
+	// FAILED.
+	FailedAt *time.Time
 
 	// prev is the id of the previous pending row of the same topic and key
 	// (0 when there is none) and prevAvail its available_at, read by Claim
@@ -276,7 +279,7 @@ type Listener interface {
 
 // RowColumns are the columns ScanRows reads, in order.
 const RowColumns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
-	shard, attempts, available_at, created_at, last_error, published_at, dead_at, process_attempts`
+	shard, attempts, available_at, created_at, last_error, published_at, dead_at, process_attempts, failed_at`
 
 // RowColumnsOf is RowColumns with each column qualified by alias.
 func RowColumnsOf(alias string) string {
@@ -295,6 +298,7 @@ type scanner struct {
 	key, headers                    []byte
 	lastErr                         sql.NullString
 	avail, created, published, dead Time
+	failed                          Time
 	prev                            sql.NullInt64
 	prevAvail                       Time
 	dest                            []any
@@ -307,7 +311,7 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (Row, error) {
 		r := &sc.r
 		sc.dest = []any{&r.ID, &r.EventID, &r.Topic, &sc.key, &r.EventType, &r.AggregateType, &r.AggregateID,
 			&r.Payload, &sc.headers, &r.Shard, &r.Attempts, &sc.avail, &sc.created, &sc.lastErr, &sc.published, &sc.dead,
-			&r.ProcessAttempts, &sc.prev, &sc.prevAvail}
+			&r.ProcessAttempts, &sc.failed, &sc.prev, &sc.prevAvail}
 	}
 	dest := sc.dest
 	if !withPrev {
@@ -339,6 +343,11 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (Row, error) {
 	if sc.dead.Valid {
 		t := sc.dead.Time
 		r.DeadAt = &t
+	}
+	r.FailedAt = nil
+	if sc.failed.Valid {
+		t := sc.failed.Time
+		r.FailedAt = &t
 	}
 	r.prev, r.prevAvail = sc.prev.Int64, sc.prevAvail.Time
 	return r, nil
@@ -492,3 +501,21 @@ func IDList(ids []int64) string {
 
 // ErrNoIDs is returned by Replay when it is given no ids.
 var ErrNoIDs = errors.New("no outbox row ids given")
+
+// QueryFailed lists rows whose last process attempt failed, in id order
+// (SQL both dialects accept).
+func QueryFailed(ctx context.Context, db *sql.DB, d interface {
+	Quote(string) string
+	Placeholder(int) string
+}, t Table, q DeadQuery) ([]Row, error) {
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	rows, err := db.QueryContext(ctx, `SELECT `+RowColumns+` FROM `+t.Qualified(d)+
+		` WHERE `+FailedWhere+` AND id > `+d.Placeholder(1)+` AND (`+d.Placeholder(2)+` = '' OR topic = `+d.Placeholder(3)+
+		`) ORDER BY id LIMIT `+d.Placeholder(4), q.AfterID, q.Topic, q.Topic, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("failed rows of %s: %w", t, err)
+	}
+	return ScanRows(rows, false, q.Limit)
+}

@@ -753,6 +753,30 @@ func (r *Relay) Replay(ctx context.Context, ids ...int64) (int64, error) {
 	return n, nil
 }
 
+// Failed lists rows whose last process attempt a consumer answered FAILED
+// (see Acknowledge), in id order, with their process attempts and last
+// error; q selects them as for DeadLetters.
+func (r *Relay) Failed(ctx context.Context, q DeadLetterQuery) ([]Row, error) {
+	rows, err := dialects.QueryFailed(ctx, r.db, r.d, r.table, q)
+	if err != nil {
+		return nil, fmt.Errorf("gormoutbox: %w", err)
+	}
+	return rows, nil
+}
+
+// Resend puts failed rows back in the queue for one more process attempt
+// (the next "process-attempt"; a FAILED answer to it fails the row again at
+// once when the tracker's MaxAttempts is spent), due now. Use it once the
+// consumer's problem is fixed. It returns how many rows it put back; ids
+// that are not failed rows are left alone.
+func (r *Relay) Resend(ctx context.Context, ids ...int64) (int64, error) {
+	n, err := r.d.Resend(ctx, r.db, r.table, r.cfg.Now(), ids)
+	if err != nil {
+		return 0, fmt.Errorf("gormoutbox: %w", err)
+	}
+	return n, nil
+}
+
 // DeadLetterQuery selects dead-lettered rows.
 type DeadLetterQuery = dialects.DeadQuery
 

@@ -203,24 +203,28 @@ func topicCounts(ctx context.Context, db *conn, all bool) ([]topicCount, error) 
 
 // deadLetter is a dead row as printed.
 type deadLetter struct {
-	ID            int64             `json:"id"`
-	EventID       string            `json:"event_id"`
-	Topic         string            `json:"topic"`
-	Key           *string           `json:"key"`
-	KeyHex        string            `json:"key_hex,omitempty"`
-	Type          string            `json:"type"`
-	AggregateType string            `json:"aggregate_type,omitempty"`
-	AggregateID   string            `json:"aggregate_id,omitempty"`
-	Shard         int               `json:"shard"`
-	Attempts      int               `json:"attempts"`
-	CreatedAt     time.Time         `json:"created_at"`
-	AvailableAt   time.Time         `json:"available_at"`
-	DeadAt        *time.Time        `json:"dead_at"`
-	PublishedAt   *time.Time        `json:"published_at,omitempty"`
-	LastError     string            `json:"last_error"`
-	Headers       map[string]string `json:"headers,omitempty"`
-	Payload       *string           `json:"payload,omitempty"`
-	PayloadHex    string            `json:"payload_hex,omitempty"`
+	ID            int64      `json:"id"`
+	EventID       string     `json:"event_id"`
+	Topic         string     `json:"topic"`
+	Key           *string    `json:"key"`
+	KeyHex        string     `json:"key_hex,omitempty"`
+	Type          string     `json:"type"`
+	AggregateType string     `json:"aggregate_type,omitempty"`
+	AggregateID   string     `json:"aggregate_id,omitempty"`
+	Shard         int        `json:"shard"`
+	Attempts      int        `json:"attempts"`
+	CreatedAt     time.Time  `json:"created_at"`
+	AvailableAt   time.Time  `json:"available_at"`
+	DeadAt        *time.Time `json:"dead_at"`
+	PublishedAt   *time.Time `json:"published_at,omitempty"`
+	FailedAt      *time.Time `json:"failed_at,omitempty"`
+	// ProcessAttempts is the process attempt the row is at (rows that ask
+	// consumers for an answer).
+	ProcessAttempts int               `json:"process_attempts"`
+	LastError       string            `json:"last_error"`
+	Headers         map[string]string `json:"headers,omitempty"`
+	Payload         *string           `json:"payload,omitempty"`
+	PayloadHex      string            `json:"payload_hex,omitempty"`
 }
 
 func isText(b []byte) bool {
@@ -248,7 +252,7 @@ func toDeadLetter(r gormoutbox.Row, full bool) deadLetter {
 		ID: r.ID, EventID: r.EventID, Topic: r.Topic, Type: r.EventType,
 		AggregateType: r.AggregateType, AggregateID: r.AggregateID, Shard: r.Shard, Attempts: r.Attempts,
 		CreatedAt: r.CreatedAt.UTC(), AvailableAt: r.AvailableAt.UTC(), DeadAt: utc(r.DeadAt),
-		PublishedAt: utc(r.PublishedAt), LastError: r.LastError,
+		PublishedAt: utc(r.PublishedAt), FailedAt: utc(r.FailedAt), ProcessAttempts: r.ProcessAttempts, LastError: r.LastError,
 	}
 	if r.Key != nil {
 		if isText(r.Key) {
@@ -297,13 +301,49 @@ func timeText(t *time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// rowKind is a kind of row the operator lists and puts back: dead letters
+// (replay) or failed rows (resend).
+type rowKind struct {
+	list, requeue string // command names: "dead list", "replay"
+	noun          string // "dead letters"
+	verb          string // "replayed"
+	where         string // SQL predicate of the kind
+	at            string // column head of the kind's time
+	time          func(deadLetter) *time.Time
+	query         func(ctx context.Context, db *conn, q gormoutbox.DeadLetterQuery) ([]gormoutbox.Row, error)
+	put           func(ctx context.Context, db *conn, ids ...int64) (int64, error)
+}
+
+var (
+	deadKind = rowKind{list: "dead list", requeue: "replay", noun: "dead letters", verb: "replayed",
+		where: "dead_at IS NOT NULL", at: "DEAD_AT", time: func(d deadLetter) *time.Time { return d.DeadAt },
+		query: func(ctx context.Context, db *conn, q gormoutbox.DeadLetterQuery) ([]gormoutbox.Row, error) {
+			return db.relay.DeadLetters(ctx, q)
+		},
+		put: func(ctx context.Context, db *conn, ids ...int64) (int64, error) { return db.relay.Replay(ctx, ids...) }}
+	failedKind = rowKind{list: "failed list", requeue: "resend", noun: "failed rows", verb: "re-sent",
+		where: "failed_at IS NOT NULL", at: "FAILED_AT", time: func(d deadLetter) *time.Time { return d.FailedAt },
+		query: func(ctx context.Context, db *conn, q gormoutbox.DeadLetterQuery) ([]gormoutbox.Row, error) {
+			return db.relay.Failed(ctx, q)
+		},
+		put: func(ctx context.Context, db *conn, ids ...int64) (int64, error) { return db.relay.Resend(ctx, ids...) }}
+)
+
 func cmdDeadList(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("dead list", flag.ContinueOnError)
-	topic := fs.String("topic", "", "only dead letters of this topic")
+	return listRows(ctx, c, args, deadKind)
+}
+
+func cmdFailedList(ctx context.Context, c *cli, args []string) error {
+	return listRows(ctx, c, args, failedKind)
+}
+
+func listRows(ctx context.Context, c *cli, args []string, k rowKind) error {
+	fs := flag.NewFlagSet(k.list, flag.ContinueOnError)
+	topic := fs.String("topic", "", "only "+k.noun+" of this topic")
 	limit := fs.Int("limit", 50, "list at most this many (1..10000)")
 	after := fs.Int64("after", 0, "only ids greater than this (paging)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := c.parse("dead list", fs, args); err != nil {
+	if err := c.parse(k.list, fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
@@ -320,7 +360,7 @@ func cmdDeadList(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	defer db.Close()
-	rows, err := db.relay.DeadLetters(ctx, gormoutbox.DeadLetterQuery{Topic: *topic, AfterID: *after, Limit: *limit})
+	rows, err := k.query(ctx, db, gormoutbox.DeadLetterQuery{Topic: *topic, AfterID: *after, Limit: *limit})
 	if err != nil {
 		return db.explain(ctx, err)
 	}
@@ -332,20 +372,28 @@ func cmdDeadList(ctx context.Context, c *cli, args []string) error {
 		return writeJSON(c.stdout, out)
 	}
 	if len(out) == 0 {
-		fmt.Fprintln(c.stdout, "no dead letters")
+		fmt.Fprintln(c.stdout, "no "+k.noun)
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID\tTOPIC\tKEY\tTYPE\tATTEMPTS\tDEAD_AT\tLAST_ERROR\n")
+	attempts := "ATTEMPTS"
+	if k.requeue == "resend" {
+		attempts = "PROCESS_ATTEMPTS"
+	}
+	fmt.Fprintf(tw, "ID\tTOPIC\tKEY\tTYPE\t%s\t%s\tLAST_ERROR\n", attempts, k.at)
 	for _, d := range out {
+		n := d.Attempts
+		if k.requeue == "resend" {
+			n = d.ProcessAttempts
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, oneLine(d.Topic, 40), oneLine(d.keyText(), 32),
-			oneLine(d.Type, 32), d.Attempts, timeText(d.DeadAt), oneLine(d.LastError, 60))
+			oneLine(d.Type, 32), n, timeText(k.time(d)), oneLine(d.LastError, 60))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if len(out) == *limit {
-		next := fmt.Sprintf("outboxctl dead list -after %d -limit %d", out[len(out)-1].ID, *limit)
+		next := fmt.Sprintf("outboxctl %s -after %d -limit %d", k.list, out[len(out)-1].ID, *limit)
 		if *topic != "" {
 			next += " -topic " + strconv.Quote(*topic)
 		}
@@ -452,10 +500,19 @@ func orDash(s string) string {
 // ---- replay
 
 func cmdReplay(ctx context.Context, c *cli, args []string) error {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	topic := fs.String("topic", "", "replay every dead letter of this topic")
-	all := fs.Bool("all", false, "replay every dead letter")
-	if err := c.parse("replay", fs, args); err != nil {
+	return requeue(ctx, c, args, deadKind)
+}
+
+func cmdResend(ctx context.Context, c *cli, args []string) error {
+	return requeue(ctx, c, args, failedKind)
+}
+
+// requeue puts rows of kind k back in the queue: by id, by topic or all.
+func requeue(ctx context.Context, c *cli, args []string, k rowKind) error {
+	fs := flag.NewFlagSet(k.requeue, flag.ContinueOnError)
+	topic := fs.String("topic", "", "every one of the "+k.noun+" of this topic")
+	all := fs.Bool("all", false, "every one of the "+k.noun)
+	if err := c.parse(k.requeue, fs, args); err != nil {
 		return err
 	}
 	modes := 0
@@ -488,31 +545,31 @@ func cmdReplay(ctx context.Context, c *cli, args []string) error {
 	defer db.Close()
 
 	if len(ids) > 0 {
-		dead, err := deadAmong(ctx, db, ids)
+		found, err := among(ctx, db, k, ids)
 		if err != nil {
 			return db.explain(ctx, err)
 		}
-		n, err := replay(ctx, db, dead)
+		n, err := putBack(ctx, db, k, found)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "replayed %d of %d dead letters\n", n, len(ids))
+		fmt.Fprintf(c.stdout, "%s %d of %d %s\n", k.verb, n, len(ids), k.noun)
 		var missing []string
 		for _, id := range ids {
-			if !slices.Contains(dead, id) {
+			if !slices.Contains(found, id) {
 				missing = append(missing, strconv.FormatInt(id, 10))
 			}
 		}
 		if len(missing) > 0 {
-			return &notFoundError{fmt.Sprintf("not dead letters in %s (left alone): %s", db.table, strings.Join(missing, ", "))}
+			return &notFoundError{fmt.Sprintf("not %s in %s (left alone): %s", k.noun, db.table, strings.Join(missing, ", "))}
 		}
 		return nil
 	}
 
-	// -topic or -all: gather the ids page by page, then replay them.
+	// -topic or -all: gather the ids page by page, then put them back.
 	q := gormoutbox.DeadLetterQuery{Topic: *topic, Limit: pageSize}
 	for {
-		rows, err := db.relay.DeadLetters(ctx, q)
+		rows, err := k.query(ctx, db, q)
 		if err != nil {
 			return db.explain(ctx, err)
 		}
@@ -524,7 +581,7 @@ func cmdReplay(ctx context.Context, c *cli, args []string) error {
 		}
 		q.AfterID = rows[len(rows)-1].ID
 	}
-	n, err := replay(ctx, db, ids)
+	n, err := putBack(ctx, db, k, ids)
 	if err != nil {
 		return err
 	}
@@ -532,32 +589,32 @@ func cmdReplay(ctx context.Context, c *cli, args []string) error {
 	if *topic != "" {
 		what = "topic " + strconv.Quote(*topic)
 	}
-	fmt.Fprintf(c.stdout, "replayed %d dead letters of %s\n", n, what)
+	fmt.Fprintf(c.stdout, "%s %d %s of %s\n", k.verb, n, k.noun, what)
 	if int(n) < len(ids) {
-		fmt.Fprintf(c.stdout, "(%d were replayed meanwhile by someone else)\n", int64(len(ids))-n)
+		fmt.Fprintf(c.stdout, "(%d were %s meanwhile by someone else)\n", int64(len(ids))-n, k.verb)
 	}
 	return nil
 }
 
-// replay replays ids in chunks and returns how many were put back.
-func replay(ctx context.Context, db *conn, ids []int64) (int64, error) {
+// putBack puts ids back in chunks and returns how many were put back.
+func putBack(ctx context.Context, db *conn, k rowKind, ids []int64) (int64, error) {
 	var total int64
 	for chunk := range slices.Chunk(ids, pageSize) {
-		n, err := db.relay.Replay(ctx, chunk...)
+		n, err := k.put(ctx, db, chunk...)
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("replayed %d, then: %w", total, err)
+			return total, fmt.Errorf("%s %d, then: %w", k.verb, total, err)
 		}
 	}
 	return total, nil
 }
 
-// deadAmong returns those of ids that are dead letters.
-func deadAmong(ctx context.Context, db *conn, ids []int64) ([]int64, error) {
-	var dead []int64
+// among returns those of ids that are rows of kind k.
+func among(ctx context.Context, db *conn, k rowKind, ids []int64) ([]int64, error) {
+	var found []int64
 	for chunk := range slices.Chunk(ids, pageSize) {
 		rows, err := db.sqlDB.QueryContext(ctx, `SELECT id FROM `+db.quoted()+
-			` WHERE dead_at IS NOT NULL AND id IN (`+dialects.IDList(chunk)+`)`)
+			` WHERE `+k.where+` AND id IN (`+dialects.IDList(chunk)+`)`)
 		if err != nil {
 			return nil, fmt.Errorf("look up ids in %s: %w", db.table, err)
 		}
@@ -567,7 +624,7 @@ func deadAmong(ctx context.Context, db *conn, ids []int64) ([]int64, error) {
 				rows.Close()
 				return nil, err
 			}
-			dead = append(dead, id)
+			found = append(found, id)
 		}
 		err = rows.Err()
 		rows.Close()
@@ -575,7 +632,7 @@ func deadAmong(ctx context.Context, db *conn, ids []int64) ([]int64, error) {
 			return nil, err
 		}
 	}
-	return dead, nil
+	return found, nil
 }
 
 // ---- purge

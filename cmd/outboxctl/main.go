@@ -95,10 +95,12 @@ var commands []command
 func init() {
 	commands = []command{
 		{"migrate", "", "create or upgrade the outbox table (idempotent)", cmdMigrate},
-		{"status", "[-json]", "pending and dead counts, oldest pending age, per topic", cmdStatus},
+		{"status", "[-json] [-all]", "rows per state (pending, awaiting ack, failed, dead), oldest pending age, per topic", cmdStatus},
 		{"dead list", "[-topic T] [-limit N] [-after ID] [-json]", "list dead letters in id order", cmdDeadList},
 		{"dead show", "[-json] ID", "show every field of one dead letter", cmdDeadShow},
 		{"replay", "ID... | -topic T | -all", "put dead letters back in the queue", cmdReplay},
+		{"failed list", "[-topic T] [-limit N] [-after ID] [-json]", "list rows whose last process attempt a consumer answered FAILED", cmdFailedList},
+		{"resend", "ID... | -topic T | -all", "send failed rows again for one more process attempt", cmdResend},
 		{"purge", "-older-than DURATION", "delete rows published longer ago than DURATION", cmdPurge},
 	}
 }
@@ -150,14 +152,17 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	switch name {
 	case "help":
 		return c.help(rest)
-	case "dead":
+	case "dead", "failed":
 		if len(rest) == 0 {
+			if name == "failed" {
+				return c.fail("failed", usagef(`missing sub-command: "failed list"`))
+			}
 			return c.fail("dead", usagef(`missing sub-command: "dead list" or "dead show ID"`))
 		}
 		if rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help" {
-			return c.help([]string{"dead"})
+			return c.help([]string{name})
 		}
-		name, rest = "dead "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	cmd := findCommand(name)
 	if cmd == nil {
@@ -250,6 +255,9 @@ func (c *cli) help(args []string) int {
 		return exitOK
 	}
 	name := strings.Join(args, " ")
+	if name == "failed" {
+		name = "failed list"
+	}
 	if name == "dead" {
 		fmt.Fprintln(c.stdout, "outboxctl dead: inspect dead letters (rows the relay gave up on).")
 		fmt.Fprintln(c.stdout)
@@ -306,7 +314,20 @@ var details = map[string]string{
 	"migrate": `Creates the outbox table and its indexes, or upgrades them to the
 current schema version. Safe to run again and from several processes.`,
 	"status": `Pending rows are neither published nor dead; the relay will send them.
-Dead rows failed too often and wait for "outboxctl replay".`,
+Awaiting-ack rows are published and wait for a consumer's answer (events
+that asked for one). Failed rows were answered FAILED on their last
+process attempt and wait for "outboxctl resend". Dead rows failed to be
+published too often and wait for "outboxctl replay". -all also counts the
+published rows that wait for nothing and the processed ones (it reads
+every published row).`,
+	"failed list": `Prints id, topic, key, type, process attempts, failed_at and the start
+of the last answer's reason. At most -limit rows are listed; continue with
+-after <last id>.`,
+	"resend": `Sends failed rows again for one more process attempt: the next
+"process-attempt", due now (a FAILED answer to it fails the row again).
+Give ids, or -topic T, or -all. With ids, exit code 3 if one of them is
+not a failed row (the others are still re-sent). A re-sent event reaches
+its consumers after later events of its key.`,
 	"dead list": `Prints id, topic, key, type, attempts, dead_at and the start of the last
 error. At most -limit rows are listed; continue with -after <last id>.`,
 	"dead show": `Prints every column of the dead letter ID, the payload as text and the
@@ -323,8 +344,9 @@ duration (90m, 24h) or a number of days (7d).`,
 
 func overview(w io.Writer) {
 	fmt.Fprint(w, `outboxctl operates a transactional outbox table (go-outbox) on PostgreSQL
-or MySQL/MariaDB: it reports the backlog, inspects and replays dead letters
-and purges published rows. It never publishes messages; the relay does.
+or MySQL/MariaDB: it reports the rows per state, inspects and replays dead
+letters, re-sends events consumers failed to process, and purges
+published rows. It never publishes messages; the relay does.
 
 Usage:
   outboxctl [global flags] <command> [command flags] [arguments]
@@ -332,9 +354,9 @@ Usage:
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %-42s %s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(w, "  %-11s %-42s %s\n", c.name, c.args, c.summary)
 	}
-	fmt.Fprintf(w, "  %-10s %-42s %s\n", "help", "[COMMAND]", "this overview, or the help of one command")
+	fmt.Fprintf(w, "  %-11s %-42s %s\n", "help", "[COMMAND]", "this overview, or the help of one command")
 	fmt.Fprint(w, `
 Global flags (before or after the command name):
   -dsn DSN        database to connect to; default: the `+DSNEnv+` environment
@@ -356,7 +378,7 @@ Exit codes:
   0  success
   1  the operation failed (database unreachable, SQL error)
   2  usage error (unknown command or flag, bad argument, no DSN)
-  3  not found (the id given is not a dead letter)
+  3  not found (the id given is not a dead letter / failed row)
 
 Examples:
   export `+DSNEnv+`='postgres://app:secret@localhost:5432/app?sslmode=disable'
@@ -369,6 +391,8 @@ Examples:
   outboxctl replay 1234 1240
   outboxctl replay -topic orders
   outboxctl replay -all
+  outboxctl failed list -topic inventory
+  outboxctl resend -topic inventory
   outboxctl purge -older-than 168h
   outboxctl -driver mysql -dsn 'app:secret@tcp(db:3306)/app' status
 

@@ -627,3 +627,67 @@ func deref64(p *int64) int64 {
 	}
 	return *p
 }
+
+// failed list shows rows consumers answered FAILED on their last process
+// attempt; resend puts them back for one more attempt.
+func TestFailedListAndResend(t *testing.T) {
+	forDialects(t, func(t *testing.T, o *outbox) {
+		o.migrate(t)
+		evs := make([]gormoutbox.Event, 3)
+		for i := range evs {
+			evs[i] = gormoutbox.Event{Topic: "stock", Key: fmt.Sprint("k", i), Type: "StockChanged", Payload: i, AckTopic: "stock-acks"}
+		}
+		if err := o.db.Transaction(func(tx *gorm.DB) error { return gormoutbox.Publish(tx, evs...) }); err != nil {
+			t.Fatal(err)
+		}
+		var ids []int64
+		if err := o.db.Raw(`SELECT id FROM outbox WHERE topic = 'stock' ORDER BY id`).Scan(&ids).Error; err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		o.exec(t, `UPDATE outbox SET published_at = ?, failed_at = ?, process_attempts = 3, last_error = 'no such warehouse' WHERE id IN (?, ?)`, now, now, ids[0], ids[1])
+		o.exec(t, `UPDATE outbox SET published_at = ? WHERE id = ?`, now, ids[2])
+
+		list := decode[[]deadLetter](t, o.mustCtl(t, 0, "failed", "list", "-json"))
+		if len(list) != 2 || list[0].ID != ids[0] || list[1].ID != ids[1] || list[0].ProcessAttempts != 3 ||
+			list[0].LastError != "no such warehouse" || list[0].FailedAt == nil {
+			t.Fatalf("failed list: %+v", list)
+		}
+		r := o.mustCtl(t, 0, "failed", "list")
+		if !regexp.MustCompile(`(?m)^ID\s+TOPIC\s+KEY\s+TYPE\s+PROCESS_ATTEMPTS\s+FAILED_AT\s+LAST_ERROR`).MatchString(r.stdout) ||
+			!strings.Contains(r.stdout, "no such warehouse") {
+			t.Errorf("failed list output:\n%s", r.stdout)
+		}
+		r = o.mustCtl(t, 3, "resend", strconv.FormatInt(ids[0], 10), strconv.FormatInt(ids[2], 10))
+		if !strings.Contains(r.stdout, "re-sent 1 of 2 failed rows") || !strings.Contains(r.stderr, strconv.FormatInt(ids[2], 10)) {
+			t.Errorf("resend of a failed and a waiting row: stdout %q stderr %q", r.stdout, r.stderr)
+		}
+		r = o.mustCtl(t, 0, "resend", "-topic", "stock")
+		if !strings.Contains(r.stdout, "re-sent 1 failed rows of topic") {
+			t.Errorf("resend -topic: %q", r.stdout)
+		}
+		var rows []struct {
+			ProcessAttempts int
+			PublishedAt     *time.Time
+			FailedAt        *time.Time
+			Headers         string
+		}
+		if err := o.db.Raw(`SELECT process_attempts, published_at, failed_at, headers FROM outbox WHERE id IN (?, ?) ORDER BY id`, ids[0], ids[1]).
+			Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range rows {
+			var h map[string]string
+			_ = json.Unmarshal([]byte(row.Headers), &h)
+			if row.ProcessAttempts != 4 || row.PublishedAt != nil || row.FailedAt != nil || h["process-attempt"] != "4" {
+				t.Errorf("re-sent row %+v: want pending again at process attempt 4", row)
+			}
+		}
+		rep := decode[statusReport](t, o.mustCtl(t, 0, "status", "-json"))
+		if rep.Pending != 2 || rep.Failed != 0 || rep.AwaitingAck != 1 {
+			t.Errorf("status after resend: %+v", rep)
+		}
+		o.mustCtl(t, 2, "resend")
+		o.mustCtl(t, 2, "failed")
+	})
+}

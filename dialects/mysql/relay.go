@@ -583,3 +583,19 @@ WHERE id = ?`, st.Row.Attempts, a.Now.UTC(), a.Reason, strconv.Itoa(st.Row.Attem
 	}
 	return out, st.Row, err
 }
+
+// Resend implements dialects.Dialect. MySQL assigns left to right, so the
+// headers are set from process_attempts before it is incremented.
+func (d Dialect) Resend(ctx context.Context, db *sql.DB, t dialects.Table, now time.Time, ids []int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, dialects.ErrNoIDs
+	}
+	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+` SET failed_at = NULL, published_at = NULL, attempts = 0,
+	available_at = ?, headers = JSON_SET(headers, '$."process-attempt"', CAST(process_attempts + 1 AS CHAR)),
+	process_attempts = process_attempts + 1
+WHERE id IN (`+dialects.IDList(ids)+`) AND failed_at IS NOT NULL`, now.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("resend on %s: %w", t, err)
+	}
+	return res.RowsAffected()
+}

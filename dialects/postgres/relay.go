@@ -284,3 +284,18 @@ WHERE id = $4`, st.Row.Attempts, a.Now.UTC(), a.Reason, st.Row.ID, strconv.Itoa(
 	}
 	return out, st.Row, err
 }
+
+// Resend implements dialects.Dialect.
+func (d Dialect) Resend(ctx context.Context, db *sql.DB, t dialects.Table, now time.Time, ids []int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, dialects.ErrNoIDs
+	}
+	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+` SET failed_at = NULL, published_at = NULL, attempts = 0,
+	available_at = $1, process_attempts = process_attempts + 1,
+	headers = headers || jsonb_build_object('process-attempt', (process_attempts + 1)::text)
+WHERE id = ANY($2) AND failed_at IS NOT NULL`, now.UTC(), ids)
+	if err != nil {
+		return 0, fmt.Errorf("resend on %s: %w", t, err)
+	}
+	return res.RowsAffected()
+}
