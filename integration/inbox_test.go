@@ -17,6 +17,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 	mysqldriver "gorm.io/driver/mysql"
 	pgdriver "gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -25,6 +26,7 @@ import (
 	"github.com/go-outbox/outbox/inbox"
 	"github.com/go-outbox/outbox/internal/eventid"
 	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/kafka"
 )
 
 // applied is what the test handlers write: one row per handler run that
@@ -758,4 +760,56 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 		}
 	}
 	return n
+}
+
+// On a SASL cluster the inbox reads with the publisher's settings
+// (kafka.Config.Dialer): the relay publishes, the inbox consumes, both
+// authenticated.
+func TestInboxSASL(t *testing.T) {
+	if os.Getenv(testenv.KafkaEnv) != "" {
+		t.Skip("needs an in-process kfake cluster with SASL")
+	}
+	creds := kafka.SASL{Mechanism: kafka.SASLScramSHA512, Username: "outbox", Password: "inbox-secret"}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(),
+		kfake.Superuser(creds.Mechanism, creds.Username, creds.Password), kfake.SeedTopics(2, "secured-postgres", "secured-mysql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	kcfg := kafka.Config{Brokers: brokers, SASL: creds}
+	dialer, err := kcfg.Dialer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
+		topic := "secured-" + d.Name
+		var want []inboxMsg
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			for i := 0; i < 20; i++ {
+				m := inboxMsg{EventID: testEventID(), Key: fmt.Sprint("k", i%3), Seq: i/3 + 1}
+				want = append(want, m)
+				if err := gormoutbox.Publish(tx, gormoutbox.Event{ID: m.EventID, Topic: topic, Key: m.Key, Type: "T", Payload: m}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		drainUntilEmpty(t, newRelay(t, db, newPublisher(t, brokers, kcfg), gormoutbox.RelayConfig{}), 30*time.Second)
+		in, err := inbox.New(db, applyHandler, inbox.Config{Brokers: brokers, GroupID: testenv.TopicName("secured"),
+			Topics: []string{topic}, Dialer: dialer, MaxWait: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := in.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		stop := start(t, in)
+		waitFor(t, 30*time.Second, "the secured messages", func() bool { return in.Stats().Handled >= 20 })
+		stop()
+		checkApplied(t, db, want)
+	})
 }
