@@ -99,6 +99,12 @@ type Config struct {
 	// Table is the inbox table, "inbox" by default; "schema.table" is
 	// accepted.
 	Table string
+	// Workers is how many batches run at once, each in its own
+	// transaction, over disjoint sets of partitions (a partition's
+	// messages always go to the same worker, in order). More workers help
+	// when handlers, not the commit, take the time; handlers then run
+	// concurrently and AfterCommit may be called concurrently. Default 1.
+	Workers int
 	// BatchSize bounds the messages of one transaction. More messages per
 	// commit is faster (a commit costs a disk flush); a failing handler is
 	// undone alone either way. Default 100.
@@ -180,7 +186,7 @@ func (c *Config) defaults() error {
 	if c.Table == "" {
 		c.Table = "inbox"
 	}
-	for name, v := range map[string]int{"BatchSize": c.BatchSize, "MaxAttempts": c.MaxAttempts} {
+	for name, v := range map[string]int{"BatchSize": c.BatchSize, "MaxAttempts": c.MaxAttempts, "Workers": c.Workers} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s is %d", ErrInvalidConfig, name, v)
 		}
@@ -193,6 +199,12 @@ func (c *Config) defaults() error {
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 10
+	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.Workers > 64 {
+		return fmt.Errorf("%w: Workers %d is over 64", ErrInvalidConfig, c.Workers)
 	}
 	if c.MinBackoff < 0 || c.MaxBackoff < 0 || c.MaxWait < 0 {
 		return fmt.Errorf("%w: MinBackoff, MaxBackoff and MaxWait must not be negative", ErrInvalidConfig)
@@ -389,16 +401,69 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	defer wg.Wait()
 
+	// With several workers, each partition goes to one of them (so its
+	// messages stay in order); each works in its own transactions.
+	ins := []chan kafkago.Message{in}
+	if n := c.cfg.Workers; n > 1 {
+		ins = make([]chan kafkago.Message, n)
+		for i := range ins {
+			ins[i] = make(chan kafkago.Message, c.cfg.BatchSize)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				for _, ch := range ins {
+					close(ch)
+				}
+			}()
+			for m := range in {
+				select {
+				case ins[workerOf(m.Topic, m.Partition, n)] <- m:
+				case <-fetchCtx.Done():
+					return
+				}
+			}
+		}()
+	}
+	var lwg sync.WaitGroup
+	for _, ch := range ins {
+		lwg.Add(1)
+		go func() {
+			defer lwg.Done()
+			c.loop(ctx, reader, ch)
+		}()
+	}
+	lwg.Wait()
+	stopFetch()
+	wg.Wait()
+	if fetchErr != nil {
+		return fmt.Errorf("inbox: fetch: %w", fetchErr)
+	}
+	return nil
+}
+
+// workerOf is the worker of a topic partition.
+func workerOf(topic string, partition, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(topic); i++ {
+		h ^= uint32(topic[i])
+		h *= 16777619
+	}
+	return int((h + uint32(partition)) % uint32(n))
+}
+
+// loop handles the messages of in until ctx ends (after finishing the batch
+// in flight) or in is closed.
+func (c *Consumer) loop(ctx context.Context, reader *kafkago.Reader, in <-chan kafkago.Message) {
 	r := &run{c: c, reader: reader, parts: map[pkey]*partition{}}
 	// Work that has started finishes even when ctx is cancelled.
 	work := context.WithoutCancel(ctx)
 	maxQueued := 10 * c.cfg.BatchSize
 	for {
 		if ctx.Err() != nil {
-			stopFetch()
-			return nil
+			return
 		}
 		// Wait for something to do: a message, or a backed-off partition
 		// coming due.
@@ -427,16 +492,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if t != nil {
 				t.Stop()
 			}
-			if closed {
-				stopFetch()
-				wg.Wait()
-				if fetchErr != nil {
-					return fmt.Errorf("inbox: fetch: %w", fetchErr)
-				}
-				return nil
-			}
-			if ctx.Err() != nil {
-				continue
+			if closed || ctx.Err() != nil {
+				return
 			}
 		}
 		// Take what else has arrived, up to a batch.
@@ -452,9 +509,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				break drain
 			}
 		}
-		if err := r.step(work); err != nil {
-			return err
-		}
+		r.step(work)
 	}
 }
 
@@ -537,11 +592,11 @@ type slice struct {
 
 // step handles one batch of ready messages, and parks the head messages
 // that ran out of attempts.
-func (r *run) step(ctx context.Context) error {
+func (r *run) step(ctx context.Context) {
 	c := r.c
 	now := c.cfg.Now()
 	if now.Before(r.dbWait) {
-		return nil
+		return
 	}
 	var batch []*slice
 	n := 0
@@ -553,7 +608,7 @@ func (r *run) step(ctx context.Context) error {
 		if p.fails >= c.cfg.MaxAttempts {
 			if err := r.park(ctx, p); err != nil {
 				r.dbFailed(err)
-				return nil
+				return
 			}
 			if len(p.msgs) == 0 {
 				continue
@@ -567,14 +622,14 @@ func (r *run) step(ctx context.Context) error {
 		r.next = (r.next + 1) % len(r.order)
 	}
 	if n == 0 {
-		return nil
+		return
 	}
 	t0 := time.Now()
 	err := r.handle(ctx, batch)
 	c.stats.inTx.Add(int64(time.Since(t0)))
 	if err != nil {
 		r.dbFailed(err)
-		return nil
+		return
 	}
 	r.dbFails, r.dbWait = 0, time.Time{}
 	// Commit the offsets of what is done, partition by partition.
@@ -601,7 +656,7 @@ func (r *run) step(ctx context.Context) error {
 		s.p.msgs = s.p.msgs[s.done:]
 		r.queued -= s.done
 	}
-	return nil
+	return
 }
 
 // commitTimeout bounds an offset commit: a commit that cannot be made

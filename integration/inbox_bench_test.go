@@ -20,7 +20,7 @@ import (
 // a bare kafka-go consumer group (FetchMessage, CommitMessages every 100
 // messages), with the inbox and a no-op handler (dedupe record, savepoint
 // logic, offset commits), and with the inbox and a handler that inserts one
-// row. It reports messages/s of each and the inbox's ratio to bare
+// row, with one worker and with four. It reports messages/s of each and the inbox's ratio to bare
 // kafka-go, and where the inbox's time went (transactions, offset commits).
 //
 //	go test -run '^$' -bench InboxThroughput -benchtime 1x ./integration/
@@ -72,9 +72,9 @@ func benchInbox(b *testing.B, d testenv.Dialect) {
 	b.ResetTimer()
 	bare := bareGroupRead(b, brokers, topic, testenv.TopicName("bare"))
 
-	run := func(name string, h inbox.Handler) (float64, inbox.Stats, time.Duration) {
+	run := func(name string, workers int, h inbox.Handler) (float64, inbox.Stats, time.Duration) {
 		c, err := inbox.New(db, h, inbox.Config{Brokers: brokers, GroupID: testenv.TopicName(name), Topics: []string{topic},
-			Logger: slog.New(slog.DiscardHandler)})
+			Workers: workers, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,19 +103,22 @@ func benchInbox(b *testing.B, d testenv.Dialect) {
 		}
 		return float64(inboxBenchMessages) / took.Seconds(), c.Stats(), took
 	}
-	noop, ns, ntook := run("noop", func(context.Context, *gorm.DB, *inbox.Message) error { return nil })
-	write, ws, wtook := run("write", func(_ context.Context, tx *gorm.DB, m *inbox.Message) error {
+	noop, ns, ntook := run("noop", 1, func(context.Context, *gorm.DB, *inbox.Message) error { return nil })
+	writeRow := func(_ context.Context, tx *gorm.DB, m *inbox.Message) error {
 		return tx.Create(&benchRow{EventID: m.EventID}).Error
-	})
+	}
+	write, ws, wtook := run("write", 1, writeRow)
+	write4, _, _ := run("write4", 4, writeRow)
 	b.StopTimer()
 	b.ReportMetric(bare, "bare_msgs/s")
 	b.ReportMetric(noop, "inbox_noop_msgs/s")
 	b.ReportMetric(write, "inbox_write_msgs/s")
 	b.ReportMetric(noop/bare, "noop/bare")
 	b.ReportMetric(write/bare, "write/bare")
-	b.Logf("%s: bare kafka-go %.0f msgs/s; inbox no-op %.0f msgs/s (%d batches; in tx %.0f%%, offset commits %.0f%% of %v); inbox writing a row %.0f msgs/s (%d batches; in tx %.0f%%, offset commits %.0f%% of %v)",
+	b.ReportMetric(write4, "inbox_write_4workers_msgs/s")
+	b.Logf("%s: bare kafka-go %.0f msgs/s; inbox no-op %.0f msgs/s (%d batches; in tx %.0f%%, offset commits %.0f%% of %v); inbox writing a row %.0f msgs/s (%d batches; in tx %.0f%%, offset commits %.0f%% of %v), with 4 workers %.0f msgs/s",
 		d.Name, bare, noop, ns.Batches, pct(ns.InTx, ntook), pct(ns.InOffsetCommit, ntook), ntook.Round(time.Millisecond),
-		write, ws.Batches, pct(ws.InTx, wtook), pct(ws.InOffsetCommit, wtook), wtook.Round(time.Millisecond))
+		write, ws.Batches, pct(ws.InTx, wtook), pct(ws.InOffsetCommit, wtook), wtook.Round(time.Millisecond), write4)
 }
 
 func pct(part, whole time.Duration) float64 { return 100 * part.Seconds() / whole.Seconds() }

@@ -408,7 +408,7 @@ func TestInboxRebalance(t *testing.T) {
 		c1 := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 20 })
 		stop1 := start(t, c1)
 		waitFor(t, 30*time.Second, "the first consumer to start", func() bool { return c1.Stats().Handled > 100 })
-		c2 := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 20 })
+		c2 := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 20; c.Workers = 3 })
 		start(t, c2)
 		// Keep messages flowing until the group has rebalanced and the
 		// second consumer works too; then the first leaves mid-flow.
@@ -811,5 +811,50 @@ func TestInboxSASL(t *testing.T) {
 		waitFor(t, 30*time.Second, "the secured messages", func() bool { return in.Stats().Handled >= 20 })
 		stop()
 		checkApplied(t, db, want)
+	})
+}
+
+// With several workers, partitions are handled concurrently, each in
+// order: every message once, per-key order kept, a failing message retried
+// without holding up the other workers.
+func TestInboxWorkers(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnv(t, d, 8)
+		want := produceInbox(t, e.brokers, e.topic, 1200, 40)
+		writeKafka(t, e.brokers, inMsg(e.topic, want[3]), inMsg(e.topic, want[700])) // redeliveries
+		bad := want[100].EventID
+		var running, most atomic.Int32
+		var failed atomic.Bool
+		h := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for {
+				if old := most.Load(); n <= old || most.CompareAndSwap(old, n) {
+					break
+				}
+			}
+			time.Sleep(300 * time.Microsecond)
+			if err := applyHandler(ctx, tx, m); err != nil {
+				return err
+			}
+			if m.EventID == bad && failed.CompareAndSwap(false, true) {
+				return errors.New("once")
+			}
+			return nil
+		}
+		c := e.consumer(t, h, func(c *inbox.Config) { c.Workers = 4; c.BatchSize = 25 })
+		stop := start(t, c)
+		waitFor(t, 60*time.Second, "all messages", func() bool {
+			s := c.Stats()
+			return s.Handled >= int64(len(want)) && s.Duplicates >= 2
+		})
+		stop()
+		checkApplied(t, e.db, want)
+		if s := c.Stats(); s.Retries != 1 || s.Duplicates != 2 {
+			t.Errorf("stats %+v: want 1 retry, 2 duplicates", s)
+		}
+		if most.Load() < 2 {
+			t.Errorf("at most %d handlers ran at once; want the workers to overlap", most.Load())
+		}
 	})
 }

@@ -151,7 +151,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 	defer orders.stop()
 	osvc := &orderService{failPercent: max(o.FailPercent, 0), seed: o.Seed}
 	orderIn, err := inbox.New(o.Orders, osvc.handle, inbox.Config{Brokers: k.addrs, GroupID: ordersGroup,
-		Topics: []string{TopicInventory}, Logger: o.Logger})
+		Topics: []string{TopicInventory}, Logger: o.Logger, Workers: 4})
 	if err != nil {
 		return res, err
 	}
@@ -160,7 +160,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 		// failed for good (re-sends show in the progress lines).
 		Hooks: []gormoutbox.Hook{hooks.Slog(slog.New(minLevel{o.Logger.Handler(), slog.LevelError})), counter}})
 	ackIn, err := inbox.New(o.Products, tracker.Handle, inbox.Config{Brokers: k.addrs, GroupID: productsGroup,
-		Topics: []string{TopicAcks}, Logger: o.Logger})
+		Topics: []string{TopicAcks}, Logger: o.Logger, Workers: 4})
 	if err != nil {
 		return res, err
 	}
