@@ -656,7 +656,6 @@ func (r *run) step(ctx context.Context) {
 		s.p.msgs = s.p.msgs[s.done:]
 		r.queued -= s.done
 	}
-	return
 }
 
 // commitTimeout bounds an offset commit: a commit that cannot be made
