@@ -366,6 +366,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		CommitInterval: 0, // synchronous commits, after the transaction
 		QueueCapacity:  c.cfg.BatchSize,
 		SessionTimeout: c.cfg.SessionTimeout,
+		// Partitions added to a topic are read too (the group rebalances).
+		WatchPartitionChanges: true,
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
 			c.cfg.Logger.Warn("inbox: kafka reader: " + fmt.Sprintf(msg, args...))
 		}),

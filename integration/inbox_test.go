@@ -858,3 +858,45 @@ func TestInboxWorkers(t *testing.T) {
 		}
 	})
 }
+
+// Partitions added to a topic while the consumer runs are read too.
+func TestInboxNewPartitions(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnv(t, d, 1)
+		first := produceInbox(t, e.brokers, e.topic, 20, 4)
+		c := e.consumer(t, applyHandler, func(c *inbox.Config) {
+			c.Reader = func(rc *kafkago.ReaderConfig) { rc.PartitionWatchInterval = 300 * time.Millisecond }
+		})
+		stop := start(t, c)
+		waitFor(t, 30*time.Second, "the first messages", func() bool { return c.Stats().Handled >= 20 })
+		cl := &kafkago.Client{Addr: kafkago.TCP(e.brokers...), Timeout: 10 * time.Second}
+		res, err := cl.CreatePartitions(context.Background(), &kafkago.CreatePartitionsRequest{
+			Topics: []kafkago.TopicPartitionsConfig{{Name: e.topic, Count: 4}}})
+		if err != nil || res.Errors[e.topic] != nil {
+			t.Fatalf("add partitions: %v %v", err, res)
+		}
+		waitFor(t, 10*time.Second, "4 partitions in the metadata", func() bool {
+			md, err := cl.Metadata(context.Background(), &kafkago.MetadataRequest{Topics: []string{e.topic}})
+			return err == nil && len(md.Topics) == 1 && len(md.Topics[0].Partitions) == 4
+		})
+		more := produceInbox(t, e.brokers, e.topic, 200, 40)
+		waitFor(t, 60*time.Second, "the messages of the new partitions", func() bool { return c.Stats().Handled >= 220 })
+		stop()
+		rs := appliedRows(t, e.db)
+		seen := map[string]int{}
+		for _, r := range rs {
+			seen[r.EventID]++
+		}
+		for _, m := range append(first, more...) {
+			if seen[m.EventID] != 1 {
+				t.Errorf("event %s applied %d times", m.EventID, seen[m.EventID])
+			}
+		}
+		checkKeyOrder(t, rs, first, more)
+		var parts []int
+		e.db.Table("inbox").Distinct("kafka_partition").Order("kafka_partition").Pluck("kafka_partition", &parts)
+		if len(parts) < 2 {
+			t.Errorf("messages read from partitions %v only: the new partitions were not read", parts)
+		}
+	})
+}
