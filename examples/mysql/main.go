@@ -39,6 +39,10 @@ func main() {
 	database := flag.String("database", "outbox_demo", "prefix of the two databases to (re)create and work in")
 	o := inventory.Flags(flag.CommandLine)
 	flag.Parse()
+	// The driver logs connections it drops ("invalid connection": a query
+	// cancelled when the services stop) on its own global logger; here
+	// they go to slog at debug level.
+	_ = gomysql.SetLogger(driverLog{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	_, err := run(ctx, *dsn, *database, *o)
 	stop()
@@ -105,3 +109,8 @@ func closeDB(db *gorm.DB) {
 		sqlDB.Close()
 	}
 }
+
+// driverLog sends go-sql-driver's log lines to slog at debug level.
+type driverLog struct{}
+
+func (driverLog) Print(v ...any) { slog.Debug(fmt.Sprint(v...), "source", "go-sql-driver/mysql") }
