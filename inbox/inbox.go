@@ -26,6 +26,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -250,7 +251,7 @@ type Consumer struct {
 	running atomic.Bool
 	stats   struct {
 		handled, duplicates, retries, parked, batches, commitErrors atomic.Int64
-		txFailures                                                  atomic.Int64
+		txFailures, fetchErrors                                     atomic.Int64
 		inTx, inCommit                                              atomic.Int64 // nanoseconds
 	}
 }
@@ -306,6 +307,10 @@ type Stats struct {
 	// TxFailures: batch transactions that failed (the database, not a
 	// handler) and were tried again after a backoff.
 	TxFailures int64
+	// FetchErrors: failed reads from Kafka (the group could not be joined:
+	// the broker is down, credentials are wrong), each tried again after a
+	// backoff and logged at warn.
+	FetchErrors int64
 	// InTx is the time spent in batch transactions (handlers included),
 	// InOffsetCommit the time spent committing offsets: with the time Run
 	// has been running, they tell whether the database, the broker or the
@@ -326,6 +331,7 @@ func (c *Consumer) Stats() Stats {
 		Batches:        c.stats.batches.Load(),
 		CommitErrors:   c.stats.commitErrors.Load(),
 		TxFailures:     c.stats.txFailures.Load(),
+		FetchErrors:    c.stats.fetchErrors.Load(),
 		InTx:           time.Duration(c.stats.inTx.Load()),
 		InOffsetCommit: time.Duration(c.stats.inCommit.Load()),
 	}
@@ -349,7 +355,9 @@ type pkey struct {
 
 // Run reads and handles messages until ctx is cancelled; then it finishes
 // the batch in flight (its transaction and offsets), leaves the group and
-// returns nil. It returns an error only when reading fails for good.
+// returns nil. Kafka and database failures do not end it: they are logged
+// at warn, counted in Stats and tried again with backoff, so a broker or
+// database outage only pauses the consumer.
 // A Consumer runs once at a time.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
@@ -388,14 +396,33 @@ func (c *Consumer) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		defer close(in)
+		fails := 0
 		for {
 			m, err := reader.FetchMessage(fetchCtx)
 			if err != nil {
-				if fetchCtx.Err() == nil {
-					fetchErr = err
+				if fetchCtx.Err() != nil {
+					return
 				}
-				return
+				if errors.Is(err, io.EOF) { // the reader was closed
+					fetchErr = err
+					return
+				}
+				// kafka-go reports that joining the group failed several
+				// times (the broker is down, say) and keeps trying: so do
+				// we, after a pause.
+				fails++
+				c.stats.fetchErrors.Add(1)
+				d := backoff(c.cfg.MinBackoff, c.cfg.MaxBackoff, fails)
+				c.cfg.Logger.Warn("inbox: reading from Kafka failed; trying again", "group", c.cfg.GroupID,
+					"failures", fails, "retry_in", d, "error", err)
+				select {
+				case <-time.After(d):
+				case <-fetchCtx.Done():
+					return
+				}
+				continue
 			}
+			fails = 0
 			select {
 			case in <- m:
 			case <-fetchCtx.Done():

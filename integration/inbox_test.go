@@ -900,3 +900,104 @@ func TestInboxNewPartitions(t *testing.T) {
 		}
 	})
 }
+
+// The broker goes down while the inbox consumes and comes back on the same
+// address with its data: the consumer resumes by itself; every message is
+// applied exactly once, in per-key order.
+func TestInboxBrokerDownAndUp(t *testing.T) {
+	if os.Getenv(testenv.KafkaEnv) != "" {
+		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
+	}
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		dir := t.TempDir()
+		topic := testenv.TopicName("inbox-downup")
+		startBroker := func(ports ...int) *kfake.Cluster {
+			opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(dir), kfake.SeedTopics(4, topic)}
+			if len(ports) > 0 {
+				opts = append(opts, kfake.Ports(ports...))
+			}
+			c, err := kfake.NewCluster(opts...)
+			if err != nil {
+				t.Fatalf("start kfake: %v", err)
+			}
+			return c
+		}
+		cl := startBroker()
+		brokers := cl.ListenAddrs()
+		_, portStr, _ := strings.Cut(brokers[0], "127.0.0.1:")
+		port, _ := strconv.Atoi(portStr)
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
+		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
+		first := produceInbox(t, brokers, topic, 300, 20)
+		slow := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			time.Sleep(time.Millisecond)
+			return applyHandler(ctx, tx, m)
+		}
+		c := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 20 })
+		stop := start(t, c)
+		waitFor(t, 30*time.Second, "some messages", func() bool { return c.Stats().Handled >= 40 })
+		cl.Close() // down
+		time.Sleep(2 * time.Second)
+		cl = startBroker(port) // up again
+		defer cl.Close()
+		more := produceInbox(t, brokers, topic, 300, 20)
+		waitFor(t, 90*time.Second, "every message", func() bool {
+			var n int64
+			e.db.Model(&applied{}).Count(&n)
+			return n >= 600
+		})
+		time.Sleep(300 * time.Millisecond)
+		stop()
+		rs := appliedRows(t, e.db)
+		seen := map[string]int{}
+		for _, r := range rs {
+			seen[r.EventID]++
+		}
+		for _, m := range append(first, more...) {
+			if seen[m.EventID] != 1 {
+				t.Errorf("event %s applied %d times", m.EventID, seen[m.EventID])
+			}
+		}
+		checkKeyOrder(t, rs, first, more)
+		t.Logf("%+v", c.Stats())
+	})
+}
+
+// A consumer started while the broker is down waits for it (reading fails,
+// is logged and tried again) instead of giving up.
+func TestInboxStartsBeforeBroker(t *testing.T) {
+	if os.Getenv(testenv.KafkaEnv) != "" {
+		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
+	}
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		dir := t.TempDir()
+		topic := testenv.TopicName("inbox-late")
+		startBroker := func(ports ...int) *kfake.Cluster {
+			opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(dir), kfake.SeedTopics(2, topic)}
+			if len(ports) > 0 {
+				opts = append(opts, kfake.Ports(ports...))
+			}
+			c, err := kfake.NewCluster(opts...)
+			if err != nil {
+				t.Fatalf("start kfake: %v", err)
+			}
+			return c
+		}
+		cl := startBroker()
+		brokers := cl.ListenAddrs()
+		_, portStr, _ := strings.Cut(brokers[0], "127.0.0.1:")
+		port, _ := strconv.Atoi(portStr)
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
+		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
+		want := produceInbox(t, brokers, topic, 100, 10)
+		cl.Close() // down before the consumer starts
+		c := e.consumer(t, applyHandler, nil)
+		stop := start(t, c)
+		waitFor(t, 60*time.Second, "a failed read", func() bool { return c.Stats().FetchErrors > 0 })
+		cl = startBroker(port)
+		defer cl.Close()
+		waitFor(t, 60*time.Second, "every message", func() bool { return c.Stats().Handled >= int64(len(want)) })
+		stop()
+		checkApplied(t, e.db, want)
+	})
+}
