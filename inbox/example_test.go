@@ -43,7 +43,8 @@ func ExampleNew() {
 	}
 
 	// Three deliveries of two events, as a relay's retry can produce.
-	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, AllowAutoTopicCreation: true, BatchTimeout: time.Millisecond}
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Murmur2Balancer{},
+		AllowAutoTopicCreation: true, BatchTimeout: time.Millisecond}
 	msg := func(id, sku, qty string) kafkago.Message {
 		return kafkago.Message{Key: []byte(sku), Value: []byte(qty), Headers: []kafkago.Header{{Key: "event-id", Value: []byte(id)}}}
 	}

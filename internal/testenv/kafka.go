@@ -158,7 +158,7 @@ func NewKafka(partitions int) ([]string, func(), error) {
 // names (a model's tag) may hold messages of earlier runs.
 func SeekGroupToEnd(t testing.TB, brokers []string, group string, topics ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 20 * time.Second}
 	meta, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
@@ -187,15 +187,25 @@ func SeekGroupToEnd(t testing.TB, brokers []string, group string, topics ...stri
 			creq.Topics[topic] = append(creq.Topics[topic], kafka.OffsetCommit{Partition: p.Partition, Offset: p.LastOffset})
 		}
 	}
-	cres, err := c.OffsetCommit(ctx, creq)
-	if err != nil {
-		t.Fatalf("testenv: commit offsets of %s: %v", group, err)
-	}
-	for topic, ps := range cres.Topics {
-		for _, p := range ps {
-			if p.Error != nil {
-				t.Fatalf("testenv: commit offset of %s on %s/%d: %v", group, topic, p.Partition, p.Error)
+	// A member that just left (a previous test's consumer) may still be in
+	// the group for a while: try again until the group is empty.
+	for {
+		cres, err := c.OffsetCommit(ctx, creq)
+		if err == nil {
+			for topic, ps := range cres.Topics {
+				for _, p := range ps {
+					if p.Error != nil && err == nil {
+						err = fmt.Errorf("%s/%d: %w", topic, p.Partition, p.Error)
+					}
+				}
 			}
 		}
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("testenv: commit offsets of %s: %v", group, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }

@@ -36,6 +36,10 @@ type orderService struct {
 	// seed) fail on their first process attempt.
 	failPercent int
 	seed        uint64
+	// prefix starts the SKUs of this run's product service. On a shared
+	// cluster several runs of the example write to the same topics; each
+	// order service answers only its own product service's events.
+	prefix string
 }
 
 // failsOnce reports whether the event of this change (an SKU at a version,
@@ -56,8 +60,11 @@ func (o *orderService) failsOnce(it Item, typ string) bool {
 // the order service's own outbox.
 func (o *orderService) handle(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
 	var it Item
-	if err := json.Unmarshal(m.Value, &it); err == nil && m.Header(gormoutbox.HeaderProcessAttempt) == "1" &&
-		o.failsOnce(it, m.Header(gormoutbox.HeaderEventType)) {
+	parsed := json.Unmarshal(m.Value, &it) == nil
+	if parsed && !strings.HasPrefix(it.SKU, o.prefix) {
+		return nil // another run's event
+	}
+	if parsed && m.Header(gormoutbox.HeaderProcessAttempt) == "1" && o.failsOnce(it, m.Header(gormoutbox.HeaderEventType)) {
 		return ack.Reply(tx, m, gormoutbox.AckFailed, "simulated failure (the order service's warehouse was busy)")
 	}
 	if err := tx.Transaction(func(tx *gorm.DB) error { return apply(tx, m) }); err != nil {

@@ -49,6 +49,8 @@ type changer struct {
 	skus []string // live SKUs this writer may touch
 	id   int      // writer number, for the names of new SKUs
 	made int
+	// prefix starts every SKU of this run (see orderService.prefix).
+	prefix string
 }
 
 // change makes one random change in its own transaction: mostly a stock
@@ -60,7 +62,7 @@ func (c *changer) change(ctx context.Context) (bool, error) {
 	switch r := c.rng.IntN(100); {
 	case r < 4 || len(c.skus) == 0: // a new SKU
 		c.made++
-		it := Item{SKU: fmt.Sprintf("w%d-new%d", c.id, c.made), Name: "new item", Quantity: c.rng.IntN(50), Version: 1, CostPrice: 7}
+		it := Item{SKU: fmt.Sprintf("%sw%d-new%d", c.prefix, c.id, c.made), Name: "new item", Quantity: c.rng.IntN(50), Version: 1, CostPrice: 7}
 		if err := db.Create(&it).Error; err != nil {
 			return false, err
 		}

@@ -149,7 +149,8 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 		return res, fmt.Errorf("order service: %w", err)
 	}
 	defer orders.stop()
-	osvc := &orderService{failPercent: max(o.FailPercent, 0), seed: o.Seed}
+	prefix := run + "-" // this run's SKUs (see orderService.prefix)
+	osvc := &orderService{failPercent: max(o.FailPercent, 0), seed: o.Seed, prefix: prefix}
 	orderIn, err := inbox.New(o.Orders, osvc.handle, inbox.Config{Brokers: k.addrs, GroupID: ordersGroup,
 		Topics: []string{TopicInventory}, Logger: o.Logger, Workers: 4})
 	if err != nil {
@@ -203,7 +204,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 	seedItems := make([]Item, o.Items)
 	skus := make([]string, o.Items)
 	for i := range seedItems {
-		skus[i] = fmt.Sprintf("sku-%04d", i)
+		skus[i] = fmt.Sprintf("%ssku-%04d", prefix, i)
 		seedItems[i] = Item{SKU: skus[i], Name: fmt.Sprintf("Item %d", i), Quantity: 100, Version: 1, CostPrice: 5}
 	}
 	if err := o.Products.WithContext(ctx).CreateInBatches(&seedItems, 500).Error; err != nil {
@@ -238,7 +239,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 		if w < o.Changes%o.Writers {
 			n++
 		}
-		c := &changer{db: o.Products, rng: rand.New(rand.NewPCG(o.Seed, uint64(w))), id: w,
+		c := &changer{db: o.Products, rng: rand.New(rand.NewPCG(o.Seed, uint64(w))), id: w, prefix: prefix,
 			skus: append([]string(nil), skus...)}
 		wg.Add(1)
 		go func() {
