@@ -1001,3 +1001,30 @@ func TestInboxStartsBeforeBroker(t *testing.T) {
 		checkApplied(t, e.db, want)
 	})
 }
+
+// A handler that panics is treated as a failed one: its writes are undone,
+// the consumer keeps running and the message is retried.
+func TestInboxHandlerPanics(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		e := newInboxEnv(t, d, 1)
+		want := produceInbox(t, e.brokers, e.topic, 30, 3)
+		var panicked atomic.Bool
+		h := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
+			if err := applyHandler(ctx, tx, m); err != nil {
+				return err
+			}
+			if m.EventID == want[7].EventID && panicked.CompareAndSwap(false, true) {
+				panic("boom")
+			}
+			return nil
+		}
+		c := e.consumer(t, h, nil)
+		stop := start(t, c)
+		waitFor(t, 30*time.Second, "all messages", func() bool { return c.Stats().Handled >= int64(len(want)) })
+		stop()
+		checkApplied(t, e.db, want)
+		if s := c.Stats(); s.Retries != 1 {
+			t.Errorf("stats %+v: want the panic counted as 1 retry", s)
+		}
+	})
+}
