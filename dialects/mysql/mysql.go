@@ -91,9 +91,11 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 	}, {
 		// Acknowledgements: rows that ask for one (ack_topic) wait after
 		// publication until a consumer answers: processed, or re-sent
-		// (process_attempts) until failed. ack_idx counts the rows
-		// waiting: its (NULL, NULL, not NULL) range holds only them and
-		// pending rows that ask for an answer.
+		// (process_attempts) until failed. One index serves both states
+		// without being touched when the relay marks rows published (it
+		// has no published_at): failed rows are its failed_at range; rows
+		// waiting for an answer are in its (NULL, NULL, not NULL) range,
+		// with only the pending rows that ask for one beside them.
 		Version: 3,
 		Statements: []string{
 			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN ack_topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NULL`,
@@ -101,8 +103,7 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN processed_at DATETIME(6) NULL`,
 			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN failed_at DATETIME(6) NULL`,
 			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_ack_idx") +
-				` (processed_at, failed_at, ack_topic, published_at, topic)`,
-			`ALTER TABLE ` + t.Qualified(d) + ` ADD INDEX ` + d.Quote(n+"_failed_idx") + ` (failed_at, id)`,
+				` (failed_at, processed_at, ack_topic, topic, id)`,
 		},
 		Ignore: ignoreDone,
 	}}
