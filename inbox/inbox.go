@@ -886,9 +886,20 @@ func (c *Consumer) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, er
 // failure (the message stays parked) and returns how many it handled; ids
 // that are not parked messages of this group are skipped.
 func (c *Consumer) Replay(ctx context.Context, eventIDs ...string) (int, error) {
-	dead, err := c.DeadLetters(ctx, 1<<30)
+	if len(eventIDs) == 0 {
+		return 0, nil
+	}
+	sqlDB, err := c.db.DB()
 	if err != nil {
 		return 0, err
+	}
+	var dead []DeadLetter
+	for chunk := range slices.Chunk(eventIDs, 500) {
+		d, err := c.st.dead(ctx, sqlDB, c.cfg.GroupID, len(chunk), chunk...)
+		if err != nil {
+			return 0, fmt.Errorf("inbox: replay: %w", err)
+		}
+		dead = append(dead, d...)
 	}
 	byID := make(map[string]*DeadLetter, len(dead))
 	for i := range dead {

@@ -278,11 +278,22 @@ type DeadLetter struct {
 	ParkedAt  time.Time
 }
 
-func (s *store) dead(ctx context.Context, db *sql.DB, consumer string, limit int) ([]DeadLetter, error) {
-	rows, err := db.QueryContext(ctx, `SELECT consumer, event_id, topic, kafka_partition, kafka_offset, msg_key, payload, headers,
+// dead lists the consumer's parked messages, oldest first: up to limit, or
+// those of ids when ids is not empty.
+func (s *store) dead(ctx context.Context, db *sql.DB, consumer string, limit int, ids ...string) ([]DeadLetter, error) {
+	q := `SELECT consumer, event_id, topic, kafka_partition, kafka_offset, msg_key, payload, headers,
 	attempts, COALESCE(last_error, ''), processed_at
-FROM `+s.q+` WHERE status = '`+statusDead+`' AND consumer = `+s.ph(1)+` ORDER BY processed_at, event_id LIMIT `+s.ph(2),
-		consumer, limit)
+FROM ` + s.q + ` WHERE status = '` + statusDead + `' AND consumer = ` + s.ph(1)
+	args := []any{consumer}
+	if len(ids) > 0 {
+		q += ` AND event_id IN (` + s.phs(2, len(ids)+1) + `)`
+		for _, id := range ids {
+			args = append(args, id)
+		}
+	}
+	q += ` ORDER BY processed_at, event_id LIMIT ` + s.ph(len(args)+1)
+	args = append(args, limit)
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
