@@ -17,7 +17,12 @@
 // is retried with backoff, and the later messages of its partition wait
 // (per-key order: a key lives in one partition); after Config.MaxAttempts
 // the message is parked as a dead letter in the inbox table and the
-// partition moves on. Nothing is dropped silently.
+// partition moves on. Nothing is dropped silently. Broker and database
+// outages pause the consumer; they do not end Run. Config.Workers handles
+// disjoint sets of partitions concurrently.
+//
+// Package ack builds acknowledgements (SUCCESS / FAILED answers to the
+// producing service) on top of the inbox.
 package inbox
 
 import (
@@ -82,6 +87,8 @@ func (m *Message) Header(name string) string {
 // Handler processes one message. tx is the inbox's transaction (behind a
 // savepoint of this message): write through it, and publish events with
 // gormoutbox.Publish(tx, ...) so that they commit with the inbox record.
+// With Config.Workers > 1, handlers of different partitions run
+// concurrently.
 // Returning an error undoes the handler's writes; the message is retried.
 // The handler must not commit or roll back tx.
 type Handler func(ctx context.Context, tx *gorm.DB, m *Message) error
