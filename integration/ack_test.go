@@ -17,6 +17,7 @@ import (
 	"github.com/go-outbox/outbox/inbox"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
+	"github.com/go-outbox/outbox/scheduler"
 )
 
 // Stock asks its consumers to acknowledge every event. The topics are
@@ -426,6 +427,9 @@ func TestAckTimeout(t *testing.T) {
 		}
 		if n, err := tr.Expire(ctx, db); err != nil || n != 0 {
 			t.Fatalf("Expire with nothing left: %d, %v", n, err)
+		}
+		if err := scheduler.AckTimeoutJob(tr, db)(ctx); err != nil {
+			t.Fatalf("AckTimeoutJob: %v", err)
 		}
 		st, err := r.TopicStats(ctx)
 		if err != nil {

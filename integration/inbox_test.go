@@ -27,6 +27,7 @@ import (
 	"github.com/go-outbox/outbox/internal/eventid"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
+	"github.com/go-outbox/outbox/scheduler"
 )
 
 // applied is what the test handlers write: one row per handler run that
@@ -369,6 +370,9 @@ func TestInboxParksAndReplays(t *testing.T) {
 		}
 		if n := inboxCount(t, e.db, "done"); n != 0 {
 			t.Errorf("%d done records after Cleanup, want 0", n)
+		}
+		if err := scheduler.InboxCleanupJob(c, time.Hour)(context.Background()); err != nil {
+			t.Errorf("InboxCleanupJob: %v", err)
 		}
 
 		// Still broken: Replay fails and keeps it.

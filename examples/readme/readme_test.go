@@ -201,10 +201,11 @@ func tracking(ctx context.Context, db *gorm.DB, brokers []string) error {
 	// readme:end
 	s := scheduler.New(scheduler.Config{})
 	// readme:begin
-	if err := s.Add("ack-timeout", "@every 1m", func(ctx context.Context) error {
-		_, err := tracker.Expire(ctx, db) // with ack.Config{Timeout: 5 * time.Minute}
+	// with ack.Config{Timeout: 5 * time.Minute}: unanswered events count as failed attempts
+	if err := s.Add("ack-timeout", "@every 1m", scheduler.AckTimeoutJob(tracker, db)); err != nil {
 		return err
-	}); err != nil {
+	}
+	if err := s.Add("inbox-cleanup", "0 0 * * * *", scheduler.InboxCleanupJob(answers, 7*24*time.Hour)); err != nil {
 		return err
 	}
 	// readme:end

@@ -172,10 +172,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 	}
 	// Events nobody answers within the tracker's Timeout are sent again
 	// (or failed after the last attempt).
-	if err := products.sched.Add("ack-timeout", "@every 10s", func(ctx context.Context) error {
-		_, err := tracker.Expire(ctx, o.Products)
-		return err
-	}); err != nil {
+	if err := products.sched.Add("ack-timeout", "@every 10s", scheduler.AckTimeoutJob(tracker, o.Products)); err != nil {
 		return res, err
 	}
 	cctx, stopConsumers := context.WithCancel(ctx)
