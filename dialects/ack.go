@@ -169,3 +169,52 @@ func QueryUnanswered(ctx context.Context, db *sql.DB, d interface {
 	}
 	return out, rows.Err()
 }
+
+// resendSet is the SET list that puts a row back to pending for its next
+// process attempt. The headers come first: MySQL assigns left to right
+// (PostgreSQL reads the old row throughout), so both compute them from the
+// attempt before the increment.
+func resendSet(d Dialect) string {
+	return `headers = ` + d.ProcessAttemptHeaders("process_attempts + 1") +
+		`, process_attempts = process_attempts + 1, published_at = NULL, attempts = 0`
+}
+
+// Acknowledge applies a consumer's answer to the row of its event, on q (a
+// transaction): the row is read FOR UPDATE and a.Decide says what to do.
+// An event not in the table is ErrNoRow.
+func Acknowledge(ctx context.Context, q Conn, d Dialect, t Table, a Ack) (AckOutcome, AckRow, error) {
+	st, err := AckSelect(ctx, q, d, t, a.EventID)
+	if err != nil {
+		return AckIgnored, st.Row, err
+	}
+	out, why := a.Decide(st)
+	st.Row.Why = why
+	tq, p := t.Qualified(d), d.Placeholder
+	switch out {
+	case AckProcessed:
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET processed_at = `+p(1)+` WHERE id = `+p(2), a.Now.UTC(), st.Row.ID)
+	case AckGaveUp:
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET failed_at = `+p(1)+`, last_error = `+p(2)+` WHERE id = `+p(3),
+			a.Now.UTC(), a.Reason, st.Row.ID)
+	case AckResent:
+		st.Row.Attempts = a.Attempt + 1 // the row is locked at attempt a.Attempt
+		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET `+resendSet(d)+`, available_at = `+p(1)+`, last_error = `+p(2)+
+			` WHERE id = `+p(3), a.Now.UTC(), a.Reason, st.Row.ID)
+	}
+	return out, st.Row, err
+}
+
+// Resend puts failed rows (whose last process attempt was answered FAILED)
+// back in the queue for one more process attempt, due at now, and returns
+// how many it put back.
+func Resend(ctx context.Context, db *sql.DB, d Dialect, t Table, now time.Time, ids []int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, ErrNoIDs
+	}
+	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+` SET `+resendSet(d)+`, failed_at = NULL, available_at = `+
+		d.Placeholder(1)+` WHERE id IN (`+IDList(ids)+`) AND failed_at IS NOT NULL`, now.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("resend on %s: %w", t, err)
+	}
+	return res.RowsAffected()
+}

@@ -87,13 +87,10 @@ type Dialect interface {
 	Quote(ident string) string
 	// Relayer claims, marks, retries, dead-letters and cleans up rows.
 	Relayer
-	// Acknowledge applies a consumer's acknowledgement of an event to its
-	// row, on q (a transaction).
-	Acknowledge(ctx context.Context, q Conn, t Table, a Ack) (AckOutcome, AckRow, error)
-	// Resend puts failed rows (whose last process attempt was answered
-	// FAILED) back in the queue for one more process attempt, due at now.
-	// It returns how many it put back.
-	Resend(ctx context.Context, db *sql.DB, t Table, now time.Time, ids []int64) (int64, error)
+	// ProcessAttemptHeaders returns SQL for the headers column with its
+	// "process-attempt" header set to the text of the integer SQL
+	// expression expr (see Acknowledge and Resend).
+	ProcessAttemptHeaders(expr string) string
 }
 
 // Conn runs statements and queries: a transaction.

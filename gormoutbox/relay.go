@@ -770,7 +770,7 @@ func (r *Relay) Failed(ctx context.Context, q DeadLetterQuery) ([]Row, error) {
 // consumer's problem is fixed. It returns how many rows it put back; ids
 // that are not failed rows are left alone.
 func (r *Relay) Resend(ctx context.Context, ids ...int64) (int64, error) {
-	n, err := r.d.Resend(ctx, r.db, r.table, r.cfg.Now(), ids)
+	n, err := dialects.Resend(ctx, r.db, r.d, r.table, r.cfg.Now(), ids)
 	if err != nil {
 		return 0, fmt.Errorf("gormoutbox: %w", err)
 	}

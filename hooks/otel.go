@@ -109,26 +109,30 @@ func NewOTel(cfg OTelConfig) (*OTel, error) {
 // collection (four GROUP BY queries, each through the index of its state:
 // published rows that wait for nothing are not read). Call it once per table.
 func (h *OTel) Observe(relay *gormoutbox.Relay) error {
-	pending, err := h.meter.Int64ObservableGauge("outbox.pending", metric.WithDescription("Rows neither published nor dead."), metric.WithUnit("{row}"))
-	if err != nil {
-		return err
+	gauges := []struct {
+		name, desc string
+		value      func(gormoutbox.Stats) int64
+	}{
+		{"outbox.pending", "Rows neither published nor dead.", func(s gormoutbox.Stats) int64 { return s.Pending }},
+		{"outbox.dead", "Dead-lettered rows.", func(s gormoutbox.Stats) int64 { return s.Dead }},
+		{"outbox.awaiting_ack", "Published rows waiting for a consumer's answer.", func(s gormoutbox.Stats) int64 { return s.Awaiting }},
+		{"outbox.failed", "Rows whose last process attempt failed.", func(s gormoutbox.Stats) int64 { return s.Failed }},
 	}
-	deadRows, err := h.meter.Int64ObservableGauge("outbox.dead", metric.WithDescription("Dead-lettered rows."), metric.WithUnit("{row}"))
-	if err != nil {
-		return err
-	}
-	awaiting, err := h.meter.Int64ObservableGauge("outbox.awaiting_ack", metric.WithDescription("Published rows waiting for a consumer's answer."), metric.WithUnit("{row}"))
-	if err != nil {
-		return err
-	}
-	failed, err := h.meter.Int64ObservableGauge("outbox.failed", metric.WithDescription("Rows whose last process attempt failed."), metric.WithUnit("{row}"))
-	if err != nil {
-		return err
+	insts := make([]metric.Int64ObservableGauge, len(gauges))
+	obs := make([]metric.Observable, 0, len(gauges)+1)
+	for i, g := range gauges {
+		gauge, err := h.meter.Int64ObservableGauge(g.name, metric.WithDescription(g.desc), metric.WithUnit("{row}"))
+		if err != nil {
+			return err
+		}
+		insts[i] = gauge
+		obs = append(obs, gauge)
 	}
 	oldest, err := h.meter.Float64ObservableGauge("outbox.oldest_pending_age", metric.WithDescription("Age of the oldest pending row."), metric.WithUnit("s"))
 	if err != nil {
 		return err
 	}
+	obs = append(obs, oldest)
 	reg, err := h.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		stats, err := relay.TopicStats(ctx)
 		if err != nil {
@@ -137,10 +141,9 @@ func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 		now := time.Now()
 		for topic, s := range stats {
 			attrs := metric.WithAttributes(attribute.String(attrTopic, topic))
-			o.ObserveInt64(pending, s.Pending, attrs)
-			o.ObserveInt64(deadRows, s.Dead, attrs)
-			o.ObserveInt64(awaiting, s.Awaiting, attrs)
-			o.ObserveInt64(failed, s.Failed, attrs)
+			for i, g := range gauges {
+				o.ObserveInt64(insts[i], g.value(s), attrs)
+			}
 			age := 0.0
 			if !s.OldestPending.IsZero() {
 				age = now.Sub(s.OldestPending).Seconds()
@@ -148,13 +151,11 @@ func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 			o.ObserveFloat64(oldest, age, attrs)
 		}
 		return nil
-	}, pending, deadRows, awaiting, failed, oldest)
+	}, obs...)
 	if err != nil {
 		return err
 	}
-	h.registrationsMu.Lock()
-	h.registrations = append(h.registrations, reg)
-	h.registrationsMu.Unlock()
+	h.keep(reg)
 	return nil
 }
 
@@ -191,9 +192,7 @@ func (h *OTel) ObserveInbox(c *inbox.Consumer) error {
 	if err != nil {
 		return err
 	}
-	h.registrationsMu.Lock()
-	h.registrations = append(h.registrations, reg)
-	h.registrationsMu.Unlock()
+	h.keep(reg)
 	return nil
 }
 
@@ -290,4 +289,11 @@ func (h *OTel) Close() error {
 // OnAck implements gormoutbox.AckHook.
 func (h *OTel) OnAck(ctx context.Context, r gormoutbox.AckResult) {
 	h.acks.Add(ctx, 1, metric.WithAttributes(attribute.String(attrTopic, r.Topic), attribute.String("outcome", r.Outcome.String())))
+}
+
+// keep remembers reg for Close.
+func (h *OTel) keep(reg metric.Registration) {
+	h.registrationsMu.Lock()
+	h.registrations = append(h.registrations, reg)
+	h.registrationsMu.Unlock()
 }

@@ -3,9 +3,14 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"gorm.io/gorm"
 
@@ -235,3 +240,59 @@ func forEachDialect(t *testing.T, f func(t *testing.T, d testenv.Dialect)) {
 		})
 	}
 }
+
+// restartableKafka is an in-process kfake broker that keeps its data in a
+// directory of the test, so that it can be stopped and started again on
+// the same address.
+type restartableKafka struct {
+	t       *testing.T
+	dir     string
+	seed    kfake.Opt
+	port    int
+	cluster *kfake.Cluster
+}
+
+// newRestartableKafka starts one, seeded with topic; it is closed when the
+// test ends. It skips the test when OUTBOX_TEST_KAFKA_BROKERS names real
+// brokers.
+func newRestartableKafka(t *testing.T, topic string, partitions int) *restartableKafka {
+	t.Helper()
+	if os.Getenv(testenv.KafkaEnv) != "" {
+		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
+	}
+	k := &restartableKafka{t: t, dir: t.TempDir(), seed: kfake.SeedTopics(int32(partitions), topic)}
+	k.start()
+	_, port, _ := strings.Cut(k.Brokers()[0], "127.0.0.1:")
+	k.port, _ = strconv.Atoi(port)
+	t.Cleanup(func() {
+		if k.cluster != nil {
+			k.cluster.Close()
+		}
+	})
+	return k
+}
+
+func (k *restartableKafka) start() {
+	k.t.Helper()
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(k.dir), k.seed}
+	if k.port != 0 {
+		opts = append(opts, kfake.Ports(k.port))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		k.t.Fatalf("start kfake: %v", err)
+	}
+	k.cluster = c
+}
+
+// Brokers are the broker addresses, the same after a restart.
+func (k *restartableKafka) Brokers() []string { return k.cluster.ListenAddrs() }
+
+// Stop takes the broker down.
+func (k *restartableKafka) Stop() {
+	k.cluster.Close()
+	k.cluster = nil
+}
+
+// Start brings it up again, with its data, on the same address.
+func (k *restartableKafka) Start() { k.start() }

@@ -438,21 +438,29 @@ func TestInboxRebalance(t *testing.T) {
 			return n >= int64(len(all))
 		})
 		time.Sleep(300 * time.Millisecond) // anything applied twice would show now
-		rs := appliedRows(t, e.db)
-		seen := map[string]int{}
-		for _, r := range rs {
-			seen[r.EventID]++
-		}
-		for _, m := range all {
+		checkAppliedOnce(t, e.db, batches...)
+		t.Logf("c1 %+v, c2 %+v", c1.Stats(), c2.Stats())
+	})
+}
+
+// checkAppliedOnce asserts that every message of batches was applied
+// exactly once and, over the batches (seq restarts at 1 in each), in
+// per-key order: a key's earlier batch first.
+func checkAppliedOnce(t *testing.T, db *gorm.DB, batches ...[]inboxMsg) {
+	t.Helper()
+	rs := appliedRows(t, db)
+	seen := map[string]int{}
+	for _, r := range rs {
+		seen[r.EventID]++
+	}
+	for _, b := range batches {
+		for _, m := range b {
 			if seen[m.EventID] != 1 {
 				t.Errorf("event %s applied %d times", m.EventID, seen[m.EventID])
 			}
 		}
-		// Per-key order over the batches of messages (seq restarts at 1
-		// in each): a key's earlier batch comes first.
-		checkKeyOrder(t, rs, batches...)
-		t.Logf("c1 %+v, c2 %+v", c1.Stats(), c2.Stats())
-	})
+	}
+	checkKeyOrder(t, rs, batches...)
 }
 
 func checkKeyOrder(t *testing.T, rs []applied, batches ...[]inboxMsg) {
@@ -886,17 +894,7 @@ func TestInboxNewPartitions(t *testing.T) {
 		more := produceInbox(t, e.brokers, e.topic, 200, 40)
 		waitFor(t, 60*time.Second, "the messages of the new partitions", func() bool { return c.Stats().Handled >= 220 })
 		stop()
-		rs := appliedRows(t, e.db)
-		seen := map[string]int{}
-		for _, r := range rs {
-			seen[r.EventID]++
-		}
-		for _, m := range append(first, more...) {
-			if seen[m.EventID] != 1 {
-				t.Errorf("event %s applied %d times", m.EventID, seen[m.EventID])
-			}
-		}
-		checkKeyOrder(t, rs, first, more)
+		checkAppliedOnce(t, e.db, first, more)
 		var parts []int
 		e.db.Table("inbox").Distinct("kafka_partition").Order("kafka_partition").Pluck("kafka_partition", &parts)
 		if len(parts) < 2 {
@@ -909,27 +907,10 @@ func TestInboxNewPartitions(t *testing.T) {
 // address with its data: the consumer resumes by itself; every message is
 // applied exactly once, in per-key order.
 func TestInboxBrokerDownAndUp(t *testing.T) {
-	if os.Getenv(testenv.KafkaEnv) != "" {
-		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
-	}
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
-		dir := t.TempDir()
 		topic := testenv.TopicName("inbox-downup")
-		startBroker := func(ports ...int) *kfake.Cluster {
-			opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(dir), kfake.SeedTopics(4, topic)}
-			if len(ports) > 0 {
-				opts = append(opts, kfake.Ports(ports...))
-			}
-			c, err := kfake.NewCluster(opts...)
-			if err != nil {
-				t.Fatalf("start kfake: %v", err)
-			}
-			return c
-		}
-		cl := startBroker()
-		brokers := cl.ListenAddrs()
-		_, portStr, _ := strings.Cut(brokers[0], "127.0.0.1:")
-		port, _ := strconv.Atoi(portStr)
+		k := newRestartableKafka(t, topic, 4)
+		brokers := k.Brokers()
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
 		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
 		first := produceInbox(t, brokers, topic, 300, 20)
@@ -940,10 +921,9 @@ func TestInboxBrokerDownAndUp(t *testing.T) {
 		c := e.consumer(t, slow, func(c *inbox.Config) { c.BatchSize = 20 })
 		stop := start(t, c)
 		waitFor(t, 30*time.Second, "some messages", func() bool { return c.Stats().Handled >= 40 })
-		cl.Close() // down
+		k.Stop() // down
 		time.Sleep(2 * time.Second)
-		cl = startBroker(port) // up again
-		defer cl.Close()
+		k.Start() // up again
 		more := produceInbox(t, brokers, topic, 300, 20)
 		waitFor(t, 90*time.Second, "every message", func() bool {
 			var n int64
@@ -952,17 +932,7 @@ func TestInboxBrokerDownAndUp(t *testing.T) {
 		})
 		time.Sleep(300 * time.Millisecond)
 		stop()
-		rs := appliedRows(t, e.db)
-		seen := map[string]int{}
-		for _, r := range rs {
-			seen[r.EventID]++
-		}
-		for _, m := range append(first, more...) {
-			if seen[m.EventID] != 1 {
-				t.Errorf("event %s applied %d times", m.EventID, seen[m.EventID])
-			}
-		}
-		checkKeyOrder(t, rs, first, more)
+		checkAppliedOnce(t, e.db, first, more)
 		t.Logf("%+v", c.Stats())
 	})
 }
@@ -970,36 +940,18 @@ func TestInboxBrokerDownAndUp(t *testing.T) {
 // A consumer started while the broker is down waits for it (reading fails,
 // is logged and tried again) instead of giving up.
 func TestInboxStartsBeforeBroker(t *testing.T) {
-	if os.Getenv(testenv.KafkaEnv) != "" {
-		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
-	}
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
-		dir := t.TempDir()
 		topic := testenv.TopicName("inbox-late")
-		startBroker := func(ports ...int) *kfake.Cluster {
-			opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(dir), kfake.SeedTopics(2, topic)}
-			if len(ports) > 0 {
-				opts = append(opts, kfake.Ports(ports...))
-			}
-			c, err := kfake.NewCluster(opts...)
-			if err != nil {
-				t.Fatalf("start kfake: %v", err)
-			}
-			return c
-		}
-		cl := startBroker()
-		brokers := cl.ListenAddrs()
-		_, portStr, _ := strings.Cut(brokers[0], "127.0.0.1:")
-		port, _ := strconv.Atoi(portStr)
+		k := newRestartableKafka(t, topic, 2)
+		brokers := k.Brokers()
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
 		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
 		want := produceInbox(t, brokers, topic, 100, 10)
-		cl.Close() // down before the consumer starts
+		k.Stop() // down before the consumer starts
 		c := e.consumer(t, applyHandler, nil)
 		stop := start(t, c)
 		waitFor(t, 60*time.Second, "a failed read", func() bool { return c.Stats().FetchErrors > 0 })
-		cl = startBroker(port)
-		defer cl.Close()
+		k.Start()
 		waitFor(t, 60*time.Second, "every message", func() bool { return c.Stats().Handled >= int64(len(want)) })
 		stop()
 		checkApplied(t, e.db, want)

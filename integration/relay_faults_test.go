@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -411,36 +410,19 @@ func TestRelayShardLocksPerDatabase(t *testing.T) {
 // port, same data): the relay's passes fail and back off while it is down,
 // and once it is back every event arrives, in order per key.
 func TestRelayBrokerDownAndUp(t *testing.T) {
-	if os.Getenv(testenv.KafkaEnv) != "" {
-		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
-	}
 	const keys, perKey = 8, 40
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		dir := t.TempDir()
 		topic := testenv.TopicName("downup")
-		start := func(ports ...int) *kfake.Cluster {
-			opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(dir), kfake.SeedTopics(4, topic)}
-			if len(ports) > 0 {
-				opts = append(opts, kfake.Ports(ports...))
-			}
-			c, err := kfake.NewCluster(opts...)
-			if err != nil {
-				t.Fatalf("start kfake: %v", err)
-			}
-			return c
-		}
-		c := start()
-		brokers := c.ListenAddrs()
-		_, portStr, _ := strings.Cut(brokers[0], "127.0.0.1:")
-		port, _ := strconv.Atoi(portStr)
+		k := newRestartableKafka(t, topic, 4)
+		brokers := k.Brokers()
 
 		ids := writeSeqEvents(t, db, topic, keys, perKey/2, 1, 40)
 		cfg := fastRetry
 		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{MaxAttempts: 1, WriteTimeout: time.Second}), cfg)
 		drainUntilEmpty(t, r, 30*time.Second)
 
-		c.Close() // down
+		k.Stop() // down
 		more := writeSeqEvents(t, db, topic, keys, perKey/2, 1, 40)
 		for id := range more {
 			ids[id] = true
@@ -465,8 +447,7 @@ func TestRelayBrokerDownAndUp(t *testing.T) {
 			t.Fatal("no row carries a failed attempt")
 		}
 
-		c = start(port) // up again
-		defer c.Close()
+		k.Start() // up again
 		drainUntilEmpty(t, r, time.Minute)
 		// Renumber the second half's sequence after the first: read all and
 		// check per key.

@@ -106,19 +106,16 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	defer db.Close()
-	st, err := db.relay.Stats(ctx)
+	topics, st, err := topicCounts(ctx, db, *all)
 	if err != nil {
 		return db.explain(ctx, err)
 	}
 	rep := statusReport{Driver: db.driver, Table: db.table.String(), Pending: st.Pending, Dead: st.Dead,
-		AwaitingAck: st.Awaiting, Failed: st.Failed, Topics: []topicCount{}}
+		AwaitingAck: st.Awaiting, Failed: st.Failed, Topics: topics}
 	if !st.OldestPending.IsZero() {
 		t := st.OldestPending.UTC()
 		rep.OldestPending = &t
 		rep.OldestPendingAgeSeconds = max(time.Since(t).Seconds(), 0)
-	}
-	if rep.Topics, err = topicCounts(ctx, db, *all); err != nil {
-		return db.explain(ctx, err)
 	}
 	if *asJSON {
 		return writeJSON(c.stdout, rep)
@@ -179,13 +176,21 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-func topicCounts(ctx context.Context, db *conn, all bool) ([]topicCount, error) {
-	stats, err := db.relay.TopicStats(ctx)
+// topicCounts returns the counts per topic, in topic order, and their
+// totals (the oldest pending row of all topics included).
+func topicCounts(ctx context.Context, db *conn, all bool) ([]topicCount, gormoutbox.Stats, error) {
+	var (
+		stats map[string]gormoutbox.Stats
+		total gormoutbox.Stats
+		err   error
+	)
 	if all {
 		stats, err = db.relay.CountStates(ctx)
+	} else {
+		stats, err = db.relay.TopicStats(ctx)
 	}
 	if err != nil {
-		return nil, err
+		return nil, total, err
 	}
 	out := make([]topicCount, 0, len(stats))
 	for topic, st := range stats {
@@ -194,9 +199,16 @@ func topicCounts(ctx context.Context, db *conn, all bool) ([]topicCount, error) 
 			tc.Published, tc.Processed = &st.Published, &st.Processed
 		}
 		out = append(out, tc)
+		total.Pending += st.Pending
+		total.Dead += st.Dead
+		total.Awaiting += st.Awaiting
+		total.Failed += st.Failed
+		if !st.OldestPending.IsZero() && (total.OldestPending.IsZero() || st.OldestPending.Before(total.OldestPending)) {
+			total.OldestPending = st.OldestPending
+		}
 	}
 	slices.SortFunc(out, func(a, b topicCount) int { return strings.Compare(a.Topic, b.Topic) })
-	return out, nil
+	return out, total, nil
 }
 
 // ---- dead list / dead show

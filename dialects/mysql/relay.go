@@ -560,42 +560,7 @@ func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (diale
 	return dialects.QueryStats(ctx, db, d, t)
 }
 
-// Acknowledge implements dialects.Dialect.
-func (d Dialect) Acknowledge(ctx context.Context, q dialects.Conn, t dialects.Table, a dialects.Ack) (dialects.AckOutcome, dialects.AckRow, error) {
-	st, err := dialects.AckSelect(ctx, q, d, t, a.EventID)
-	if err != nil {
-		return dialects.AckIgnored, st.Row, err
-	}
-	out, why := a.Decide(st)
-	st.Row.Why = why
-	tq := t.Qualified(d)
-	switch out {
-	case dialects.AckProcessed:
-		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET processed_at = ? WHERE id = ?`, a.Now.UTC(), st.Row.ID)
-	case dialects.AckGaveUp:
-		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET failed_at = ?, last_error = ? WHERE id = ?`,
-			a.Now.UTC(), a.Reason, st.Row.ID)
-	case dialects.AckResent:
-		st.Row.Attempts = a.Attempt + 1
-		_, err = q.ExecContext(ctx, `UPDATE `+tq+` SET process_attempts = ?, published_at = NULL, attempts = 0,
-	available_at = ?, last_error = ?, headers = JSON_SET(headers, '$."process-attempt"', ?)
-WHERE id = ?`, st.Row.Attempts, a.Now.UTC(), a.Reason, strconv.Itoa(st.Row.Attempts), st.Row.ID)
-	}
-	return out, st.Row, err
-}
-
-// Resend implements dialects.Dialect. MySQL assigns left to right, so the
-// headers are set from process_attempts before it is incremented.
-func (d Dialect) Resend(ctx context.Context, db *sql.DB, t dialects.Table, now time.Time, ids []int64) (int64, error) {
-	if len(ids) == 0 {
-		return 0, dialects.ErrNoIDs
-	}
-	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+` SET failed_at = NULL, published_at = NULL, attempts = 0,
-	available_at = ?, headers = JSON_SET(headers, '$."process-attempt"', CAST(process_attempts + 1 AS CHAR)),
-	process_attempts = process_attempts + 1
-WHERE id IN (`+dialects.IDList(ids)+`) AND failed_at IS NOT NULL`, now.UTC())
-	if err != nil {
-		return 0, fmt.Errorf("resend on %s: %w", t, err)
-	}
-	return res.RowsAffected()
+// ProcessAttemptHeaders implements dialects.Dialect.
+func (Dialect) ProcessAttemptHeaders(expr string) string {
+	return `JSON_SET(headers, '$."process-attempt"', CAST(` + expr + ` AS CHAR))`
 }

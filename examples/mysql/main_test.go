@@ -26,9 +26,7 @@ func TestSync(t *testing.T) {
 			admin.Close()
 		}
 	})
-	res, err := run(context.Background(), dsn, database, inventory.ShortOptions(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inventory.CheckResult(t, res)
+	inventory.RunShort(t, func(ctx context.Context, o inventory.Options) (inventory.Result, error) {
+		return run(ctx, dsn, database, o)
+	})
 }

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"context"
 	"io"
 	"os"
 	"testing"
@@ -15,6 +16,17 @@ func ShortOptions(t testing.TB) Options {
 		Items:   30, Changes: 400, Writers: 4, Timeout: 90 * time.Second,
 		Out: testWriter{t},
 	}
+}
+
+// RunShort runs a main's run function with ShortOptions and checks its
+// Result.
+func RunShort(t testing.TB, run func(context.Context, Options) (Result, error)) {
+	t.Helper()
+	res, err := run(context.Background(), ShortOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	CheckResult(t, res)
 }
 
 // CheckResult fails t unless res shows the two services converged with
