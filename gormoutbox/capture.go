@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,15 @@ type stmtState struct {
 	byCondition bool
 	// wrote: outbox rows were inserted (for the wake-up after commit).
 	wrote bool
+	// schemaless: a write through db.Table("t") without a model, to the
+	// table of m; GORM applies none of the model's scopes.
+	schemaless bool
+	// maps: a create from this many maps (captureMapCreate).
+	maps int
+	// preKeys: of an upsert on the primary key, each row's key before the
+	// write ("" when it had none), to see RETURNING change it (MariaDB
+	// reports the row another unique key conflicted with).
+	preKeys []string
 }
 
 // MaxConditionRows bounds the rows one update or delete by condition may
@@ -66,6 +76,12 @@ type stmtState struct {
 // primary keys (one bind variable per key column per row). A write that
 // matches more is refused with ErrUncapturedWrite; split it.
 const MaxConditionRows = 20000
+
+// softScoped reports whether GORM applies the model's soft-delete scope to
+// the statement (a delete then sets deleted_at).
+func (st *stmtState) softScoped(stmt *gorm.Statement) bool {
+	return st.m.softDelete && !stmt.Unscoped && !st.schemaless
+}
 
 func stateOf(db *gorm.DB) *stmtState {
 	v, ok := db.Statement.Settings.Load(stateKey{db.Statement})
@@ -127,30 +143,33 @@ func (p *Plugin) begin(o op) func(*gorm.DB) {
 			}
 			return
 		}
-		if stmt.Schema == nil {
-			// A write without a model, e.g. db.Table("inventories").Create(map...).
-			if name, ok := p.models.tables.Load(stmt.Table); ok {
-				_ = db.AddError(uncaptured(name.(string), o, "through db.Table(\""+stmt.Table+"\") without the model",
-					"write through the model (db.Model(&"+name.(string)+"{})) so that the event can be built"))
+		var m *model
+		schemaless := stmt.Schema == nil
+		if schemaless {
+			// A write without a model, e.g. db.Table("inventories").Create(map...):
+			// a write of the tagged model whose table it is, if any.
+			m = p.models.byTable(stmt.Table)
+			if m == nil {
+				return // not a source's table: not the plugin's business
 			}
-			return
-		}
-		m, err := p.models.lookup(stmt.Schema)
-		if err != nil {
-			_ = db.AddError(err)
-			return
-		}
-		if m == nil {
-			if name, ok := p.models.tables.Load(stmt.Table); ok && stmt.Table != stmt.Schema.Table {
-				_ = db.AddError(uncaptured(name.(string), o, "through an untagged model "+stmt.Schema.Name+" on its table "+stmt.Table,
-					"write through the tagged model"))
+		} else {
+			var err error
+			if m, err = p.models.lookup(stmt.Schema); err != nil {
+				_ = db.AddError(err)
+				return
 			}
-			return
+			if m == nil {
+				if name, ok := p.models.tables.Load(stmt.Table); ok && stmt.Table != stmt.Schema.Table {
+					_ = db.AddError(uncaptured(name.(*model).name, o, "through an untagged model "+stmt.Schema.Name+" on its table "+stmt.Table,
+						"write through the tagged model"))
+				}
+				return
+			}
 		}
 		if m.ops&o == 0 {
 			return
 		}
-		st := &stmtState{m: m, op: o}
+		st := &stmtState{m: m, op: o, schemaless: schemaless}
 		ok, err := p.plan(db, st)
 		if err != nil {
 			_ = db.AddError(err)
@@ -178,16 +197,30 @@ func (p *Plugin) begin(o op) func(*gorm.DB) {
 // false, nil for statements GORM will refuse by itself.
 func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 	stmt, m := db.Statement, st.m
+	if st.op == opCreate {
+		if rv := stmt.ReflectValue; rv.IsValid() && (rv.Kind() == reflect.Slice || rv.Kind() == reflect.Array) && rv.Len() == 0 {
+			return false, nil // GORM refuses it with ErrEmptySlice
+		}
+		if maps, ok := createMaps(stmt.Dest); ok {
+			return p.planMapCreate(db, st, maps)
+		}
+	}
+	if st.schemaless && st.op != opCreate {
+		// db.Table("t").Where(...).Update(...) / Delete(...): by condition,
+		// and without the model's scopes, as GORM runs it.
+		if !hasWhere(stmt) && !stmt.AllowGlobalUpdate {
+			return false, nil // GORM refuses it with ErrMissingWhereClause
+		}
+		st.byCondition = true
+		return true, nil
+	}
 	if !isEntityValue(stmt.ReflectValue) {
 		return false, uncaptured(m.name, st.op, "from a "+stmt.ReflectValue.Kind().String()+" value",
 			"pass the model struct (or a slice of them)")
 	}
 	if st.op == opCreate {
-		if c, ok := stmt.Clauses["INSERT"]; ok {
-			if ins, ok := c.Expression.(clause.Insert); ok && strings.Contains(strings.ToUpper(ins.Modifier), "IGNORE") {
-				return false, uncaptured(m.name, st.op, "with INSERT "+ins.Modifier+" (the rows skipped cannot be told apart)",
-					"use clause.OnConflict{DoNothing: true} on a single row")
-			}
+		if err := refuseInsertIgnore(stmt, m, st.op); err != nil {
+			return false, err
 		}
 		if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
 			oc, _ := c.Expression.(clause.OnConflict)
@@ -196,8 +229,12 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 				// Rows without a primary key value cannot conflict on it:
 				// they are inserted. The others may exist; prepare reads them.
 				for _, e := range entities(stmt.ReflectValue) {
-					if k, ok := m.keyOf(stmt.Context, e); ok {
+					k, ok := m.writtenKeyOf(stmt.Context, e)
+					if ok {
 						st.keys = append(st.keys, k)
+						st.preKeys = append(st.preKeys, keyString(k))
+					} else {
+						st.preKeys = append(st.preKeys, "")
 					}
 				}
 				return true, nil
@@ -220,12 +257,7 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 	}
 	// Update and delete. Of loaded entities identified by primary key, the
 	// keys are known now; by condition, prepare finds the rows.
-	hasWhere := false
-	if c, ok := stmt.Clauses["WHERE"]; ok {
-		if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 {
-			hasWhere = true
-		}
-	}
+	hasWhere := hasWhere(stmt)
 	keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
 	complete = complete && len(keys) > 0
 	switch {
@@ -260,9 +292,13 @@ func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
 		col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, st.keys)
 		exprs = append(exprs, clause.IN{Column: col, Values: vals})
 	}
-	scoped := m.softDelete && !stmt.Unscoped
+	scoped := st.softScoped(stmt)
 	limit := MaxConditionRows + 1
-	rows, order, err := p.selectRows(db, m, exprs, scoped, true, limit, nil)
+	var from *clause.From
+	if st.op == opUpdate {
+		from = updateFrom(stmt)
+	}
+	rows, order, err := p.selectRows(db, m, exprs, scoped, true, limit, nil, from)
 	if err != nil {
 		return err
 	}
@@ -279,6 +315,38 @@ func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
 	col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, order)
 	stmt.AddClause(clause.Where{Exprs: []clause.Expression{clause.IN{Column: col, Values: vals}}})
 	return nil
+}
+
+func refuseInsertIgnore(stmt *gorm.Statement, m *model, o op) error {
+	if c, ok := stmt.Clauses["INSERT"]; ok {
+		if ins, ok := c.Expression.(clause.Insert); ok && strings.Contains(strings.ToUpper(ins.Modifier), "IGNORE") {
+			return uncaptured(m.name, o, "with INSERT "+ins.Modifier+" (the rows skipped cannot be told apart)",
+				"use clause.OnConflict{DoNothing: true} on a single row")
+		}
+	}
+	return nil
+}
+
+// updateFrom returns the FROM clause of an UPDATE … FROM, or nil.
+func updateFrom(stmt *gorm.Statement) *clause.From {
+	c, ok := stmt.Clauses["FROM"]
+	if !ok || !slices.Contains(stmt.BuildClauses, "FROM") {
+		return nil
+	}
+	f, ok := c.Expression.(clause.From)
+	if !ok || (len(f.Tables) == 0 && len(f.Joins) == 0) {
+		return nil
+	}
+	return &f
+}
+
+func hasWhere(stmt *gorm.Statement) bool {
+	if c, ok := stmt.Clauses["WHERE"]; ok {
+		if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func conflictOnPrimaryKey(oc clause.OnConflict, m *model) bool {
@@ -326,8 +394,8 @@ func (p *Plugin) prepare(db *gorm.DB) {
 		}
 		scoped = false // a conflict happens whether or not the row is soft-deleted
 	case st.op == opDelete:
-		scoped = !stmt.Unscoped
-	case st.op == opUpdate && st.m.softDelete && !stmt.Unscoped:
+		scoped = !stmt.Unscoped && !st.schemaless
+	case st.op == opUpdate && st.softScoped(stmt):
 		scoped = true
 	case st.op == opUpdate && p.cfg.BeforeImage:
 		scoped = false // the before-image of each row the update touches
@@ -352,6 +420,10 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 		return
 	}
 	stmt, m := db.Statement, st.m
+	if st.maps > 0 {
+		p.captureMapCreate(db, st)
+		return
+	}
 	elems := entities(stmt.ReflectValue)
 	if len(elems) == 0 {
 		return
@@ -361,7 +433,7 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 		return
 	}
 	if p.dialect.Name() != "postgres" && m.needsReload(stmt.Context, elems) {
-		keys, complete := m.keysOf(stmt.Context, elems)
+		keys, complete := m.writtenKeysOf(stmt.Context, elems)
 		if !complete {
 			_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: primary key not set after the insert", m.name))
 			return
@@ -399,7 +471,7 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value) {
 	stmt, m := db.Statement, st.m
 	by := m.pkFields
-	keys, complete := m.keysOf(stmt.Context, elems)
+	keys, complete := m.writtenKeysOf(stmt.Context, elems)
 	if st.conflict != nil {
 		// The rows are found again by their conflict key: on MySQL the
 		// ids GORM set on the structs of rows that were updated are not
@@ -432,7 +504,9 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 		seen[ks] = true
 		after, ok := rows[ks]
 		if !ok {
-			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: row %s not found after the write", m.name, ks))
+			_ = db.AddError(uncaptured(m.name, st.op, fmt.Sprintf(
+				"as an upsert whose row %s is not found after the write (it met another unique key, whose row the database changed instead)", ks),
+				"upsert on the primary key with rows whose keys you know, or on the unique key they meet"))
 			return
 		}
 		before, existed := st.live[ks]
@@ -460,6 +534,13 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 	switch {
 	case dup:
 		ok = true
+	case p.dialect.Name() == "mysql" && returned(stmt):
+		// MariaDB's INSERT … ON DUPLICATE KEY UPDATE … RETURNING returns
+		// one row per row given, inserted, changed or not; GORM counts
+		// them and writes the returned key into each struct. A row whose
+		// key came back changed met another unique key (its events would
+		// name the wrong row): refused below with the count mismatch.
+		ok = db.RowsAffected == created+changed+unchanged && !st.keyMoved(stmt.Context, m, elems)
 	case p.dialect.Name() == "mysql":
 		ok = db.RowsAffected == created+2*changed || db.RowsAffected == created+2*changed+unchanged
 	case st.doNothing:
@@ -480,6 +561,30 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 		out = m.roundTimes(stmt.Context, out)
 	}
 	p.emitImages(db, m, out, types, befores, imageChange)
+}
+
+// returned reports whether the statement ran with a RETURNING clause (GORM
+// then counts the rows returned as RowsAffected).
+func returned(stmt *gorm.Statement) bool {
+	_, ok := stmt.Clauses["RETURNING"]
+	return ok && slices.Contains(stmt.BuildClauses, "RETURNING")
+}
+
+// keyMoved reports whether an upsert's row came back with another primary
+// key than the one it was written with.
+func (st *stmtState) keyMoved(ctx context.Context, m *model, elems []reflect.Value) bool {
+	if st.conflict != nil || len(st.preKeys) != len(elems) {
+		return false
+	}
+	for i, e := range elems {
+		if st.preKeys[i] == "" {
+			continue
+		}
+		if k, ok := m.writtenKeyOf(ctx, e); !ok || keyString(k) != st.preKeys[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // sameRow reports whether two images of a row hold the same column values.
@@ -579,7 +684,7 @@ func (p *Plugin) captureDelete(db *gorm.DB) {
 	stmt, m := db.Statement, st.m
 	var elems, befores []reflect.Value
 	typ, img := m.deleteType, imageGone
-	if m.softDelete && !stmt.Unscoped {
+	if st.softScoped(stmt) {
 		img = imageChange
 		// Soft delete: the event carries the row as it is now, deleted_at set.
 		var keys [][]any
@@ -820,7 +925,7 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 		chunk := keys[:n]
 		keys = keys[n:]
 		col, vals := schema.ToQueryValues(clause.CurrentTable, names, chunk)
-		rows, _, err := p.selectRows(db, m, []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped, lock, 0, by)
+		rows, _, err := p.selectRows(db, m, []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped, lock, 0, by, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -835,8 +940,10 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 // soft-delete scope when scoped), FOR UPDATE when lock, on the statement's
 // own connection, with GORM's clause builders but no query callbacks. When
 // limit > 0 the rows are read in primary-key order, at most limit of them,
-// and order lists their keys in that order.
-func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, scoped, lock bool, limit int, by []*schema.Field) (map[string]reflect.Value, [][]any, error) {
+// and order lists their keys in that order. from, when not nil, holds the
+// other tables of an UPDATE … FROM (PostgreSQL), which the WHERE refers
+// to: they join the read, whose row locks stay on m's table.
+func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, scoped, lock bool, limit int, by []*schema.Field, from *clause.From) (map[string]reflect.Value, [][]any, error) {
 	if by == nil {
 		by = m.pkFields
 	}
@@ -865,8 +972,22 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, sc
 		st.AddClause(clause.Limit{Limit: &limit})
 		parts = append(parts, "ORDER BY", "LIMIT")
 	}
+	if from != nil {
+		// Only m's columns, of m's table: the other tables have theirs.
+		cols := make([]clause.Column, 0, len(m.schema.DBNames))
+		for _, n := range m.schema.DBNames {
+			cols = append(cols, clause.Column{Table: clause.CurrentTable, Name: n})
+		}
+		st.AddClause(clause.Select{Columns: cols})
+		tables := append([]clause.Table{{Name: clause.CurrentTable}}, from.Tables...)
+		st.AddClause(clause.From{Tables: tables, Joins: from.Joins})
+	}
 	if lock {
-		st.AddClause(clause.Locking{Strength: clause.LockingStrengthUpdate})
+		l := clause.Locking{Strength: clause.LockingStrengthUpdate}
+		if from != nil {
+			l.Table = clause.Table{Name: clause.CurrentTable}
+		}
+		st.AddClause(l)
 		parts = append(parts, "FOR")
 	}
 	st.AddClauseIfNotExists(clause.Select{})
@@ -891,7 +1012,11 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, sc
 	for i := 0; i < sv.Len(); i++ {
 		e := sv.Index(i)
 		k := fieldValues(st.Context, by, e)
-		out[keyString(k)] = e
+		ks := keyString(k)
+		if _, dup := out[ks]; dup {
+			continue // joined to several rows of another table
+		}
+		out[ks] = e
 		if limit > 0 {
 			order = append(order, k)
 		}
@@ -913,17 +1038,35 @@ func (m *model) needsReload(ctx context.Context, elems []reflect.Value) bool {
 	return false
 }
 
-// keyOf returns the primary key values of e; ok is false when one is zero.
-func (m *model) keyOf(ctx context.Context, e reflect.Value) ([]any, bool) {
+// writtenKeyOf returns the primary key values of e as a create writes
+// them: a zero value is a key (GORM writes it, as in a composite key
+// CouponProduct{CouponID: 2, ProductID: ""}) unless the database generates
+// the column (auto increment, a database default), which GORM leaves out.
+// ok is false when such a generated part is still zero.
+func (m *model) writtenKeyOf(ctx context.Context, e reflect.Value) ([]any, bool) {
 	k := make([]any, len(m.pkFields))
 	for i, f := range m.pkFields {
 		v, zero := f.ValueOf(ctx, e)
-		if zero {
+		if zero && f.HasDefaultValue && f.DefaultValueInterface == nil {
 			return nil, false
 		}
 		k[i] = v
 	}
 	return k, true
+}
+
+// writtenKeysOf is writtenKeyOf of every entity; complete is false when
+// one has no key.
+func (m *model) writtenKeysOf(ctx context.Context, elems []reflect.Value) (keys [][]any, complete bool) {
+	keys = make([][]any, 0, len(elems))
+	for _, e := range elems {
+		k, ok := m.writtenKeyOf(ctx, e)
+		if !ok {
+			return keys, false
+		}
+		keys = append(keys, k)
+	}
+	return keys, true
 }
 
 // keysOf returns the primary key values of elems; complete is false when a

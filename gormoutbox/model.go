@@ -100,7 +100,10 @@ type model struct {
 	// timeFields hold time.Time or *time.Time values, which PostgreSQL
 	// stores rounded to the microsecond.
 	timeFields []*schema.Field
-	enc        encoder
+	// uniques are the unique indexes and columns, which find the rows
+	// of a create from maps that did not get their key back.
+	uniques [][]*schema.Field
+	enc     encoder
 }
 
 var topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
@@ -295,6 +298,7 @@ func parseModel(sch *schema.Schema) (*model, error) {
 			m.timeFields = append(m.timeFields, f)
 		}
 	}
+	m.uniques = uniqueKeys(sch)
 	enc, err := newEncoder(sch, name, excluded)
 	if err != nil {
 		return nil, err
@@ -307,7 +311,7 @@ func parseModel(sch *schema.Schema) (*model, error) {
 // first caller parses while concurrent callers wait on the entry's Once.
 type registry struct {
 	entries sync.Map // reflect.Type -> *regEntry
-	tables  sync.Map // table name -> model name, for writes made without the model
+	tables  sync.Map // table name -> *model, for writes made without the model
 	parses  atomic.Int64
 }
 
@@ -327,10 +331,19 @@ func (r *registry) lookup(sch *schema.Schema) (*model, error) {
 		r.parses.Add(1)
 		e.m, e.err = parseModel(sch)
 		if e.m != nil {
-			r.tables.Store(sch.Table, e.m.name)
+			r.tables.Store(sch.Table, e.m)
 		}
 	})
 	return e.m, e.err
+}
+
+// byTable returns the tagged model whose table is name, among the models
+// parsed so far (see Config.Models), or nil.
+func (r *registry) byTable(name string) *model {
+	if v, ok := r.tables.Load(name); ok {
+		return v.(*model)
+	}
+	return nil
 }
 
 // parse resolves value (a model, a pointer to one, or a slice of them)

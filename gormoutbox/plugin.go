@@ -95,6 +95,14 @@ type Config struct {
 	// Default false (notifications on). No effect on MySQL.
 	DisableNotify bool
 
+	// Models lists event sources (values or pointers of tagged models) to
+	// check and register at db.Use: their tag errors fail Use, and their
+	// tables are known from the start, so that a write through
+	// db.Table("table") without the model is captured even before the
+	// model's first write. Models not listed are registered on their
+	// first write through the model, or by Validate. Default none.
+	Models []any
+
 	// Logger receives the plugin's logs. Default: no logging.
 	Logger *slog.Logger
 
@@ -209,6 +217,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		p.dialect = d
 	}
 	p.db = db
+	if err := p.Validate(p.cfg.Models...); err != nil {
+		return fmt.Errorf("%w: Models: %w", ErrInvalidConfig, err)
+	}
 	return p.register(db)
 }
 

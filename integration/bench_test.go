@@ -177,3 +177,47 @@ func BenchmarkCapturePaths(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCaptureMapPaths compares tagged and untagged writes on the
+// paths GORM builds from maps: a create of 100 rows from maps (a pointer
+// to the slice, which takes the generated keys on every database) and an
+// update of one row through the generics API. Compare with rows=100 of
+// BenchmarkCaptureOverhead and update-expr-1 of BenchmarkCapturePaths.
+func BenchmarkCaptureMapPaths(b *testing.B) {
+	for _, d := range testenv.Dialects() {
+		b.Run(d.Name, func(b *testing.B) {
+			db := benchDB(b, d)
+			maps := func(i int) *[]map[string]any {
+				rows := make([]map[string]any, 100)
+				for j := range rows {
+					rows[j] = map[string]any{"sku": fmt.Sprint("map-", i, "-", j), "quantity": j, "cost_price": 1}
+				}
+				return &rows
+			}
+			b.Run("map-create-100", func(b *testing.B) {
+				benchAlternate(b, func(i int) error {
+					return db.Model(&BenchInventory{}).Create(maps(i)).Error
+				}, func(i int) error {
+					return db.Model(&BenchPlainInventory{}).Create(maps(i)).Error
+				})
+			})
+			t, p := BenchInventory{SKU: "g"}, BenchPlainInventory{SKU: "g"}
+			if err := db.Create(&t).Error; err != nil {
+				b.Fatal(err)
+			}
+			if err := db.Create(&p).Error; err != nil {
+				b.Fatal(err)
+			}
+			ctx := b.Context()
+			b.Run("generics-update-1", func(b *testing.B) {
+				benchAlternate(b, func(i int) error {
+					_, err := gorm.G[BenchInventory](db).Where("id = ?", t.ID).Update(ctx, "quantity", i)
+					return err
+				}, func(i int) error {
+					_, err := gorm.G[BenchPlainInventory](db).Where("id = ?", p.ID).Update(ctx, "quantity", i)
+					return err
+				})
+			})
+		})
+	}
+}

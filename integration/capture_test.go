@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/gormoutbox"
@@ -472,8 +473,16 @@ func TestUncapturedWritesAreRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		cases := map[string]func() error{
-			"TableMap":  func() error { return db.Table("inventories").Create(map[string]any{"sku": "raw"}).Error },
-			"MapCreate": func() error { return db.Model(&Inventory{}).Create(map[string]any{"SKU": "m"}).Error },
+			"MapUpsert": func() error {
+				return db.Model(&Inventory{}).Clauses(clause.OnConflict{UpdateAll: true}).Create(map[string]any{"SKU": "m"}).Error
+			},
+		}
+		if d.Name == "postgres" {
+			// Neither key nor unique values in the maps, and a plain []map
+			// cannot take what RETURNING gives: the rows cannot be found.
+			cases["TableMapsWithoutKey"] = func() error {
+				return db.Table("inventories").Create([]map[string]any{{"quantity": 1}, {"quantity": 2}}).Error
+			}
 		}
 		for name, f := range cases {
 			err := f()

@@ -55,6 +55,13 @@ func Dialects() []Dialect {
 	return []Dialect{{"postgres", OpenPostgres}, {"mysql", OpenMySQL}}
 }
 
+// CaptureDialects is Dialects plus MySQL opened as gorm.io/driver/mysql
+// opens it by default ("mysql-returning"): on MariaDB ≥ 10.5 GORM then
+// writes with RETURNING, which changes what a create reports.
+func CaptureDialects() []Dialect {
+	return []Dialect{{"postgres", OpenPostgres}, {"mysql", OpenMySQL}, {"mysql-returning", OpenMySQLReturning}}
+}
+
 var (
 	startMu sync.Mutex
 	started = map[string]map[string]string{}
@@ -216,6 +223,18 @@ func NewPostgres(cfg *gorm.Config) (*gorm.DB, func(), error) {
 // MySQL 8, which has no RETURNING.
 func OpenMySQL(t testing.TB, cfg *gorm.Config) *gorm.DB {
 	t.Helper()
+	return openMySQL(t, cfg, true)
+}
+
+// OpenMySQLReturning is OpenMySQL with the driver's defaults: on MariaDB
+// ≥ 10.5 GORM adds RETURNING to creates.
+func OpenMySQLReturning(t testing.TB, cfg *gorm.Config) *gorm.DB {
+	t.Helper()
+	return openMySQL(t, cfg, false)
+}
+
+func openMySQL(t testing.TB, cfg *gorm.Config, disableReturning bool) *gorm.DB {
+	t.Helper()
 	base := MySQLDSN(t)
 	mc, err := gomysql.ParseDSN(base)
 	if err != nil {
@@ -232,7 +251,7 @@ func OpenMySQL(t testing.TB, cfg *gorm.Config) *gorm.DB {
 		t.Fatalf("testenv: create database on MySQL (%s): %v", MySQLEnv, err)
 	}
 	mc.DBName = dbName
-	db, err := gorm.Open(mysql.New(mysql.Config{DSN: mc.FormatDSN(), DisableWithReturning: true}), gormConfig(cfg))
+	db, err := gorm.Open(mysql.New(mysql.Config{DSN: mc.FormatDSN(), DisableWithReturning: disableReturning}), gormConfig(cfg))
 	if err != nil {
 		t.Fatalf("testenv: gorm.Open mysql: %v", err)
 	}

@@ -1,0 +1,286 @@
+package gormoutbox
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+// Creates from maps: db.Model(&User{}).Create(map[string]any{...}), a
+// []map[string]any, db.Table("users").Create(map...), and the maps GORM
+// builds itself (the generics API's Set(...).Create, association writes).
+// A map is not the row: the events carry the row as committed, read back
+// inside the transaction by the key the map gives (written in it, or
+// filled in by GORM from RETURNING or LastInsertId) or, failing that, by
+// the values of a unique index written in it.
+
+// idColumn is where GORM puts LastInsertId in a map created without a
+// model (db.Table("t").Create(map)).
+const idColumn = "@id"
+
+// createMaps returns the maps of a create from map[string]any,
+// *map[string]any, []map[string]any or *[]map[string]any.
+func createMaps(dest any) ([]map[string]any, bool) {
+	switch v := dest.(type) {
+	case map[string]any:
+		return []map[string]any{v}, true
+	case *map[string]any:
+		if v == nil || *v == nil {
+			return nil, true
+		}
+		return []map[string]any{*v}, true
+	case []map[string]any:
+		return v, true
+	case *[]map[string]any:
+		if v == nil {
+			return nil, true
+		}
+		return *v, true
+	}
+	return nil, false
+}
+
+// planMapCreate checks, before the INSERT runs, that every created row can
+// be found again, and asks PostgreSQL for the generated key where GORM
+// would not.
+func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any) (bool, error) {
+	stmt, m := db.Statement, st.m
+	if len(maps) == 0 {
+		return false, nil // GORM refuses it with ErrEmptySlice
+	}
+	if err := refuseInsertIgnore(stmt, m, st.op); err != nil {
+		return false, err
+	}
+	if _, ok := stmt.Clauses["ON CONFLICT"]; ok {
+		return false, uncaptured(m.name, st.op, "as an upsert (clause.OnConflict) from a map",
+			"upsert the model struct, whose rows can be told apart")
+	}
+	st.maps = len(maps)
+	generated := m.generatedKey()
+	returning := slices.Contains(stmt.BuildClauses, "RETURNING")
+	if p.dialect.Name() == "postgres" && generated != nil && st.schemaless && returning {
+		// Without the model GORM asks for no RETURNING; ask for the key.
+		// (A plain []map cannot take the rows RETURNING gives: GORM fails
+		// on it, so it is left as it is and found by a unique index.)
+		if _, plain := stmt.Dest.([]map[string]any); !plain {
+			if _, ok := stmt.Clauses["RETURNING"]; !ok {
+				stmt.AddClause(clause.Returning{Columns: []clause.Column{{Name: generated.DBName}}})
+			}
+		}
+	}
+	for i, row := range maps {
+		if _, ok := m.mapKey(row); ok {
+			continue
+		}
+		if generated != nil && p.generatedKeyReadable(stmt, st) {
+			continue
+		}
+		if m.uniqueIn(row) != nil {
+			continue
+		}
+		return false, uncaptured(m.name, st.op, fmt.Sprintf(
+			"from a map (row %d) that holds neither the primary key (%v) nor all the columns of a unique index, so its row cannot be found after the insert", i, m.pkDBNames),
+			"put the key (or the values of a unique index) in the map, or create the model struct")
+	}
+	return true, nil
+}
+
+// generatedKeyReadable reports whether the database's generated key of a
+// map create comes back into the map: from RETURNING when the statement
+// carries it (GORM adds it for a model with database defaults;
+// planMapCreate for a create without the model on PostgreSQL), else from
+// LastInsertId on MySQL (consecutive for one multi-row INSERT).
+func (p *Plugin) generatedKeyReadable(stmt *gorm.Statement, st *stmtState) bool {
+	if slices.Contains(stmt.BuildClauses, "RETURNING") {
+		if _, ok := stmt.Clauses["RETURNING"]; ok {
+			return true
+		}
+		if !st.schemaless && len(stmt.Schema.FieldsWithDefaultDBValue) > 0 {
+			return true
+		}
+	}
+	return p.dialect.Name() == "mysql"
+}
+
+// generatedKey returns the model's primary key field when it is a single
+// column the database generates (auto increment, serial, identity).
+func (m *model) generatedKey() *schema.Field {
+	if len(m.pkFields) != 1 {
+		return nil
+	}
+	f := m.pkFields[0]
+	if f.HasDefaultValue && f.DefaultValueInterface == nil {
+		return f
+	}
+	return nil
+}
+
+// mapValue returns the value of field f in a map written by GORM: by column
+// name, else by field name; expressions (gorm.Expr) are not values.
+func mapValue(row map[string]any, f *schema.Field) (any, bool) {
+	v, ok := row[f.DBName]
+	if !ok {
+		v, ok = row[f.Name]
+	}
+	if !ok || v == nil {
+		return nil, false
+	}
+	if _, expr := v.(clause.Expression); expr {
+		return nil, false
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return nil, false
+	}
+	return v, true
+}
+
+// mapKey returns the primary key values a map holds.
+func (m *model) mapKey(row map[string]any) ([]any, bool) {
+	return mapValues(row, m.pkFields)
+}
+
+func mapValues(row map[string]any, fields []*schema.Field) ([]any, bool) {
+	k := make([]any, len(fields))
+	for i, f := range fields {
+		v, ok := mapValue(row, f)
+		if !ok {
+			return nil, false
+		}
+		k[i] = v
+	}
+	return k, true
+}
+
+// uniqueIn returns the fields of a unique index (or unique column) whose
+// values are all in row, or nil.
+func (m *model) uniqueIn(row map[string]any) []*schema.Field {
+	for _, u := range m.uniques {
+		if _, ok := mapValues(row, u); ok {
+			return u
+		}
+	}
+	return nil
+}
+
+// uniqueKeys lists the model's unique indexes and unique columns (the
+// primary key excluded), for finding rows created from maps.
+func uniqueKeys(sch *schema.Schema) [][]*schema.Field {
+	var out [][]*schema.Field
+	for _, f := range sch.Fields {
+		if f.Unique && f.DBName != "" && !f.PrimaryKey {
+			out = append(out, []*schema.Field{f})
+		}
+	}
+	for _, idx := range sch.ParseIndexes() {
+		if idx.Class != "UNIQUE" || idx.Where != "" {
+			continue // a partial index does not identify every row
+		}
+		var fs []*schema.Field
+		for _, o := range idx.Fields {
+			if o.Field == nil || o.Field.DBName == "" || o.Expression != "" {
+				fs = nil
+				break
+			}
+			fs = append(fs, o.Field)
+		}
+		if len(fs) > 0 {
+			out = append(out, fs)
+		}
+	}
+	return out
+}
+
+// captureMapCreate emits the events of a create from maps: each row read
+// back by its key, or by a unique index it wrote.
+func (p *Plugin) captureMapCreate(db *gorm.DB, st *stmtState) {
+	stmt, m := db.Statement, st.m
+	vals, _ := stmt.Clauses["VALUES"].Expression.(clause.Values)
+	n := len(vals.Values)
+	if n == 0 || db.RowsAffected == 0 {
+		return
+	}
+	written := make([]map[string]any, n)
+	for i, r := range vals.Values {
+		row := make(map[string]any, len(vals.Columns)+1)
+		for j, c := range vals.Columns {
+			if j < len(r) {
+				row[c.Name] = r[j]
+			}
+		}
+		written[i] = row
+	}
+	after, _ := createMaps(stmt.Dest)
+	generated := m.generatedKey()
+	if generated != nil {
+		for i, row := range written {
+			if _, ok := mapValue(row, generated); ok {
+				continue
+			}
+			var src map[string]any
+			switch {
+			case len(after) >= st.maps+n && n == st.maps:
+				src = after[st.maps+i] // *[]map with RETURNING: GORM appends the returned rows
+			case i < len(after):
+				src = after[i]
+			}
+			if src == nil {
+				continue
+			}
+			if v, ok := mapValue(src, generated); ok {
+				row[generated.DBName] = v
+			} else if v, ok := src[idColumn]; ok && v != nil {
+				row[generated.DBName] = v
+			}
+		}
+	}
+	// Find the rows by primary key when every row has one, else by the
+	// first unique index every row wrote.
+	by := m.pkFields
+	for _, row := range written {
+		if _, ok := m.mapKey(row); !ok {
+			by = nil
+			break
+		}
+	}
+	if by == nil {
+	unique:
+		for _, u := range m.uniques {
+			for _, row := range written {
+				if _, ok := mapValues(row, u); !ok {
+					continue unique
+				}
+			}
+			by = u
+			break
+		}
+	}
+	if by == nil {
+		_ = db.AddError(uncaptured(m.name, st.op, "from maps whose rows cannot be found after the insert (no primary key came back and no unique index was written)",
+			"put the key in the map, or create the model struct"))
+		return
+	}
+	keys := make([][]any, n)
+	for i, row := range written {
+		keys[i], _ = mapValues(row, by)
+	}
+	rows, err := p.loadBy(db, m, by, keys, false, false)
+	if err != nil {
+		_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: read the rows after the insert: %w", m.name, err))
+		return
+	}
+	elems := make([]reflect.Value, 0, n)
+	for _, k := range keys {
+		row, ok := rows[keyString(k)]
+		if !ok {
+			_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: row %s not found after the insert", m.name, keyString(k)))
+			return
+		}
+		elems = append(elems, row)
+	}
+	p.emit(db, m, elems, repeat(m.createType, len(elems)))
+}
