@@ -13,12 +13,18 @@ STATICCHECK_VERSION := v0.8.2
 # Services for up/down, e.g. make up SERVICES="postgres broker"
 SERVICES ?=
 
-.PHONY: help up down status env test demo demo-mysql bench lint
+# GORM checkout (tag v1.31.2 of github.com/go-gorm/gorm, beside this one by
+# default) whose own test suite gorm-suite runs, and its
+# dialects (default: postgres mysql mysql-noreturning).
+GORM_SRC ?= ../gorm
+GORM_DIALECTS ?=
+
+.PHONY: help up down status env test demo demo-mysql bench lint gorm-suite
 
 help: ## List the targets (default)
 	@echo "Usage: make <target>"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 up: ## Start local PostgreSQL + MariaDB, or SERVICES="postgres mysql broker" (scripts/servers.sh up)
 	scripts/servers.sh up $(SERVICES)
@@ -43,6 +49,9 @@ demo-mysql: ## Start MariaDB + kfake broker and run examples/mysql (scripts/demo
 
 bench: ## Start servers and run the benchmarks (scripts/bench.sh)
 	scripts/bench.sh
+
+gorm-suite: ## Run GORM's own tests/ without and with the plugin and diff (scripts/gorm-suite.sh $(GORM_SRC); not in make test)
+	scripts/gorm-suite.sh $(GORM_SRC) $(GORM_DIALECTS)
 
 lint: ## gofmt -l check, go vet and staticcheck (pinned version)
 	@unformatted=$$(gofmt -l .); \

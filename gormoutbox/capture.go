@@ -214,9 +214,13 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 		st.byCondition = true
 		return true, nil
 	}
-	if !isEntityValue(stmt.ReflectValue) {
-		return false, uncaptured(m.name, st.op, "from a "+stmt.ReflectValue.Kind().String()+" value",
-			"pass the model struct (or a slice of them)")
+	if st.op == opCreate && !isEntityValue(stmt.ReflectValue) {
+		if rv := stmt.ReflectValue; rv.IsValid() && (rv.Kind() == reflect.Slice || rv.Kind() == reflect.Array) &&
+			rv.Type().Elem().Kind() == reflect.Interface {
+			return false, uncaptured(m.name, st.op, "from a "+rv.Type().String(),
+				"pass the model struct (or a slice of them)")
+		}
+		return false, nil // not something GORM creates rows from: it fails with its own error
 	}
 	if st.op == opCreate {
 		if err := refuseInsertIgnore(stmt, m, st.op); err != nil {
@@ -258,7 +262,11 @@ func (p *Plugin) plan(db *gorm.DB, st *stmtState) (bool, error) {
 	// Update and delete. Of loaded entities identified by primary key, the
 	// keys are known now; by condition, prepare finds the rows.
 	hasWhere := hasWhere(stmt)
-	keys, complete := m.keysOf(stmt.Context, entities(stmt.ReflectValue))
+	var keys [][]any
+	complete := false
+	if isEntityValue(stmt.ReflectValue) {
+		keys, complete = m.keysOf(stmt.Context, entities(stmt.ReflectValue))
+	}
 	complete = complete && len(keys) > 0
 	switch {
 	case complete && !hasWhere:

@@ -25,7 +25,7 @@ type Member struct {
 	Name              string `gorm:"size:64"`
 	Age               int
 	Wallets           []Wallet
-	Clubs            []Club `gorm:"many2many:member_clubs"`
+	Clubs             []Club `gorm:"many2many:member_clubs"`
 }
 
 type Wallet struct {
@@ -425,11 +425,15 @@ func readOutboxTx(t *testing.T, tx *gorm.DB) []string {
 func dropinWrites(d testenv.Dialect) []func(db *gorm.DB) error {
 	ctx := context.Background()
 	ws := []func(db *gorm.DB) error{
-		func(db *gorm.DB) error { return db.Model(&Member{}).Create(map[string]any{"email": "a@x", "age": 1}).Error },
+		func(db *gorm.DB) error {
+			return db.Model(&Member{}).Create(map[string]any{"email": "a@x", "age": 1}).Error
+		},
 		func(db *gorm.DB) error {
 			return db.Model(&Member{}).Create(&[]map[string]any{{"email": "b@x"}, {"id": 50, "email": "c@x"}}).Error
 		},
-		func(db *gorm.DB) error { return db.Table("members").Create(map[string]any{"email": "d@x", "name": "d"}).Error },
+		func(db *gorm.DB) error {
+			return db.Table("members").Create(map[string]any{"email": "d@x", "name": "d"}).Error
+		},
 		func(db *gorm.DB) error {
 			return db.Table("members").Create([]map[string]any{{"email": "e@x"}, {"email": "f@x"}}).Error
 		},
