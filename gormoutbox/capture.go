@@ -148,7 +148,7 @@ func (p *Plugin) begin(o op) func(*gorm.DB) {
 		if schemaless {
 			// A write without a model, e.g. db.Table("inventories").Create(map...):
 			// a write of the tagged model whose table it is, if any.
-			m = p.models.byTable(stmt.Table)
+			m = p.modelForTable(db, stmt.Table)
 			if m == nil {
 				return // not a source's table: not the plugin's business
 			}

@@ -264,6 +264,10 @@ func (p *Plugin) captureMapCreate(db *gorm.DB, st *stmtState) {
 			"put the key in the map, or create the model struct"))
 		return
 	}
+	if elems, ok := p.mapImages(db, st, written, after); ok {
+		p.emit(db, m, elems, repeat(m.createType, len(elems)))
+		return
+	}
 	keys := make([][]any, n)
 	for i, row := range written {
 		keys[i], _ = mapValues(row, by)
@@ -283,4 +287,99 @@ func (p *Plugin) captureMapCreate(db *gorm.DB, st *stmtState) {
 		elems = append(elems, row)
 	}
 	p.emit(db, m, elems, repeat(m.createType, len(elems)))
+}
+
+// mapImages builds the created rows from what the statement wrote and what
+// the database gave back, without reading them again, when that is
+// certainly the row as committed: every written value is of the field's own
+// Go type (or an integer that fits), every column the database filled in
+// came back (the generated key; on PostgreSQL RETURNING gives all the
+// columns with database defaults), the other columns are NULL or a literal
+// default, and on MySQL no time is written (its column may round it). Any
+// doubt — an expression, a conversion, a serializer — and ok is false: the
+// rows are read back.
+func (p *Plugin) mapImages(db *gorm.DB, st *stmtState, written, after []map[string]any) ([]reflect.Value, bool) {
+	stmt, m := db.Statement, st.m
+	pg := p.dialect.Name() == "postgres"
+	n := len(written)
+	out := make([]reflect.Value, n)
+	for i, row := range written {
+		var returned map[string]any
+		switch {
+		case len(after) >= st.maps+n && n == st.maps:
+			returned = after[st.maps+i]
+		case i < len(after):
+			returned = after[i]
+		}
+		e := reflect.New(m.schema.ModelType).Elem()
+		for _, f := range m.schema.Fields {
+			if f.DBName == "" {
+				continue
+			}
+			v, ok := row[f.DBName]
+			if !ok && returned != nil {
+				v, ok = returned[f.DBName]
+			}
+			if !ok {
+				switch {
+				case !f.HasDefaultValue:
+					continue // NULL: the zero value, as a read would give
+				case f.DefaultValueInterface != nil:
+					v = f.DefaultValueInterface
+				default:
+					return nil, false // a database default that did not come back
+				}
+			}
+			if v == nil {
+				continue
+			}
+			if !exactFor(f, v) || (!pg && f.IndirectFieldType == timeType) {
+				return nil, false
+			}
+			if err := f.Set(stmt.Context, e, v); err != nil {
+				return nil, false
+			}
+		}
+		out[i] = e
+	}
+	if pg && len(m.timeFields) > 0 {
+		out = m.roundTimes(stmt.Context, out)
+	}
+	return out, true
+}
+
+// exactFor reports whether v can be stored in f without a conversion that
+// could differ from the database's: v's type is the field's (or what its
+// pointer points to), or both are integers and v fits.
+func exactFor(f *schema.Field, v any) bool {
+	if f.Serializer != nil {
+		return false
+	}
+	rv := reflect.ValueOf(v)
+	t := rv.Type()
+	if t == f.FieldType || t == f.IndirectFieldType {
+		return true
+	}
+	ft := f.IndirectFieldType
+	switch {
+	case isInt(t.Kind()) && isInt(ft.Kind()):
+		return !reflect.New(ft).Elem().OverflowInt(rv.Int())
+	case isUint(t.Kind()) && isUint(ft.Kind()):
+		return !reflect.New(ft).Elem().OverflowUint(rv.Uint())
+	case isUint(t.Kind()) && isInt(ft.Kind()):
+		u := rv.Uint()
+		return u <= 1<<62 && !reflect.New(ft).Elem().OverflowInt(int64(u))
+	case isInt(t.Kind()) && isUint(ft.Kind()):
+		n := rv.Int()
+		return n >= 0 && !reflect.New(ft).Elem().OverflowUint(uint64(n))
+	}
+	return false
+}
+
+func isInt(k reflect.Kind) bool {
+	return k >= reflect.Int && k <= reflect.Int64
+}
+
+func isUint(k reflect.Kind) bool {
+	return k >= reflect.Uint && k <= reflect.Uintptr
 }

@@ -98,9 +98,11 @@ type Config struct {
 	// Models lists event sources (values or pointers of tagged models) to
 	// check and register at db.Use: their tag errors fail Use, and their
 	// tables are known from the start, so that a write through
-	// db.Table("table") without the model is captured even before the
-	// model's first write. Models not listed are registered on their
-	// first write through the model, or by Validate. Default none.
+	// db.Table("table") without the model is captured whatever ran
+	// before it. Without it, a table's model is found among the models
+	// written through so far and the schemas GORM has parsed on the
+	// *gorm.DB (AutoMigrate, any statement through the model). Default
+	// none.
 	Models []any
 
 	// Logger receives the plugin's logs. Default: no logging.

@@ -109,7 +109,7 @@ func benchAlternate(b *testing.B, tagged, plain func(i int) error) {
 
 // benchDB opens a database of d with the plugin, the outbox and both
 // benchmark tables.
-func benchDB(b *testing.B, d testenv.Dialect) *gorm.DB {
+func benchDB(b testing.TB, d testenv.Dialect) *gorm.DB {
 	b.Helper()
 	db := d.Open(b, nil)
 	p := gormoutbox.New(gormoutbox.Config{})
@@ -181,8 +181,9 @@ func BenchmarkCapturePaths(b *testing.B) {
 // BenchmarkCaptureMapPaths compares tagged and untagged writes on the
 // paths GORM builds from maps: a create of 100 rows from maps (a pointer
 // to the slice, which takes the generated keys on every database) and an
-// update of one row through the generics API. Compare with rows=100 of
-// BenchmarkCaptureOverhead and update-expr-1 of BenchmarkCapturePaths.
+// update of one row through the generics API, with the same update by
+// condition without it (where-update-1) beside it. Compare with rows=100
+// of BenchmarkCaptureOverhead and update-expr-1 of BenchmarkCapturePaths.
 func BenchmarkCaptureMapPaths(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
@@ -209,6 +210,13 @@ func BenchmarkCaptureMapPaths(b *testing.B) {
 				b.Fatal(err)
 			}
 			ctx := b.Context()
+			b.Run("where-update-1", func(b *testing.B) {
+				benchAlternate(b, func(i int) error {
+					return db.Model(&BenchInventory{}).Where("id = ?", t.ID).Update("quantity", i).Error
+				}, func(i int) error {
+					return db.Model(&BenchPlainInventory{}).Where("id = ?", p.ID).Update("quantity", i).Error
+				})
+			})
 			b.Run("generics-update-1", func(b *testing.B) {
 				benchAlternate(b, func(i int) error {
 					_, err := gorm.G[BenchInventory](db).Where("id = ?", t.ID).Update(ctx, "quantity", i)

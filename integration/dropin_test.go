@@ -58,7 +58,7 @@ type CouponLine struct {
 	Amount            int
 }
 
-var dropinModels = []any{&Member{}, &Wallet{}, &Club{}, &Note{}, &CouponLine{}, &Plain{}}
+var dropinModels = []any{&Member{}, &Wallet{}, &Club{}, &Note{}, &CouponLine{}, &Stamped{}, &Plain{}}
 
 func forEachCaptureDialect(t *testing.T, f func(t *testing.T, d testenv.Dialect)) {
 	for _, d := range testenv.CaptureDialects() {
@@ -167,6 +167,22 @@ func TestCaptureMapCreates(t *testing.T) {
 				want{Type: "NoteCreated", Payload: map[string]any{"Body": "n2"}})
 		}
 
+		// Values the database computes or converts: the payload shows what
+		// it stored, not what the map held.
+		err = db.Model(&Member{}).Create(map[string]any{"email": "expr@x", "age": gorm.Expr("2 + 3")}).Error
+		l.expect("map with an expression", err, want{AggregateID: idOf(t, db, "expr@x"), Payload: map[string]any{"Age": 5}})
+		err = db.Model(&Member{}).Create(map[string]any{"email": "conv@x", "age": 1.7}).Error
+		var conv Member
+		db.Where("email = ?", "conv@x").Take(&conv) // 2 on MySQL (rounded), 1 through pgx (truncated)
+		l.expect("map with a converted value", err, want{AggregateID: idOf(t, db, "conv@x"), Payload: map[string]any{"Age": conv.Age}})
+		err = db.Model(&Stamped{}).Create(map[string]any{"name": "st"}).Error
+		got := l.expect("map, database default", err, want{Type: "StampedCreated", Payload: map[string]any{"Name": "st"}})
+		var stamped Stamped
+		db.Take(&stamped)
+		if ts, _ := got[0].Payload["Stamp"].(string); stamped.Stamp.IsZero() || !strings.HasPrefix(ts, stamped.Stamp.UTC().Format("2006-01-02T15:04:05")) {
+			t.Fatalf("database default: payload Stamp %v, row %v", got[0].Payload["Stamp"], stamped.Stamp)
+		}
+
 		err = db.Table("plains").Create(map[string]any{"name": "untagged"}).Error
 		l.expect("untagged table", err)
 		if n := count(t, db, &Plain{}); n != 1 {
@@ -187,12 +203,17 @@ func TestCaptureMapCreates(t *testing.T) {
 // updates and deletes by condition, with no model scopes.
 func TestCaptureTableWrites(t *testing.T) {
 	forEachCaptureDialect(t, func(t *testing.T, d testenv.Dialect) {
-		db, _ := setup(t, d, nil, gormoutbox.Config{Models: dropinModels}, dropinModels...)
+		// No Config.Models: the models are known from GORM's own schema
+		// cache (AutoMigrate parsed them), not from a write through them.
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, dropinModels...)
 		l := &eventLog{t: t, db: db}
+		err := db.Table("notes").Create(map[string]any{"body": "first write"}).Error
+		l.expect("Table create before any write through the model", err,
+			want{Topic: "notes", Type: "NoteCreated", Payload: map[string]any{"Body": "first write"}})
 		ms := []Member{{Email: "a@x", Name: "a"}, {Email: "b@x", Name: "b"}, {Email: "c@x", Name: "c"}}
 		l.expect("seed", db.Create(&ms).Error, want{}, want{}, want{})
 
-		err := db.Table("members").Where("email IN ?", []string{"a@x", "b@x"}).Update("age", 7).Error
+		err = db.Table("members").Where("email IN ?", []string{"a@x", "b@x"}).Update("age", 7).Error
 		l.expect("Table Update", err,
 			want{Type: "MemberUpdated", AggregateID: strconv.Itoa(int(ms[0].ID)), Payload: map[string]any{"Age": 7, "Name": "a"}},
 			want{Type: "MemberUpdated", AggregateID: strconv.Itoa(int(ms[1].ID)), Payload: map[string]any{"Age": 7, "Name": "b"}})
