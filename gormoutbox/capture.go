@@ -148,7 +148,11 @@ func (p *Plugin) begin(o op) func(*gorm.DB) {
 		if schemaless {
 			// A write without a model, e.g. db.Table("inventories").Create(map...):
 			// a write of the tagged model whose table it is, if any.
-			m = p.modelForTable(db, stmt.Table)
+			var err error
+			if m, err = p.schemalessModel(db, o); err != nil {
+				_ = db.AddError(err)
+				return
+			}
 			if m == nil {
 				return // not a source's table: not the plugin's business
 			}
@@ -300,17 +304,28 @@ func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
 		col, vals := schema.ToQueryValues(clause.CurrentTable, m.pkDBNames, st.keys)
 		exprs = append(exprs, clause.IN{Column: col, Values: vals})
 	}
-	scoped := st.softScoped(stmt)
-	limit := MaxConditionRows + 1
-	var from *clause.From
+	read := rowRead{exprs: exprs, scoped: st.softScoped(stmt), lock: true, limit: MaxConditionRows + 1}
 	if st.op == opUpdate {
-		from = updateFrom(stmt)
+		read.from = updateFrom(stmt)
 	}
-	rows, order, err := p.selectRows(db, m, exprs, scoped, true, limit, nil, from)
+	limited := false
+	if n, ok := writeLimit(stmt); ok && n == 0 {
+		read.exprs = append(read.exprs, clause.Expr{SQL: "1 = 0"}) // LIMIT 0 touches nothing
+	} else if ok && n <= MaxConditionRows {
+		// MySQL's UPDATE/DELETE … [ORDER BY …] LIMIT n: lock the n rows it
+		// will touch, in its order; restricted to them, it touches them all.
+		read.limit, limited = n, true
+		if c, ok := stmt.Clauses["ORDER BY"]; ok && slices.Contains(stmt.BuildClauses, "ORDER BY") {
+			if ob, ok := c.Expression.(clause.OrderBy); ok {
+				read.orderBy = &ob
+			}
+		}
+	}
+	rows, order, err := p.selectRows(db, m, read)
 	if err != nil {
 		return err
 	}
-	if len(order) > MaxConditionRows {
+	if !limited && len(order) > MaxConditionRows {
 		return uncaptured(m.name, st.op, fmt.Sprintf("by condition matching more than %d rows", MaxConditionRows),
 			"split the write into smaller ones (by key range, say)")
 	}
@@ -333,6 +348,34 @@ func refuseInsertIgnore(stmt *gorm.Statement, m *model, o op) error {
 		}
 	}
 	return nil
+}
+
+// rowRead is what selectRows reads: the rows matching exprs (and the
+// soft-delete scope when scoped), FOR UPDATE when lock; limit > 0 reads
+// them in order (orderBy, then the key) and at most limit of them; by are
+// the fields the rows are keyed by (default the primary key); from holds
+// the other tables of an UPDATE … FROM.
+type rowRead struct {
+	exprs        []clause.Expression
+	scoped, lock bool
+	limit        int
+	by           []*schema.Field
+	from         *clause.From
+	orderBy      *clause.OrderBy
+}
+
+// writeLimit returns the LIMIT of an update or delete whose dialect writes
+// it (MySQL), and whether there is one.
+func writeLimit(stmt *gorm.Statement) (int, bool) {
+	c, ok := stmt.Clauses["LIMIT"]
+	if !ok || !slices.Contains(stmt.BuildClauses, "LIMIT") {
+		return 0, false
+	}
+	l, ok := c.Expression.(clause.Limit)
+	if !ok || l.Limit == nil || *l.Limit < 0 {
+		return 0, false
+	}
+	return *l.Limit, true
 }
 
 // updateFrom returns the FROM clause of an UPDATE … FROM, or nil.
@@ -933,7 +976,7 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 		chunk := keys[:n]
 		keys = keys[n:]
 		col, vals := schema.ToQueryValues(clause.CurrentTable, names, chunk)
-		rows, _, err := p.selectRows(db, m, []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped, lock, 0, by, nil)
+		rows, _, err := p.selectRows(db, m, rowRead{exprs: []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped: scoped, lock: lock, by: by})
 		if err != nil {
 			return nil, err
 		}
@@ -944,14 +987,11 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 	return out, nil
 }
 
-// selectRows reads the rows of m's table matching exprs (and the
-// soft-delete scope when scoped), FOR UPDATE when lock, on the statement's
-// own connection, with GORM's clause builders but no query callbacks. When
-// limit > 0 the rows are read in primary-key order, at most limit of them,
-// and order lists their keys in that order. from, when not nil, holds the
-// other tables of an UPDATE … FROM (PostgreSQL), which the WHERE refers
-// to: they join the read, whose row locks stay on m's table.
-func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, scoped, lock bool, limit int, by []*schema.Field, from *clause.From) (map[string]reflect.Value, [][]any, error) {
+// selectRows reads the rows of m's table that r describes, on the
+// statement's own connection, with GORM's clause builders but no query
+// callbacks. When r.limit > 0, order lists their keys in the order read.
+func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflect.Value, [][]any, error) {
+	exprs, scoped, lock, limit, by, from := r.exprs, r.scoped, r.lock, r.limit, r.by, r.from
 	if by == nil {
 		by = m.pkFields
 	}
@@ -972,11 +1012,16 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, exprs []clause.Expression, sc
 	}
 	parts := []string{"SELECT", "FROM", "WHERE"}
 	if limit > 0 {
-		var by []clause.OrderByColumn
-		for _, n := range m.pkDBNames {
-			by = append(by, clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: n}})
+		ob := clause.OrderBy{}
+		if r.orderBy != nil {
+			ob = *r.orderBy // the write's own order first (MySQL's UPDATE … ORDER BY … LIMIT)
 		}
-		st.AddClause(clause.OrderBy{Columns: by})
+		if ob.Expression == nil {
+			for _, n := range m.pkDBNames {
+				ob.Columns = append(ob.Columns, clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: n}})
+			}
+		}
+		st.AddClause(ob)
 		st.AddClause(clause.Limit{Limit: &limit})
 		parts = append(parts, "ORDER BY", "LIMIT")
 	}

@@ -2,6 +2,8 @@ package gormoutbox
 
 import (
 	"reflect"
+	"regexp"
+	"strings"
 	"sync"
 
 	"gorm.io/gorm"
@@ -58,4 +60,41 @@ func gormSchemaCache(db *gorm.DB) *sync.Map {
 		return nil
 	}
 	return (*sync.Map)(f.UnsafePointer())
+}
+
+// tableExprName matches the table a db.Table("…") expression starts with:
+// `members m`, `"public"."members" AS m`, `members`.
+var tableExprName = regexp.MustCompile("^\\s*[`\"]?([\\w$]+)[`\"]?(?:\\.[`\"]?([\\w$]+)[`\"]?)?")
+
+// schemalessModel returns the tagged model a write through db.Table("…")
+// without a model writes to, or nil. A schema-qualified name
+// ("public.members") finds the model of its table; an alias or an
+// expression over a tagged table ("members m") is refused, since the
+// plugin's reads could not name the table.
+func (p *Plugin) schemalessModel(db *gorm.DB, o op) (*model, error) {
+	stmt := db.Statement
+	if m := p.modelForTable(db, stmt.Table); m != nil {
+		return m, nil
+	}
+	if i := strings.LastIndexByte(stmt.Table, '.'); i >= 0 && stmt.TableExpr == nil {
+		if m := p.modelForTable(db, stmt.Table[i+1:]); m != nil && !strings.Contains(m.schema.Table, ".") {
+			return m, nil
+		}
+	}
+	if stmt.TableExpr == nil {
+		return nil, nil
+	}
+	sm := tableExprName.FindStringSubmatch(stmt.TableExpr.SQL)
+	if sm == nil {
+		return nil, nil
+	}
+	name := sm[1]
+	if sm[2] != "" {
+		name = sm[2]
+	}
+	if m := p.modelForTable(db, name); m != nil {
+		return nil, uncaptured(m.name, o, "through db.Table(\""+stmt.TableExpr.SQL+"\"), an alias or expression of its table",
+			"write through db.Table(\""+m.schema.Table+"\") or the model")
+	}
+	return nil, nil
 }

@@ -224,6 +224,27 @@ func TestCaptureTableWrites(t *testing.T) {
 		err = db.Table("members").Where("email = ?", "nobody").Update("age", 1).Error
 		l.expect("Table Update of nothing", err)
 
+		var schemaName string
+		q := "SELECT current_schema()"
+		if d.Name != "postgres" {
+			q = "SELECT DATABASE()"
+		}
+		if err := db.Raw(q).Scan(&schemaName).Error; err != nil {
+			t.Fatal(err)
+		}
+		err = db.Table(schemaName+".members").Where("email = ?", "c@x").Update("age", 4).Error
+		l.expect("schema-qualified Table Update", err, want{Type: "MemberUpdated", AggregateID: strconv.Itoa(int(ms[2].ID)), Payload: map[string]any{"Age": 4}})
+
+		err = db.Table("members m").Where("m.email = ?", "c@x").Update("age", 5).Error
+		if !errors.Is(err, gormoutbox.ErrUncapturedWrite) || !strings.Contains(err.Error(), "Member") {
+			t.Fatalf("aliased Table Update: %v, want ErrUncapturedWrite naming Member", err)
+		}
+		l.expect("refused alias", nil)
+		var c Member
+		if db.Where("email = ?", "c@x").Take(&c); c.Age != 4 {
+			t.Fatalf("refused aliased update changed the row: age %d", c.Age)
+		}
+
 		err = db.Table("members").Where("email = ?", "b@x").Delete(nil).Error
 		l.expect("Table Delete", err, want{Type: "MemberDeleted", AggregateID: strconv.Itoa(int(ms[1].ID)), Payload: map[string]any{"Email": "b@x"}})
 
@@ -296,6 +317,15 @@ func TestCaptureGenerics(t *testing.T) {
 		err = db.Model(&m).Association("Wallets").Append(map[string]any{"kind": "bronze"})
 		l.expect("Association Append(map)", err, want{Type: "WalletCreated", Payload: map[string]any{"Kind": "bronze", "MemberID": int(m.ID)}},
 			want{Type: "MemberUpdated", AggregateID: id})
+
+		err = db.Model(&m).Association("Clubs").Replace(map[string]any{"title": "replaced"})
+		l.expect("Association Replace(map), many2many", err,
+			want{Type: "ClubCreated", Payload: map[string]any{"Title": "replaced"}}, want{Type: "MemberUpdated", AggregateID: id})
+		var joined []string
+		db.Raw("SELECT c.title FROM clubs c JOIN member_clubs mc ON mc.club_id = c.id WHERE mc.member_id = ?", m.ID).Scan(&joined)
+		if fmt.Sprint(joined) != "[replaced]" {
+			t.Fatalf("after Replace the member's clubs are %v", joined)
+		}
 
 		n, err := gorm.G[Member](db).Where("email = ?", "s@x").Delete(ctx)
 		if err == nil && n != 1 {
@@ -563,6 +593,45 @@ func TestDropinSameRowsWithoutPlugin(t *testing.T) {
 		}
 		if n := len(readOutbox(t, with, "")); n < len(dropinWrites(d)) {
 			t.Fatalf("%d events for %d writes", n, len(dropinWrites(d)))
+		}
+	})
+}
+
+// Updates and deletes with Order and Limit: MySQL writes them (the events
+// are those of the rows touched), GORM leaves them out on PostgreSQL.
+func TestCaptureWriteLimit(t *testing.T) {
+	forEachCaptureDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, dropinModels...)
+		l := &eventLog{t: t, db: db}
+		ms := make([]Member, 5)
+		for i := range ms {
+			ms[i] = Member{Email: fmt.Sprintf("m%d@x", i)}
+		}
+		if err := db.Create(&ms).Error; err != nil {
+			t.Fatal(err)
+		}
+		l.next()
+		id := func(i int) string { return strconv.Itoa(int(ms[i].ID)) }
+		err := db.Model(&Member{}).Where("age = ?", 0).Order("id desc").Limit(2).Update("name", "top").Error
+		if d.Name == "postgres" {
+			l.expect("update, limit ignored", err, want{AggregateID: id(0)}, want{AggregateID: id(1)}, want{AggregateID: id(2)},
+				want{AggregateID: id(3)}, want{AggregateID: id(4)})
+			return
+		}
+		l.expect("update ORDER BY id DESC LIMIT 2", err,
+			want{Type: "MemberUpdated", AggregateID: id(4), Payload: map[string]any{"Name": "top"}},
+			want{Type: "MemberUpdated", AggregateID: id(3), Payload: map[string]any{"Name": "top"}})
+		var names []string
+		db.Model(&Member{}).Order("id").Pluck("name", &names)
+		if fmt.Sprint(names) != "[   top top]" {
+			t.Fatalf("names after the limited update: %q", names)
+		}
+		err = db.Where("name = ?", "").Limit(1).Delete(&Member{}).Error
+		l.expect("delete LIMIT 1", err, want{Type: "MemberDeleted", AggregateID: id(0)})
+		err = db.Model(&Member{}).Where("1 = 1").Limit(0).Update("age", 3).Error
+		l.expect("update LIMIT 0", err)
+		if n := count(t, db, &Member{}); n != 4 {
+			t.Fatalf("%d members, want 4", n)
 		}
 	})
 }
