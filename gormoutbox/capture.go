@@ -63,8 +63,10 @@ type stmtState struct {
 	// schemaless: a write through db.Table("t") without a model, to the
 	// table of m; GORM applies none of the model's scopes.
 	schemaless bool
-	// maps: a create from this many maps (captureMapCreate).
-	maps int
+	// maps: a create from this many maps (captureMapCreate); mixedKeys:
+	// MySQL gives their generated keys wrongly (see mixedKeys).
+	maps      int
+	mixedKeys bool
 	// preKeys: of an upsert on the primary key, each row's key before the
 	// write ("" when it had none), to see RETURNING change it (MariaDB
 	// reports the row another unique key conflicted with).

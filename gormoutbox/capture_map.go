@@ -72,11 +72,12 @@ func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any
 			}
 		}
 	}
+	st.mixedKeys = p.mixedKeys(stmt, m, maps)
 	for i, row := range maps {
 		if _, ok := m.mapKey(row); ok {
 			continue
 		}
-		if generated != nil && p.generatedKeyReadable(stmt, st) {
+		if generated != nil && p.generatedKeyReadable(stmt, st) && !st.mixedKeys {
 			continue
 		}
 		if m.uniqueIn(row) != nil {
@@ -88,6 +89,29 @@ func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any
 	}
 	return true, nil
 }
+
+// mixedKeys reports a multi-row create from maps on MySQL without RETURNING
+// where some maps hold the key and others leave it to auto increment: GORM
+// then writes LastInsertId, +1, … into every map in order, the keyed ones
+// included, so the ids it gives the others are not theirs. Such rows are
+// found by a unique index, or the create is refused.
+func (p *Plugin) mixedKeys(stmt *gorm.Statement, m *model, maps []map[string]any) bool {
+	if p.dialect.Name() != "mysql" || returned(stmt) || len(maps) < 2 || m.generatedKey() == nil {
+		return false
+	}
+	if slices.Contains(stmt.BuildClauses, "RETURNING") && !stmtSchemaless(stmt) && len(stmt.Schema.FieldsWithDefaultDBValue) > 0 {
+		return false // MariaDB with RETURNING: each row's own key comes back
+	}
+	keyed := 0
+	for _, row := range maps {
+		if _, ok := m.mapKey(row); ok {
+			keyed++
+		}
+	}
+	return keyed > 0 && keyed < len(maps)
+}
+
+func stmtSchemaless(stmt *gorm.Statement) bool { return stmt.Schema == nil }
 
 // generatedKeyReadable reports whether the database's generated key of a
 // map create comes back into the map: from RETURNING when the statement
@@ -216,18 +240,12 @@ func (p *Plugin) captureMapCreate(db *gorm.DB, st *stmtState) {
 	}
 	after, _ := createMaps(stmt.Dest)
 	generated := m.generatedKey()
-	if generated != nil {
+	if generated != nil && !st.mixedKeys {
 		for i, row := range written {
 			if _, ok := mapValue(row, generated); ok {
 				continue
 			}
-			var src map[string]any
-			switch {
-			case len(after) >= st.maps+n && n == st.maps:
-				src = after[st.maps+i] // *[]map with RETURNING: GORM appends the returned rows
-			case i < len(after):
-				src = after[i]
-			}
+			src := st.returnedRow(after, n, i)
 			if src == nil {
 				continue
 			}
@@ -289,6 +307,20 @@ func (p *Plugin) captureMapCreate(db *gorm.DB, st *stmtState) {
 	p.emit(db, m, elems, repeat(m.createType, len(elems)))
 }
 
+// returnedRow returns the map that holds what the database gave back for
+// row i of a create of n rows from maps: GORM appends the rows RETURNING
+// gives to a *[]map, and writes them (or LastInsertId) into the maps
+// themselves otherwise. after is the statement's maps after the write.
+func (st *stmtState) returnedRow(after []map[string]any, n, i int) map[string]any {
+	switch {
+	case len(after) >= st.maps+n && n == st.maps:
+		return after[st.maps+i]
+	case i < len(after):
+		return after[i]
+	}
+	return nil
+}
+
 // mapImages builds the created rows from what the statement wrote and what
 // the database gave back, without reading them again, when that is
 // certainly the row as committed: every written value is of the field's own
@@ -304,12 +336,9 @@ func (p *Plugin) mapImages(db *gorm.DB, st *stmtState, written, after []map[stri
 	n := len(written)
 	out := make([]reflect.Value, n)
 	for i, row := range written {
-		var returned map[string]any
-		switch {
-		case len(after) >= st.maps+n && n == st.maps:
-			returned = after[st.maps+i]
-		case i < len(after):
-			returned = after[i]
+		returned := st.returnedRow(after, n, i)
+		if st.mixedKeys {
+			returned = nil
 		}
 		e := reflect.New(m.schema.ModelType).Elem()
 		for _, f := range m.schema.Fields {
@@ -331,6 +360,9 @@ func (p *Plugin) mapImages(db *gorm.DB, st *stmtState, written, after []map[stri
 				}
 			}
 			if v == nil {
+				if f.HasDefaultValue {
+					return nil, false // NULL written to a column with a default: MySQL's auto increment fills it in
+				}
 				continue
 			}
 			if !exactFor(f, v) || (!pg && f.IndirectFieldType == timeType) {

@@ -141,6 +141,37 @@ func TestCaptureMapCreates(t *testing.T) {
 			t.Fatalf("[]map with RETURNING: err %v, want GORM's own scan error", err)
 		}
 
+		// Some maps with the key, some without: on MySQL GORM writes
+		// LastInsertId, +1, … into all of them, so the others are found
+		// by their unique email.
+		// (On PostgreSQL GORM writes NULL for the missing key, which the
+		// column refuses, with or without the plugin.)
+		mixed := []map[string]any{{"id": 300, "email": "k1@x"}, {"email": "k2@x"}}
+		err = db.Model(&Member{}).Create(&mixed).Error
+		if d.Name == "postgres" {
+			if err == nil || errors.Is(err, gormoutbox.ErrUncapturedWrite) {
+				t.Fatalf("keys mixed on PostgreSQL: %v, want the database's error", err)
+			}
+			l.expect("failed", nil)
+		} else {
+			l.expect("&[]map, keys mixed", err, want{AggregateID: "300", Payload: map[string]any{"Email": "k1@x"}},
+				want{AggregateID: idOf(t, db, "k2@x"), Payload: map[string]any{"Email": "k2@x"}})
+		}
+		err = db.Model(&Note{}).Create(&[]map[string]any{{"id": 300, "body": "n"}, {"body": "m"}}).Error
+		switch d.Name {
+		case "postgres":
+			if err == nil || errors.Is(err, gormoutbox.ErrUncapturedWrite) {
+				t.Fatalf("keys mixed on PostgreSQL: %v, want the database's error", err)
+			}
+		case "mysql":
+			if !errors.Is(err, gormoutbox.ErrUncapturedWrite) {
+				t.Fatalf("keys mixed, no unique index, MySQL: %v, want ErrUncapturedWrite", err)
+			}
+			l.expect("refused", nil)
+		default:
+			l.expect("&[]map of notes, keys mixed", err, want{AggregateID: "300"}, want{Type: "NoteCreated", Payload: map[string]any{"Body": "m"}})
+		}
+
 		err = db.Table("members").Create(map[string]any{"email": "g@x", "name": "g"}).Error
 		l.expect("Table map", err, want{Type: "MemberCreated", AggregateID: idOf(t, db, "g@x"), Payload: map[string]any{"Name": "g"}})
 
