@@ -165,9 +165,14 @@ func (p *Plugin) begin(o op) func(*gorm.DB) {
 				return
 			}
 			if m == nil {
-				if name, ok := p.models.tables.Load(stmt.Table); ok && stmt.Table != stmt.Schema.Table {
-					_ = db.AddError(uncaptured(name.(*model).name, o, "through an untagged model "+stmt.Schema.Name+" on its table "+stmt.Table,
-						"write through the tagged model"))
+				// An untagged model pointed at a tagged model's table with
+				// db.Table("members"): its rows would change without events.
+				// (A second model whose own TableName is that table is not
+				// refused: GORM's own suite writes one, whose key it cannot
+				// even read back; README, "Not captured".)
+				if tagged := p.models.byTable(stmt.Table); tagged != nil && stmt.Table != stmt.Schema.Table {
+					_ = db.AddError(uncaptured(tagged.name, o, "through an untagged model "+stmt.Schema.Name+" on its table "+stmt.Table,
+						"write through the tagged model, or tag "+stmt.Schema.Name+" too"))
 				}
 				return
 			}

@@ -285,6 +285,25 @@ func TestCaptureTableWrites(t *testing.T) {
 		}
 		err = db.Table("plains").Where("1 = 1").Update("name", "x").Error
 		l.expect("untagged table", err)
+
+		// An untagged model pointed at a tagged model's table through
+		// db.Table: refused, nothing written.
+		for name, write := range map[string]func() error{
+			"Table with another model": func() error { return db.Table("members").Create(&Plain{Name: "lite@x"}).Error },
+			"update through it": func() error {
+				return db.Table("members").Model(&Plain{}).Where("email = ?", "a@x").Update("name", "lite@x").Error
+			},
+		} {
+			if err := write(); !errors.Is(err, gormoutbox.ErrUncapturedWrite) || !strings.Contains(err.Error(), "Member") {
+				t.Fatalf("%s: %v, want ErrUncapturedWrite naming Member", name, err)
+			}
+		}
+		var lite int64
+		db.Model(&Member{}).Where("name LIKE ?", "lite%").Count(&lite)
+		if lite != 0 {
+			t.Fatalf("refused writes left %d rows", lite)
+		}
+		l.expect("refused untagged models", nil)
 	})
 }
 
