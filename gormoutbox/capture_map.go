@@ -219,8 +219,9 @@ func uniqueKeys(sch *schema.Schema) [][]*schema.Field {
 	return out
 }
 
-// captureMapCreate emits the events of a create from maps: each row read
-// back by its key, or by a unique index it wrote.
+// captureMapCreate emits the events of a create from maps: each row built
+// from what was written and given back when that is certain (mapImages),
+// else read back by its key, or by a unique index it wrote.
 func (p *Plugin) captureMapCreate(db *gorm.DB, st *stmtState) {
 	stmt, m := db.Statement, st.m
 	vals, _ := stmt.Clauses["VALUES"].Expression.(clause.Values)

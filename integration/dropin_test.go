@@ -60,15 +60,6 @@ type CouponLine struct {
 
 var dropinModels = []any{&Member{}, &Wallet{}, &Club{}, &Note{}, &CouponLine{}, &Stamped{}, &Plain{}}
 
-func forEachCaptureDialect(t *testing.T, f func(t *testing.T, d testenv.Dialect)) {
-	for _, d := range testenv.CaptureDialects() {
-		t.Run(d.Name, func(t *testing.T) {
-			t.Parallel()
-			f(t, d)
-		})
-	}
-}
-
 // eventLog reads the outbox rows written since its last call.
 type eventLog struct {
 	t    *testing.T

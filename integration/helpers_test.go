@@ -233,7 +233,18 @@ func count(t *testing.T, db *gorm.DB, model any) int64 {
 }
 
 func forEachDialect(t *testing.T, f func(t *testing.T, d testenv.Dialect)) {
-	for _, d := range testenv.Dialects() {
+	forEachOf(t, testenv.Dialects(), f)
+}
+
+// forEachCaptureDialect adds MariaDB opened with RETURNING
+// (testenv.CaptureDialects), for the tests of capture paths it changes.
+func forEachCaptureDialect(t *testing.T, f func(t *testing.T, d testenv.Dialect)) {
+	forEachOf(t, testenv.CaptureDialects(), f)
+}
+
+// forEachOf runs f as a parallel subtest per dialect.
+func forEachOf(t *testing.T, ds []testenv.Dialect, f func(t *testing.T, d testenv.Dialect)) {
+	for _, d := range ds {
 		t.Run(d.Name, func(t *testing.T) {
 			t.Parallel()
 			f(t, d)
