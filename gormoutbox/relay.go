@@ -214,8 +214,13 @@ type RelayConfig struct {
 	// Dialect overrides the dialect picked from the GORM dialector.
 	Dialect dialects.Dialect
 
-	// Logger receives the relay's logs. Default: the plugin's logger, else
-	// none.
+	// Logger receives the relay's logs. Default: the plugin's
+	// Config.Logger, else slog.Default() (as it is when NewRelay runs).
+	// Failed Publish calls (with the topics and the error) and dead
+	// letters are logged at warn, at most one line of each kind per
+	// WarnInterval (30s), which counts the failures held back since the
+	// previous one; failing topics that publish again at info; passes at
+	// debug. Keys, payloads and header values are never logged.
 	Logger *slog.Logger
 
 	// Now returns the current time; for tests. Default time.Now.
@@ -239,6 +244,8 @@ type Relay struct {
 	table  dialects.Table
 	pub    Publisher
 	log    *slog.Logger
+	warn   logLimiter // rate-limits warnings (relay_log.go)
+	fails  failWatch  // topics failing, to say when they publish again
 }
 
 // Row is an outbox row as the relay reads it (see DeadLetters).
@@ -345,10 +352,13 @@ func NewRelay(db *gorm.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		// Not silent by default: a relay whose every publication fails
+		// must say so (rate-limited, see WarnInterval).
+		log = slog.Default()
 	}
 	return &Relay{cfg: cfg, db: sqlDB, d: cfg.Dialect, table: table, pub: pub,
-		log: log.With("outbox_table", table.String()), kickCh: make(chan struct{})}, nil
+		log: log.With("outbox_table", table.String()), warn: logLimiter{every: WarnInterval},
+		kickCh: make(chan struct{})}, nil
 }
 
 // Notify tells a running pass that new rows were committed: its idle
@@ -397,9 +407,10 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 	var (
 		total DrainResult
 		err   error
+		pl    passLog
 	)
 	if w := r.cfg.Workers; w == 1 {
-		total, err = r.drain(ctx, start, opts, newIdleGroup(1))
+		total, err = r.drain(ctx, start, opts, newIdleGroup(1), &pl)
 	} else {
 		g := newIdleGroup(w)
 		if opts.MaxShards > 0 {
@@ -416,7 +427,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := r.drain(ctx, start, o, g)
+				res, err := r.drain(ctx, start, o, g, &pl)
 				mu.Lock()
 				defer mu.Unlock()
 				total.add(res)
@@ -428,6 +439,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 		wg.Wait()
 		err = errors.Join(errs...)
 	}
+	r.logPass(r.cfg.Now(), &pl)
 	if total.Batches > 0 {
 		r.log.Debug("outbox relay: pass", "batches", total.Batches, "published", total.Published,
 			"retried", total.Retried, "dead", total.Dead, "held_back", total.HeldBack,
@@ -437,7 +449,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 }
 
 // drain is one worker's loop of Drain.
-func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions, g *idleGroup) (DrainResult, error) {
+func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions, g *idleGroup, pl *passLog) (DrainResult, error) {
 	var total DrainResult
 	pass, err := r.d.Open(ctx, r.db, r.table, opts)
 	if err != nil {
@@ -489,7 +501,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 			idle = false
 			g.busy()
 		}
-		res, allFailed, err := r.batch(context.WithoutCancel(ctx), pass, rows)
+		res, allFailed, err := r.batch(context.WithoutCancel(ctx), pass, rows, pl)
 		total.add(res)
 		if err != nil {
 			g.leave()
@@ -563,7 +575,7 @@ func (g *idleGroup) done() bool {
 }
 
 // batch publishes claimed rows and records the outcome.
-func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (DrainResult, bool, error) {
+func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *passLog) (DrainResult, bool, error) {
 	res := DrainResult{Batches: 1}
 	msgs := make([]Message, len(rows))
 	for i := range rows {
@@ -631,11 +643,18 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 	out := dialects.Outcome{Now: now, Delete: r.cfg.DeleteOnPublish}
 	failed := make(map[string]bool)
 	allFailed := perr != nil
+	var lb batchLog
+	if r.fails.watching() {
+		lb.ok = make(map[string]bool)
+	}
 	for i := range rows {
 		row, err := &rows[i], errs[i]
 		tk := row.Topic + "\x00" + string(row.Key)
 		if err == nil {
 			allFailed = false
+			if lb.ok != nil {
+				lb.ok[row.Topic] = true
+			}
 			for _, h := range r.cfg.Hooks {
 				h.AfterPublish(ctx, &msgs[i], took)
 			}
@@ -649,7 +668,11 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 			out.Published = append(out.Published, row.ID)
 			continue
 		}
-		failed[tk] = true
+		if !errors.Is(err, ErrMessageTooLarge) {
+			// A message too large is dead-lettered at once and holds
+			// nothing back: the later ones of its key may be written.
+			failed[tk] = true
+		}
 		if errors.Is(err, ErrHeldBack) {
 			res.HeldBack++
 			for _, h := range r.cfg.Hooks {
@@ -658,17 +681,21 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 			continue
 		}
 		rt := dialects.Retry{ID: row.ID, Attempts: row.Attempts + 1, Error: truncate(err.Error(), 2000)}
+		once := errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrDeadLetter)
 		switch {
-		case errors.Is(err, ErrMessageTooLarge), errors.Is(err, ErrDeadLetter):
+		case once:
 			rt.Dead = true
 		case rt.Attempts >= r.cfg.MaxAttempts:
 			rt.Dead = true
 		default:
 			rt.AvailableAt = now.Add(r.backoff(rt.Attempts))
 		}
+		lb.fail(row.Topic, once)
 		if rt.Dead {
 			res.Dead++
-			r.log.Warn("outbox relay: dead-lettered", "id", row.ID, "event_id", row.EventID,
+			lb.dead(row, rt.Error)
+			// Each at debug; a rate-limited summary at warn (logPass).
+			r.log.Debug("outbox relay: dead-lettered", "id", row.ID, "event_id", row.EventID,
 				"topic", row.Topic, "attempts", rt.Attempts, "error", rt.Error)
 			for _, h := range r.cfg.Hooks {
 				h.OnDeadLetter(ctx, &msgs[i], err, rt.Attempts)
@@ -683,15 +710,12 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row) (Drai
 		out.Keys = append(out.Keys, dialects.TopicKey{Topic: row.Topic, Key: row.Key})
 	}
 	res.Published = len(out.Published)
-	if perr != nil {
-		r.log.Warn("outbox relay: publish failed", "rows", len(rows), "published", res.Published,
-			"retried", res.Retried, "dead", res.Dead, "error", perr)
-	}
 	if err := pass.Finish(ctx, out); err != nil {
 		// Nothing is lost: the rows stay pending and are claimed again;
 		// those already sent are sent twice (consumers dedupe by event id).
 		return DrainResult{Batches: 1}, allFailed, fmt.Errorf("gormoutbox: relay: %w", err)
 	}
+	pl.add(res, perr, &lb)
 	return res, allFailed, nil
 }
 
@@ -832,9 +856,7 @@ func (r *Relay) Listen(ctx context.Context, wake func()) error {
 	if !ok {
 		return fmt.Errorf("%w: %s sends no commit notifications; use gormoutbox.Config.Wake", ErrUnsupportedDialect, r.d.Name())
 	}
-	return l.Listen(ctx, r.db, r.table, func() { r.Notify(); wake() }, func(err error) {
-		r.log.Warn("outbox relay: listen connection lost; reconnecting", "error", err)
-	})
+	return l.Listen(ctx, r.db, r.table, func() { r.Notify(); wake() }, r.logListenLost)
 }
 
 // TopicStats reports Stats per topic (pending, dead, oldest pending).

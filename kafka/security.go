@@ -89,9 +89,49 @@ func (s SASL) describe() string {
 	return fmt.Sprintf("SASL %s authentication as user %q", s.Mechanism, s.Username)
 }
 
-// mechanism checks s and builds the kafka-go mechanism; nil when s is the
-// zero value.
+// mechanism checks s and builds the kafka-go mechanism, wrapped so that
+// it prints without the password (see redactedMechanism); nil when s is
+// the zero value.
 func (s SASL) mechanism() (sasl.Mechanism, error) {
+	m, err := s.kafkaMechanism()
+	if m == nil || err != nil {
+		return nil, err
+	}
+	return redactedMechanism{m, s}, nil
+}
+
+// redactedMechanism is a kafka-go SASL mechanism that prints, logs and
+// encodes as its SASL settings, without the password. kafka-go's own
+// mechanisms do not: fmt's %v of a Dialer holding plain.Mechanism prints
+// the password ({user s3cret}), so the Dialer that Config.Dialer returns
+// (and the Publisher's Transport) hold this instead.
+type redactedMechanism struct {
+	sasl.Mechanism
+	cfg SASL
+}
+
+// Format implements fmt.Formatter, for every verb: SASL's String, or its
+// GoString for %#v.
+func (m redactedMechanism) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, m.cfg.GoString())
+		return
+	}
+	_, _ = io.WriteString(f, m.cfg.String())
+}
+
+// String implements fmt.Stringer, without the password.
+func (m redactedMechanism) String() string { return m.cfg.String() }
+
+// LogValue implements slog.LogValuer, without the password.
+func (m redactedMechanism) LogValue() slog.Value { return m.cfg.LogValue() }
+
+// MarshalJSON implements json.Marshaler, without the password.
+func (m redactedMechanism) MarshalJSON() ([]byte, error) { return m.cfg.MarshalJSON() }
+
+// kafkaMechanism checks s and builds kafka-go's mechanism; nil when s is
+// the zero value.
+func (s SASL) kafkaMechanism() (sasl.Mechanism, error) {
 	if !s.enabled() {
 		return nil, nil
 	}
@@ -288,6 +328,8 @@ func compression(c kafkago.Compression) string {
 // kafka-go readers (inbox.Config.Dialer) that must reach the same cluster
 // as the Publisher. A bad SASL setting is an ErrInvalidConfig. Fields of
 // c that only concern producing are ignored.
+// The Dialer's SASLMechanism prints and logs (fmt, slog, encoding/json)
+// as c.SASL does, without the password.
 func (c Config) Dialer() (*kafkago.Dialer, error) {
 	mech, err := c.SASL.mechanism()
 	if err != nil {
