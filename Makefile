@@ -26,7 +26,7 @@ help: ## List the targets (default)
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-up: ## Start local PostgreSQL + MariaDB, or SERVICES="postgres mysql broker" (scripts/servers.sh up)
+up: ## Start local PostgreSQL + MariaDB + PgBouncer, or SERVICES="postgres mysql pgbouncer broker" (scripts/servers.sh up)
 	scripts/servers.sh up $(SERVICES)
 
 down: ## Stop the local servers, or just SERVICES="..." (scripts/servers.sh down)
@@ -35,10 +35,10 @@ down: ## Stop the local servers, or just SERVICES="..." (scripts/servers.sh down
 status: ## Show which local servers are running, their ports and the env file
 	@scripts/servers.sh status
 
-env: ## Print the env file (OUTBOX_TEST_POSTGRES_URL, OUTBOX_TEST_MYSQL_DSN, ...)
+env: ## Print the env file (OUTBOX_TEST_POSTGRES_URL, OUTBOX_TEST_MYSQL_DSN, OUTBOX_TEST_PGBOUNCER_URL, ...)
 	@scripts/servers.sh env
 
-test: ## Start servers, go vet, go test -race ./... (scripts/test.sh)
+test: ## Start servers (PgBouncer too), go vet, go test -race ./... (scripts/test.sh)
 	scripts/test.sh
 
 demo: ## Start PostgreSQL + kfake broker and run examples/postgres (scripts/demo.sh)

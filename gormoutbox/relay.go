@@ -841,24 +841,6 @@ func (r *Relay) Stats(ctx context.Context) (Stats, error) {
 	return r.d.Stats(ctx, r.db, r.table)
 }
 
-// Listen calls wake after every commit that wrote outbox rows, from any
-// process, until ctx is done: on PostgreSQL through LISTEN on a connection
-// of its own (the outbox table's trigger sends NOTIFY, which PostgreSQL
-// delivers at commit, one per transaction), reconnecting when it drops.
-// It returns nil once ctx is done. Other dialects return at once an error
-// wrapping ErrUnsupportedDialect; there, Config.Wake wakes the relay of the
-// writing process. wake must not block;
-// scheduler.Wake fits:
-//
-//	go relay.Listen(ctx, func() { _ = sched.Wake("outbox-relay") })
-func (r *Relay) Listen(ctx context.Context, wake func()) error {
-	l, ok := r.d.(dialects.Listener)
-	if !ok {
-		return fmt.Errorf("%w: %s sends no commit notifications; use gormoutbox.Config.Wake", ErrUnsupportedDialect, r.d.Name())
-	}
-	return l.Listen(ctx, r.db, r.table, func() { r.Notify(); wake() }, r.logListenLost)
-}
-
 // TopicStats reports Stats per topic (pending, dead, oldest pending).
 func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
 	return dialects.QueryTopicStats(ctx, r.db, r.d, r.table)

@@ -4,8 +4,11 @@
 # load_outbox_env [REQUIRED_VAR...]: export the KEY='value' lines of the env
 # file written by "servers.sh up" (see "servers.sh env"), but never override
 # a variable the caller already set. Fails if a REQUIRED_VAR ends up unset.
+# The project's PgBouncer stands in front of the project's PostgreSQL: its
+# OUTBOX_TEST_PGBOUNCER_URL is not exported when the caller set
+# OUTBOX_TEST_POSTGRES_URL to a server of their own.
 load_outbox_env() {
-	local servers content="" line key missing=()
+	local servers content="" line key missing=() own_pg=${OUTBOX_TEST_POSTGRES_URL:-}
 	servers="$(dirname "${BASH_SOURCE[0]}")/servers.sh"
 	if ! content=$("$servers" env 2>/dev/null); then
 		content=""
@@ -13,6 +16,9 @@ load_outbox_env() {
 	while IFS= read -r line; do
 		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)= ]] || continue
 		key=${BASH_REMATCH[1]}
+		if [ "$key" = OUTBOX_TEST_PGBOUNCER_URL ] && [ -n "$own_pg" ]; then
+			continue
+		fi
 		if [ -z "${!key:-}" ]; then
 			eval "export $line"
 		fi

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Local test servers for go-outbox: PostgreSQL 15, MariaDB and an in-memory
+# Local test servers for go-outbox: PostgreSQL 15, MariaDB, PgBouncer (in
+# transaction pooling mode, in front of that PostgreSQL) and an in-memory
 # Kafka-compatible broker (kfake, ./cmd/kfakebroker). No docker, no systemd.
 #
 # Usage: scripts/servers.sh <command> [service...]
 #
-#   up     [postgres|mysql|broker|all]...  start (or reuse) servers; default: postgres mysql
-#   down   [postgres|mysql|broker|all]...  stop servers started from the state dir; default: all
-#   status                                 show what is running
-#   env                                    print the env file (KEY='value' lines)
-#   reset  [postgres|mysql|broker|all]...  stop and DELETE the data of servers; default: all
+#   up     [postgres|mysql|pgbouncer|broker|all]...  start (or reuse) servers; default: postgres mysql pgbouncer
+#   down   [postgres|mysql|pgbouncer|broker|all]...  stop servers started from the state dir; default: all
+#   status                                           show what is running
+#   env                                              print the env file (KEY='value' lines)
+#   reset  [postgres|mysql|pgbouncer|broker|all]...  stop and DELETE the data of servers; default: all
+#
+# pgbouncer needs postgres and starts it too. It listens on 127.0.0.1 with
+# pool_mode = transaction, forwards every database name to the same database
+# on our PostgreSQL (wildcard entry) and authenticates the outbox user with
+# SCRAM from $OUTBOX_STATE_DIR/pgbouncer/userlist.txt; "outbox_session" is
+# the database outbox in pool_mode = session (for the LISTEN tests).
 #
 # All state (data dirs, pid files, sockets, logs, chosen ports, env file) lives
 # in ${OUTBOX_STATE_DIR:-/var/tmp/go-outbox}, outside the checkout, so several
@@ -22,8 +29,9 @@
 #   OUTBOX_PG_PORT         preferred PostgreSQL port (default 55432)
 #   OUTBOX_MYSQL_PORT      preferred MariaDB port (default 53306)
 #   OUTBOX_BROKER_PORT     preferred broker port (default 59092)
+#   OUTBOX_PGBOUNCER_PORT  preferred PgBouncer port (default 56432)
 #   OUTBOX_PG_BIN          PostgreSQL bin dir (default /usr/lib/postgresql/15/bin)
-#   OUTBOX_PG_OS_USER      OS user running PostgreSQL when root (default postgres, else outbox-pg)
+#   OUTBOX_PG_OS_USER      OS user running PostgreSQL and PgBouncer when root (default postgres, else outbox-pg)
 #   OUTBOX_START_TIMEOUT   seconds to wait for a server to become ready (default 90)
 #   OUTBOX_LOCK_TIMEOUT    seconds to wait for the state-dir lock (default 900)
 set -euo pipefail
@@ -44,6 +52,7 @@ LOCK_FILE=$STATE/lock
 PG_DEFAULT_PORT=${OUTBOX_PG_PORT:-55432}
 MY_DEFAULT_PORT=${OUTBOX_MYSQL_PORT:-53306}
 BR_DEFAULT_PORT=${OUTBOX_BROKER_PORT:-59092}
+PB_DEFAULT_PORT=${OUTBOX_PGBOUNCER_PORT:-56432}
 
 PG_BIN=${OUTBOX_PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_DIR=$STATE/postgres
@@ -68,6 +77,13 @@ BR_BIN=$STATE/bin/kfakebroker
 BR_PID_FILE=$BR_DIR/kfakebroker.pid # written by kfakebroker itself
 BR_LOG=$BR_DIR/kfakebroker.log
 BR_PORT_FILE=$BR_DIR/port
+
+PB_DIR=$STATE/pgbouncer
+PB_CONF=$PB_DIR/pgbouncer.ini
+PB_USERLIST=$PB_DIR/userlist.txt
+PB_PID_FILE=$PB_DIR/pgbouncer.pid # written by pgbouncer itself
+PB_LOG=$PB_DIR/pgbouncer.log
+PB_PORT_FILE=$PB_DIR/port
 
 IS_ROOT=0
 [ "$(id -u)" -eq 0 ] && IS_ROOT=1
@@ -601,6 +617,162 @@ my_reset() {
 }
 
 # ---------------------------------------------------------------------------
+# PgBouncer, in transaction pooling mode, in front of our PostgreSQL
+
+PGBOUNCER=
+PG_UP_DONE=0
+
+pg_up_once() { # pg_up, at most once per invocation (pgbouncer needs it too)
+	[ "$PG_UP_DONE" -eq 1 ] && return 0
+	pg_up
+	PG_UP_DONE=1
+}
+
+ensure_pgbouncer() {
+	if ! PGBOUNCER=$(find_prog pgbouncer); then
+		log "pgbouncer: pgbouncer not found"
+		apt_install pgbouncer
+		PGBOUNCER=$(find_prog pgbouncer) || die "pgbouncer: still missing after installing the pgbouncer package"
+	fi
+}
+
+pb_pid() {
+	local pid
+	pid=$(read_pid "$PB_PID_FILE") || return 1
+	is_ours "$pid" "$PB_CONF" || return 1
+	printf '%s\n' "$pid"
+}
+
+# pgbouncer -d returns before its daemon writes the pid file: during the
+# first seconds after the launch, a missing pid file means "starting".
+PB_LAUNCH_DEADLINE=0
+pb_pid_or_launching() {
+	pb_pid && return 0
+	[ "$SECONDS" -lt "$PB_LAUNCH_DEADLINE" ] && printf 'starting\n'
+}
+
+pb_port() { read_port "$PB_PORT_FILE"; }
+
+pb_admin() { # pb_admin SQL: run SQL on the admin console as outbox
+	local port
+	port=$(pb_port) || return 1
+	PGPASSWORD=outbox PGCONNECT_TIMEOUT=2 "$PG_BIN/psql" -X -q -A -t -h 127.0.0.1 -p "$port" \
+		-U outbox -d pgbouncer -c "$1" 2>/dev/null </dev/null
+}
+
+# pb_ready: its admin console answers the outbox user (needs no PostgreSQL).
+pb_ready() {
+	pb_pid >/dev/null || return 1
+	if [ -x "$PG_BIN/psql" ]; then
+		pb_admin 'SHOW VERSION' >/dev/null
+	else
+		tcp_answers "$(pb_port)"
+	fi
+}
+
+# pb_conf PORT PGPORT: the config file's content.
+#
+# Transaction pooling keeps no session state between transactions. Of the
+# startup parameters, PgBouncer 1.18 tracks a few itself (client_encoding,
+# DateStyle, TimeZone, standard_conforming_strings, application_name) and
+# sets them on whichever server connection a transaction gets; any other,
+# search_path included, is refused ("unsupported startup parameter"), and
+# ignore_startup_parameters would only drop it silently. So the tests use a
+# database each (the wildcard entry) instead of a schema in search_path.
+pb_conf() {
+	cat <<CONF
+; Written by go-outbox scripts/servers.sh; edits are lost.
+; Throwaway test pooler in front of the project's PostgreSQL (127.0.0.1:$2).
+[databases]
+; the database outbox in session pooling mode, where LISTEN works
+outbox_session = host=127.0.0.1 port=$2 dbname=outbox pool_mode=session
+; any other name: the database of that name (the tests create one each)
+* = host=127.0.0.1 port=$2
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $1
+unix_socket_dir =
+pool_mode = transaction
+auth_type = scram-sha-256
+auth_file = $PB_USERLIST
+admin_users = outbox
+logfile = $PB_LOG
+pidfile = $PB_PID_FILE
+max_client_conn = 500
+default_pool_size = 10
+server_idle_timeout = 30
+autodb_idle_timeout = 60
+log_connections = 0
+log_disconnections = 0
+CONF
+}
+
+pb_write() { # pb_write FILE CONTENT MODE: atomic, owned by the PgBouncer OS user
+	local tmp="$1.tmp.$$"
+	printf '%s\n' "$2" >"$tmp"
+	chmod "$3" "$tmp"
+	if [ "$IS_ROOT" -eq 1 ]; then chown "$PG_OS_USER:" "$tmp"; fi
+	mv -f "$tmp" "$1"
+}
+
+pb_up() {
+	ensure_pgbouncer
+	pg_up_once # also sets PG_OS_USER and PG_BIN
+	local pgport pid port
+	pgport=$(pg_port) || die "pgbouncer: no PostgreSQL port"
+	mkdir -p "$PB_DIR"
+	if [ "$IS_ROOT" -eq 1 ]; then chown "$PG_OS_USER:" "$PB_DIR"; fi
+	chmod 700 "$PB_DIR" # the userlist holds a password
+	# SCRAM towards the clients, from the password in plain text, which
+	# also lets PgBouncer log in to a server that asks for one.
+	pb_write "$PB_USERLIST" '"outbox" "outbox"' 600
+	if pid=$(pb_pid); then
+		port=$(pb_port) || die "pgbouncer: running (pid $pid) but $PB_PORT_FILE is missing; run: $0 down pgbouncer"
+		if [ "$(pb_conf "$port" "$pgport")" = "$(cat "$PB_CONF" 2>/dev/null)" ]; then
+			wait_ready pgbouncer "$PB_LOG" pb_pid pb_ready
+			log "pgbouncer: already running (pid $pid, port $port), reusing"
+			return 0
+		fi
+		log "pgbouncer: running (pid $pid) with another config (PostgreSQL moved to port $pgport, or another servers.sh); restarting it"
+		stop_pid pgbouncer "$pid" 20
+	fi
+	rm -f "$PB_PID_FILE"
+	port=$(pick_port pgbouncer "$PB_DEFAULT_PORT" "$(pb_port || true)")
+	write_file "$PB_PORT_FILE" "$port"
+	pb_write "$PB_CONF" "$(pb_conf "$port" "$pgport")" 644
+	touch "$PB_LOG"
+	if [ "$IS_ROOT" -eq 1 ]; then chown "$PG_OS_USER:" "$PB_LOG"; fi
+	log "pgbouncer: starting on 127.0.0.1:$port, pool_mode = transaction, in front of 127.0.0.1:$pgport (log: $PB_LOG)"
+	# -d: it detaches itself. As the PostgreSQL OS user: it refuses to run
+	# as root. 9>&- : it must not inherit our flock fd.
+	PB_LAUNCH_DEADLINE=$((SECONDS + 10))
+	if ! as_pg "$PGBOUNCER" -d "$PB_CONF" >>"$PB_LOG" 2>&1 </dev/null 9>&-; then
+		fail_with_log "pgbouncer: failed to start" "$PB_LOG"
+	fi
+	wait_ready pgbouncer "$PB_LOG" pb_pid_or_launching pb_ready
+	log "pgbouncer: started (pid $(pb_pid), port $port, $(pb_admin 'SHOW VERSION' || echo 'version unknown'))"
+}
+
+pb_down() {
+	local pid
+	if ! pid=$(pb_pid); then
+		log "pgbouncer: not running"
+		return 0
+	fi
+	log "pgbouncer: stopping (pid $pid)"
+	stop_pid pgbouncer "$pid" 20
+	rm -f "$PB_PID_FILE"
+	log "pgbouncer: stopped"
+}
+
+pb_reset() {
+	pb_down
+	log "pgbouncer: deleting $PB_DIR"
+	rm -rf "$PB_DIR"
+}
+
+# ---------------------------------------------------------------------------
 # kfake broker (./cmd/kfakebroker)
 
 br_pid() {
@@ -687,6 +859,9 @@ write_env() {
 	if br_pid >/dev/null && port=$(br_port); then
 		lines+=("OUTBOX_DEMO_KAFKA_BROKERS='127.0.0.1:$port'")
 	fi
+	if pb_pid >/dev/null && port=$(pb_port); then
+		lines+=("OUTBOX_TEST_PGBOUNCER_URL='postgres://outbox:outbox@127.0.0.1:$port/outbox?sslmode=disable'")
+	fi
 	local tmp="$ENV_FILE.tmp.$$"
 	if [ "${#lines[@]}" -gt 0 ]; then
 		printf '%s\n' "${lines[@]}" >"$tmp"
@@ -716,6 +891,7 @@ cmd_status() {
 	if [ "$IS_ROOT" -eq 1 ]; then MY_ADMIN_USER=root; else MY_ADMIN_USER=$(id -un); fi
 	status_line mysql my_pid my_port my_ready "$MY_LOG"
 	status_line broker br_pid br_port br_ready "$BR_LOG"
+	status_line pgbouncer pb_pid pb_port pb_ready "$PB_LOG"
 	echo "env file: $ENV_FILE"
 	if [ -s "$ENV_FILE" ]; then sed 's/^/  /' "$ENV_FILE"; fi
 }
@@ -745,12 +921,27 @@ parse_services() {
 	SERVICES=()
 	for a in "$@"; do
 		case $a in
-		all) SERVICES+=(postgres mysql broker) ;;
+		all) SERVICES+=(postgres mysql broker pgbouncer) ;;
 		postgres | postgresql | pg) SERVICES+=(postgres) ;;
 		mysql | mariadb) SERVICES+=(mysql) ;;
 		broker | kafka | kfake) SERVICES+=(broker) ;;
-		*) die "unknown service '$a' (want postgres, mysql, broker or all)" ;;
+		pgbouncer | bouncer) SERVICES+=(pgbouncer) ;;
+		*) die "unknown service '$a' (want postgres, mysql, pgbouncer, broker or all)" ;;
 		esac
+	done
+}
+
+# in_stop_order SERVICE...: the services, each once, pgbouncer before the
+# postgres it stands in front of.
+in_stop_order() {
+	local s a
+	for s in pgbouncer postgres mysql broker; do
+		for a in "$@"; do
+			if [ "$a" = "$s" ]; then
+				printf '%s\n' "$s"
+				break
+			fi
+		done
 	done
 }
 
@@ -759,14 +950,15 @@ main() {
 	[ "$#" -gt 0 ] && shift
 	case $cmd in
 	up)
-		parse_services postgres mysql -- "$@"
+		parse_services postgres mysql pgbouncer -- "$@"
 		acquire_lock
 		local s
 		for s in "${SERVICES[@]}"; do
 			case $s in
-			postgres) pg_up ;;
+			postgres) pg_up_once ;;
 			mysql) my_up ;;
 			broker) br_up ;;
+			pgbouncer) pb_up ;;
 			esac
 		done
 		write_env
@@ -774,25 +966,27 @@ main() {
 		sed 's/^/  /' "$ENV_FILE" >&2
 		;;
 	down)
-		parse_services postgres mysql broker -- "$@"
+		parse_services postgres mysql broker pgbouncer -- "$@"
 		acquire_lock
-		for s in "${SERVICES[@]}"; do
+		for s in $(in_stop_order "${SERVICES[@]}"); do
 			case $s in
 			postgres) pg_down ;;
 			mysql) my_down ;;
 			broker) br_down ;;
+			pgbouncer) pb_down ;;
 			esac
 		done
 		write_env
 		;;
 	reset)
-		parse_services postgres mysql broker -- "$@"
+		parse_services postgres mysql broker pgbouncer -- "$@"
 		acquire_lock
-		for s in "${SERVICES[@]}"; do
+		for s in $(in_stop_order "${SERVICES[@]}"); do
 			case $s in
 			postgres) pg_reset ;;
 			mysql) my_reset ;;
 			broker) br_reset ;;
+			pgbouncer) pb_reset ;;
 			esac
 		done
 		write_env
