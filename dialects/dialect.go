@@ -310,3 +310,100 @@ func (e *HeadersEncoder) Encode(h map[string]string) (string, error) {
 	e.last, e.enc = h, string(b)
 	return e.enc, nil
 }
+
+// Scripter is implemented by the dialects whose migrations can be written
+// out as SQL (postgres and mysql), for migration tools such as goose or
+// golang-migrate: their Migrate and MigrateSteps run exactly these
+// statements.
+type Scripter interface {
+	Dialect
+	// OutboxMigrations returns the versioned steps Migrate runs on the
+	// outbox table t.
+	OutboxMigrations(t Table) []Migration
+	// CreateMigrationsTable returns the statement that creates the
+	// migrations table of t (idempotent), which MigrateSteps runs first.
+	CreateMigrationsTable(t Table) string
+	// RecordMigration returns the statement that records version as
+	// applied in the migrations table of t, as MigrateSteps does after
+	// each step.
+	RecordMigration(t Table, version int) string
+}
+
+// Script is the DDL of one table of the library — what Migrate runs on a
+// fresh database — version by version, for migration tools. Applying all
+// of it brings the table to its last version, recorded in its migrations
+// table, so that Migrate then finds nothing to do.
+type Script struct {
+	// Kind says what the table is: "outbox" or "inbox".
+	Kind string
+	// Dialect is the database the statements are for ("postgres",
+	// "mysql").
+	Dialect string
+	// Table is the table the script creates.
+	Table Table
+	// Steps are the versions in order. The statements of each step end
+	// with the one recording its version; the first step begins with the
+	// creation of the migrations table.
+	Steps []ScriptStep
+}
+
+// ScriptStep is the DDL of one schema version.
+type ScriptStep struct {
+	Version    int
+	Statements []string
+}
+
+// NewScript writes out steps, the migrations of table t (of kind
+// "outbox", "inbox"), as MigrateSteps
+// runs them on a database without t: the migrations table, then each
+// step's statements and the record of its version.
+func NewScript(d Scripter, kind string, t Table, steps []Migration) Script {
+	s := Script{Kind: kind, Dialect: d.Name(), Table: t}
+	for i, m := range steps {
+		var stmts []string
+		if i == 0 {
+			stmts = append(stmts, d.CreateMigrationsTable(t))
+		}
+		stmts = append(stmts, m.Statements...)
+		stmts = append(stmts, d.RecordMigration(t, m.Version))
+		s.Steps = append(s.Steps, ScriptStep{Version: m.Version, Statements: stmts})
+	}
+	return s
+}
+
+// LatestVersion is the version the script brings its table to (0 when it
+// has no step).
+func (s Script) LatestVersion() int {
+	if len(s.Steps) == 0 {
+		return 0
+	}
+	return s.Steps[len(s.Steps)-1].Version
+}
+
+// String returns the whole script as SQL text: each statement ends with
+// ";" on a line of its own, and each version starts with a "-- version N"
+// comment. PostgreSQL function bodies are dollar-quoted and hold ";"
+// themselves: psql and multi-statement drivers read them whole; tools
+// that split on ";" need them marked (goose: -- +goose StatementBegin).
+func (s Script) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- go-outbox %s table %s (%s): schema version %d, recorded in %s.\n",
+		s.Kind, s.Table, s.Dialect, s.LatestVersion(), s.Table.Sibling("_migrations"))
+	for _, st := range s.Steps {
+		b.WriteString("\n")
+		b.WriteString(st.String())
+	}
+	return b.String()
+}
+
+// String returns the step's statements as SQL text, after a
+// "-- version N" comment.
+func (st ScriptStep) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- version %d\n", st.Version)
+	for _, stmt := range st.Statements {
+		b.WriteString(stmt)
+		b.WriteString(";\n")
+	}
+	return b.String()
+}

@@ -33,18 +33,23 @@ type store struct {
 }
 
 func newStore(db *gorm.DB, table string) (*store, error) {
+	return newStoreFor(db.Dialector.Name(), table)
+}
+
+// newStoreFor is newStore for the GORM dialector name driver.
+func newStoreFor(driver, table string) (*store, error) {
 	t, err := dialects.ParseTable(table)
 	if err != nil {
 		return nil, fmt.Errorf("%w: Table: %v", ErrInvalidConfig, err)
 	}
 	s := &store{table: t}
-	switch name := db.Dialector.Name(); name {
-	case "postgres":
+	switch driver {
+	case "postgres", "pgx":
 		s.d, s.pg = postgres.New(), true
 	case "mysql":
 		s.d = mysql.New()
 	default:
-		return nil, fmt.Errorf("%w: database %q is not supported (postgres, mysql)", ErrInvalidConfig, name)
+		return nil, fmt.Errorf("%w: database %q is not supported (postgres, mysql)", ErrInvalidConfig, driver)
 	}
 	s.q = t.Qualified(s.d)
 	return s, nil

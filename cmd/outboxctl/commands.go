@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/inbox"
 )
 
 // pageSize is the DeadLetters page and Replay chunk size.
@@ -39,11 +40,24 @@ func writeJSON(w io.Writer, v any) error {
 
 func cmdMigrate(ctx context.Context, c *cli, args []string) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	printOnly := fs.Bool("print", false, "print the DDL instead of running it: no database is needed, -driver names it")
+	inboxTable := fs.String("inbox-table", "", `also the inbox table of package inbox, "table" or "schema.table" (default: none)`)
 	if err := c.parse("migrate", fs, args); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
+	}
+	var inboxT dialects.Table
+	if *inboxTable != "" {
+		t, err := dialects.ParseTable(*inboxTable)
+		if err != nil {
+			return usagef("-inbox-table: %v", err)
+		}
+		inboxT = t
+	}
+	if *printOnly {
+		return printDDL(c, inboxT)
 	}
 	db, err := c.connect(ctx)
 	if err != nil {
@@ -58,6 +72,49 @@ func cmdMigrate(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "outbox table %s on %s is migrated (schema version %d)\n", db.table, db.driver, v)
+	if inboxT.Name == "" {
+		return nil
+	}
+	if err := inbox.MigrateTable(ctx, db.db, inboxT.String()); err != nil {
+		return err
+	}
+	if v, err = db.d.SchemaVersion(ctx, db.sqlDB, inboxT); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "inbox table %s on %s is migrated (schema version %d)\n", inboxT, db.driver, v)
+	return nil
+}
+
+// printDDL writes the DDL of the outbox table, and of the inbox table
+// when inboxT is set, without a database.
+func printDDL(c *cli, inboxT dialects.Table) error {
+	driver, table, err := c.g.checkOffline()
+	if err != nil {
+		return err
+	}
+	scripts := make([]dialects.Script, 0, 2)
+	s, err := gormoutbox.DDL(driver, table.String())
+	if err != nil {
+		return usagef("%v", err)
+	}
+	scripts = append(scripts, s)
+	if inboxT.Name != "" {
+		s, err := inbox.DDL(driver, inboxT.String())
+		if err != nil {
+			return usagef("%v", err)
+		}
+		scripts = append(scripts, s)
+	}
+	fmt.Fprintf(c.stdout, "-- Printed by outboxctl migrate -print -driver %s. Apply it to a database without\n", driver)
+	fmt.Fprintln(c.stdout, "-- these tables; \"outboxctl migrate\" and Migrate then find nothing to do.")
+	if driver == "postgres" {
+		fmt.Fprintln(c.stdout, "-- In one transaction: psql -v ON_ERROR_STOP=1 -1 -f FILE")
+	} else {
+		fmt.Fprintln(c.stdout, "-- MySQL commits each DDL statement: if one fails, drop what it created before the next try.")
+	}
+	for _, s := range scripts {
+		fmt.Fprintf(c.stdout, "\n%s", s)
+	}
 	return nil
 }
 
@@ -237,6 +294,13 @@ type deadLetter struct {
 	Headers         map[string]string `json:"headers,omitempty"`
 	Payload         *string           `json:"payload,omitempty"`
 	PayloadHex      string            `json:"payload_hex,omitempty"`
+	// PayloadBytes is the size of the whole payload; PayloadTruncated
+	// says that Payload or PayloadHex holds only its start (dead show
+	// without -full).
+	PayloadBytes     int  `json:"payload_bytes,omitempty"`
+	PayloadTruncated bool `json:"payload_truncated,omitempty"`
+
+	shown int // payload bytes in Payload or PayloadHex
 }
 
 func isText(b []byte) bool {
@@ -259,7 +323,13 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-func toDeadLetter(r gormoutbox.Row, full bool) deadLetter {
+// shownPayload is how much of a payload dead show prints without -full.
+const shownPayload = 4 << 10
+
+// toDeadLetter converts a row for printing. With withPayload, the headers
+// and at most limit bytes of the payload (all of it when limit is 0) are
+// included.
+func toDeadLetter(r gormoutbox.Row, withPayload bool, limit int) deadLetter {
 	d := deadLetter{
 		ID: r.ID, EventID: r.EventID, Topic: r.Topic, Type: r.EventType,
 		AggregateType: r.AggregateType, AggregateID: r.AggregateID, Shard: r.Shard, Attempts: r.Attempts,
@@ -274,14 +344,26 @@ func toDeadLetter(r gormoutbox.Row, full bool) deadLetter {
 			d.KeyHex = hex.EncodeToString(r.Key)
 		}
 	}
-	if full {
+	if withPayload {
 		d.Headers = r.Headers
-		if isText(r.Payload) {
-			p := string(r.Payload)
+		d.PayloadBytes = len(r.Payload)
+		text := isText(r.Payload)
+		shown := r.Payload
+		if limit > 0 && len(shown) > limit {
+			n := limit
+			for text && n > 0 && !utf8.RuneStart(shown[n]) {
+				n-- // cut between characters
+			}
+			shown = shown[:n]
+			d.PayloadTruncated = true
+		}
+		if text {
+			p := string(shown)
 			d.Payload = &p
 		} else {
-			d.PayloadHex = hex.EncodeToString(r.Payload)
+			d.PayloadHex = hex.EncodeToString(shown)
 		}
+		d.shown = len(shown)
 	}
 	return d
 }
@@ -378,7 +460,7 @@ func listRows(ctx context.Context, c *cli, args []string, k rowKind) error {
 	}
 	out := make([]deadLetter, len(rows))
 	for i, r := range rows {
-		out[i] = toDeadLetter(r, false)
+		out[i] = toDeadLetter(r, false, 0)
 	}
 	if *asJSON {
 		return writeJSON(c.stdout, out)
@@ -441,6 +523,7 @@ func deadLetterByID(ctx context.Context, db *conn, id int64) (gormoutbox.Row, er
 func cmdDeadShow(ctx context.Context, c *cli, args []string) error {
 	fs := flag.NewFlagSet("dead show", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
+	full := fs.Bool("full", false, fmt.Sprintf("print the whole payload (default: its first %d bytes)", shownPayload))
 	if err := c.parse("dead show", fs, args); err != nil {
 		return err
 	}
@@ -460,7 +543,11 @@ func cmdDeadShow(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	d := toDeadLetter(row, true)
+	limit := shownPayload
+	if *full {
+		limit = 0
+	}
+	d := toDeadLetter(row, true, limit)
 	if *asJSON {
 		return writeJSON(c.stdout, d)
 	}
@@ -469,9 +556,10 @@ func cmdDeadShow(ctx context.Context, c *cli, args []string) error {
 	fmt.Fprintf(tw, "id:\t%d\n", d.ID)
 	fmt.Fprintf(tw, "event id:\t%s\n", d.EventID)
 	fmt.Fprintf(tw, "topic:\t%s\n", d.Topic)
-	fmt.Fprintf(tw, "key:\t%s\n", d.keyText())
+	fmt.Fprintf(tw, "key:\t%s\n", d.keyShown())
 	fmt.Fprintf(tw, "type:\t%s\n", d.Type)
-	fmt.Fprintf(tw, "aggregate:\t%s %s\n", orDash(d.AggregateType), orDash(d.AggregateID))
+	fmt.Fprintf(tw, "aggregate type:\t%s\n", orNone(d.AggregateType))
+	fmt.Fprintf(tw, "aggregate id:\t%s\n", orNone(d.AggregateID))
 	fmt.Fprintf(tw, "shard:\t%d\n", d.Shard)
 	fmt.Fprintf(tw, "attempts:\t%d\n", d.Attempts)
 	fmt.Fprintf(tw, "created at:\t%s\n", timeText(&d.CreatedAt))
@@ -481,10 +569,10 @@ func cmdDeadShow(ctx context.Context, c *cli, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "last error:\n  %s\n", strings.ReplaceAll(orDash(d.LastError), "\n", "\n  "))
+	fmt.Fprintf(w, "last error:\n  %s\n", strings.ReplaceAll(orNone(d.LastError), "\n", "\n  "))
 	fmt.Fprintln(w, "headers:")
 	if len(d.Headers) == 0 {
-		fmt.Fprintln(w, "  -")
+		fmt.Fprintln(w, "  (none)")
 	}
 	names := make([]string, 0, len(d.Headers))
 	for k := range d.Headers {
@@ -494,19 +582,38 @@ func cmdDeadShow(ctx context.Context, c *cli, args []string) error {
 	for _, k := range names {
 		fmt.Fprintf(w, "  %s: %s\n", k, d.Headers[k])
 	}
+	size := fmt.Sprintf("%d bytes", d.PayloadBytes)
+	if d.PayloadTruncated {
+		size = fmt.Sprintf("%d bytes, the first %d shown", d.PayloadBytes, d.shown)
+	}
 	if d.Payload != nil {
-		fmt.Fprintf(w, "payload (%d bytes):\n%s\n", len(row.Payload), *d.Payload)
+		fmt.Fprintf(w, "payload (%s):\n%s\n", size, *d.Payload)
 	} else {
-		fmt.Fprintf(w, "payload (%d bytes, binary, hex):\n%s\n", len(row.Payload), d.PayloadHex)
+		fmt.Fprintf(w, "payload (%s, binary, hex):\n%s\n", size, d.PayloadHex)
+	}
+	if d.PayloadTruncated {
+		fmt.Fprintf(w, "… %d more bytes not shown: outboxctl dead show -full %d prints them all\n", d.PayloadBytes-d.shown, d.ID)
 	}
 	return nil
 }
 
-func orDash(s string) string {
+// orNone returns s, or "(none)" when s is empty.
+func orNone(s string) string {
 	if s == "" {
-		return "-"
+		return "(none)"
 	}
 	return s
+}
+
+// keyShown is the key as dead show prints it.
+func (d deadLetter) keyShown() string {
+	switch {
+	case d.Key == nil && d.KeyHex == "":
+		return "(none)"
+	case d.Key != nil && *d.Key == "":
+		return "(empty)"
+	}
+	return d.keyText()
 }
 
 // ---- replay

@@ -181,17 +181,27 @@ func (refusePublisher) Publish(context.Context, []gormoutbox.Message) error {
 	return errors.New("outboxctl does not publish")
 }
 
-// checkGlobals validates the global flags (usage errors).
+// check validates the global flags (usage errors).
 func (g *globals) check() (driver string, table dialects.Table, err error) {
 	if g.dsn == "" {
 		return "", table, usagef("no database given: set -dsn or $%s", DSNEnv)
 	}
+	return g.checkOffline()
+}
+
+// checkOffline validates the global flags of a command that needs no
+// database (migrate -print): the driver comes from -driver, or from the
+// DSN when one is set.
+func (g *globals) checkOffline() (driver string, table dialects.Table, err error) {
 	driver = g.driver
 	switch driver {
 	case "postgres", "mysql":
 	case "postgresql", "pgx":
 		driver = "postgres"
 	case "":
+		if g.dsn == "" {
+			return "", table, usagef("which database? pass -driver postgres or -driver mysql")
+		}
 		driver = guessDriver(g.dsn)
 		if driver == "" {
 			return "", table, usagef("cannot tell the database from the DSN: pass -driver postgres or -driver mysql")

@@ -94,10 +94,10 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"migrate", "", "create or upgrade the outbox table (idempotent)", cmdMigrate},
+		{"migrate", "[-inbox-table T] [-print]", "create or upgrade the outbox table (idempotent), or print its DDL", cmdMigrate},
 		{"status", "[-json] [-all]", "rows per state (pending, awaiting ack, failed, dead), oldest pending age, per topic", cmdStatus},
 		{"dead list", "[-topic T] [-limit N] [-after ID] [-json]", "list dead letters in id order", cmdDeadList},
-		{"dead show", "[-json] ID", "show every field of one dead letter", cmdDeadShow},
+		{"dead show", "[-json] [-full] ID", "show every field of one dead letter", cmdDeadShow},
 		{"replay", "ID... | -topic T | -all", "put dead letters back in the queue", cmdReplay},
 		{"failed list", "[-topic T] [-limit N] [-after ID] [-json]", "list rows whose last process attempt a consumer answered FAILED", cmdFailedList},
 		{"resend", "ID... | -topic T | -all", "send failed rows again for one more process attempt", cmdResend},
@@ -312,7 +312,15 @@ func capitalize(s string) string {
 
 var details = map[string]string{
 	"migrate": `Creates the outbox table and its indexes, or upgrades them to the
-current schema version. Safe to run again and from several processes.`,
+current schema version. Safe to run again and from several processes.
+-inbox-table T does the same for the inbox table T of package inbox.
+
+-print prints the SQL instead, for a DBA or a migration tool (goose,
+golang-migrate): no DSN and no database are needed, -driver postgres or
+-driver mysql names the database (-table and -inbox-table the tables).
+It creates the tables, version by version, and records each version in
+the tables' migrations tables, so that "outboxctl migrate" and the
+library's Migrate find nothing left to do after it was applied.`,
 	"status": `Pending rows are neither published nor dead; the relay will send them.
 Awaiting-ack rows are published and wait for a consumer's answer (events
 that asked for one). Failed rows were answered FAILED on their last
@@ -330,8 +338,11 @@ not a failed row (the others are still re-sent). A re-sent event reaches
 its consumers after later events of its key.`,
 	"dead list": `Prints id, topic, key, type, attempts, dead_at and the start of the last
 error. At most -limit rows are listed; continue with -after <last id>.`,
-	"dead show": `Prints every column of the dead letter ID, the payload as text and the
-headers. Exit code 3 when ID is not a dead letter.`,
+	"dead show": `Prints every column of the dead letter ID, the headers and the payload:
+as text, or in hex when it is binary. Only the payload's first 4096 bytes
+are printed, and how many were left out, unless -full is given (with
+-json too: payload_truncated and payload_bytes say so). Exit code 3 when
+ID is not a dead letter.`,
 	"replay": `Resets attempts to 0 and makes the rows due now, so that the relay sends
 them on its next pass. Give ids, or -topic T for every dead letter of a
 topic, or -all for every dead letter. With ids, exit code 3 if one of
@@ -383,11 +394,12 @@ Exit codes:
 Examples:
   export `+DSNEnv+`='postgres://app:secret@localhost:5432/app?sslmode=disable'
   outboxctl migrate
+  outboxctl migrate -print -driver postgres -inbox-table inbox > outbox.sql
   outboxctl status
   outboxctl status -json
   outboxctl dead list -topic orders -limit 20
   outboxctl dead list -after 1234
-  outboxctl dead show 1234
+  outboxctl dead show -full 1234
   outboxctl replay 1234 1240
   outboxctl replay -topic orders
   outboxctl replay -all

@@ -124,6 +124,27 @@ func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
 }
 
+var _ dialects.Scripter = Dialect{}
+
+// OutboxMigrations implements dialects.Scripter: the steps Migrate runs.
+func (d Dialect) OutboxMigrations(t dialects.Table) []dialects.Migration { return migrations(d, t) }
+
+// CreateMigrationsTable implements dialects.Scripter.
+func (d Dialect) CreateMigrationsTable(t dialects.Table) string {
+	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable(d, t) +
+		` (version INT NOT NULL PRIMARY KEY, applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`
+}
+
+// RecordMigration implements dialects.Scripter.
+func (d Dialect) RecordMigration(t dialects.Table, version int) string {
+	return recordMigration(d, t, strconv.Itoa(version))
+}
+
+// recordMigration records the version given as the SQL expression v.
+func recordMigration(d Dialect, t dialects.Table, v string) string {
+	return `INSERT INTO ` + migrationsTable(d, t) + ` (version) VALUES (` + v + `)`
+}
+
 // lockName is the GET_LOCK name that serialises concurrent migrations of one
 // table of database (named locks are server-wide; names are limited to 64
 // characters).
@@ -166,17 +187,14 @@ func (d Dialect) MigrateSteps(ctx context.Context, db *sql.DB, t dialects.Table,
 		_, rerr := conn.ExecContext(context.WithoutCancel(ctx), `DO RELEASE_LOCK(?)`, lock)
 		err = errors.Join(err, rerr)
 	}()
-	mt := migrationsTable(d, t)
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+mt+
-		` (version INT NOT NULL PRIMARY KEY, applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`); err != nil {
+	if _, err := conn.ExecContext(ctx, d.CreateMigrationsTable(t)); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	var cur int
-	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+mt).Scan(&cur); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+migrationsTable(d, t)).Scan(&cur); err != nil {
 		return fmt.Errorf("migrate %s: read version: %w", t, err)
 	}
-	if _, err := dialects.ApplyMigrations(ctx, conn, cur, steps,
-		`INSERT INTO `+mt+` (version) VALUES (?)`); err != nil {
+	if _, err := dialects.ApplyMigrations(ctx, conn, cur, steps, recordMigration(d, t, "?")); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	return nil

@@ -136,6 +136,27 @@ func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
 }
 
+var _ dialects.Scripter = Dialect{}
+
+// OutboxMigrations implements dialects.Scripter: the steps Migrate runs.
+func (d Dialect) OutboxMigrations(t dialects.Table) []dialects.Migration { return migrations(d, t) }
+
+// CreateMigrationsTable implements dialects.Scripter.
+func (d Dialect) CreateMigrationsTable(t dialects.Table) string {
+	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable(d, t) +
+		` (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`
+}
+
+// RecordMigration implements dialects.Scripter.
+func (d Dialect) RecordMigration(t dialects.Table, version int) string {
+	return recordMigration(d, t, strconv.Itoa(version))
+}
+
+// recordMigration records the version given as the SQL expression v.
+func recordMigration(d Dialect, t dialects.Table, v string) string {
+	return `INSERT INTO ` + migrationsTable(d, t) + ` (version) VALUES (` + v + `)`
+}
+
 // lockID is the advisory lock key that serialises concurrent migrations of
 // one table.
 func lockID(t dialects.Table) int64 {
@@ -166,17 +187,14 @@ func (d Dialect) MigrateSteps(ctx context.Context, db *sql.DB, t dialects.Table,
 	if _, err = tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID(t)); err != nil {
 		return fmt.Errorf("migrate %s: lock: %w", t, err)
 	}
-	mt := migrationsTable(d, t)
-	if _, err = tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+mt+
-		` (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+	if _, err = tx.ExecContext(ctx, d.CreateMigrationsTable(t)); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	var cur int
-	if err = tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+mt).Scan(&cur); err != nil {
+	if err = tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+migrationsTable(d, t)).Scan(&cur); err != nil {
 		return fmt.Errorf("migrate %s: read version: %w", t, err)
 	}
-	if _, err = dialects.ApplyMigrations(ctx, tx, cur, steps,
-		`INSERT INTO `+mt+` (version) VALUES ($1)`); err != nil {
+	if _, err = dialects.ApplyMigrations(ctx, tx, cur, steps, recordMigration(d, t, "$1")); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	if err = tx.Commit(); err != nil {
