@@ -15,26 +15,37 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # The kfake broker, unless the caller names brokers.
-services=()
+services=() build=()
 if [ -z "${OUTBOX_KAFKA_BROKERS:-}${OUTBOX_DEMO_KAFKA_BROKERS:-}" ]; then
 	services+=(broker)
+	build+=(./cmd/kfakebroker)
 fi
 
+example=postgres
 case "${1:-postgres}" in
 mysql)
 	shift || true
+	example=mysql
 	[ -n "${OUTBOX_TEST_MYSQL_DSN:-}" ] || services+=(mysql)
-	[ "${#services[@]}" -eq 0 ] || scripts/servers.sh up "${services[@]}"
-	load_outbox_env OUTBOX_TEST_MYSQL_DSN
-	echo "+ go run ./examples/mysql $*" >&2
-	go run ./examples/mysql "$@"
+	env_var=OUTBOX_TEST_MYSQL_DSN
 	;;
 *)
 	[ "${1:-}" = postgres ] && shift
 	[ -n "${OUTBOX_TEST_POSTGRES_URL:-}" ] || services+=(postgres)
-	[ "${#services[@]}" -eq 0 ] || scripts/servers.sh up "${services[@]}"
-	load_outbox_env OUTBOX_TEST_POSTGRES_URL
-	echo "+ go run ./examples/postgres $*" >&2
-	go run ./examples/postgres "$@"
+	env_var=OUTBOX_TEST_POSTGRES_URL
 	;;
 esac
+
+# One go build for the example and the broker (they share most of their
+# packages), so that the first run compiles them once, with a line every
+# few seconds; servers.sh's own build of the broker is then a cache hit.
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+with_progress "[demo]" "building ./examples/$example${build:+ and ${build[*]}}" \
+	"the first build on a fresh machine takes one to two minutes; later ones take seconds" \
+	go build -o "$bin/" "./examples/$example" "${build[@]}"
+
+[ "${#services[@]}" -eq 0 ] || scripts/servers.sh up "${services[@]}"
+load_outbox_env "$env_var"
+echo "+ examples/$example $* (servers stay up afterwards: make status, make down)" >&2
+"$bin/$example" "$@"

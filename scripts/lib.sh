@@ -44,3 +44,24 @@ servers_up_unless_set() {
 		echo "[servers] OUTBOX_TEST_POSTGRES_URL and OUTBOX_TEST_MYSQL_DSN are set; not starting local servers" >&2
 	fi
 }
+
+# with_progress PREFIX WHAT HINT CMD...: run CMD, saying what it does first
+# ("PREFIX WHAT (HINT)") and then every 8 s that it is still at it, so that
+# a long first build never leaves the user without a line for long; returns
+# CMD's exit status.
+with_progress() {
+	local prefix=$1 what=$2 hint=$3 pid start rc=0
+	shift 3
+	printf '%s %s (%s)\n' "$prefix" "$what" "$hint" >&2
+	"$@" &
+	pid=$!
+	start=$SECONDS
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 1
+		if [ $(((SECONDS - start) % 8)) -eq 0 ] && kill -0 "$pid" 2>/dev/null; then
+			printf '%s still %s (%ds so far)\n' "$prefix" "$what" "$((SECONDS - start))" >&2
+		fi
+	done
+	wait "$pid" || rc=$?
+	return "$rc"
+}

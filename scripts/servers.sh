@@ -39,6 +39,7 @@ umask 022
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+. "$SCRIPT_DIR/lib.sh" # with_progress
 
 STATE=${OUTBOX_STATE_DIR:-/var/tmp/go-outbox}
 case $STATE in /*) ;; *) STATE=$PWD/$STATE ;; esac
@@ -92,6 +93,7 @@ IS_ROOT=0
 # helpers
 
 log() { printf '[servers] %s\n' "$*" >&2; }
+
 die() {
 	printf '[servers] ERROR: %s\n' "$*" >&2
 	exit 1
@@ -809,9 +811,10 @@ br_up() {
 	rm -f "$BR_PID_FILE"
 	command -v go >/dev/null 2>&1 || die "broker: the go toolchain is needed to build ./cmd/kfakebroker"
 	[ -f "$REPO_ROOT/cmd/kfakebroker/main.go" ] || die "broker: $REPO_ROOT/cmd/kfakebroker not found"
-	log "broker: building $BR_BIN from $REPO_ROOT/cmd/kfakebroker"
 	local tmp="$BR_BIN.tmp.$$"
-	if ! (cd "$REPO_ROOT" && go build -o "$tmp" ./cmd/kfakebroker) >>"$BR_LOG" 2>&1 </dev/null; then
+	if ! with_progress "[servers] broker:" "building $BR_BIN from ./cmd/kfakebroker" \
+		"the first build compiles the Kafka-protocol broker, about a minute on 2 cores; later ones take seconds" \
+		bash -c 'cd "$1" && go build -o "$2" ./cmd/kfakebroker >>"$3" 2>&1 </dev/null' _ "$REPO_ROOT" "$tmp" "$BR_LOG"; then
 		rm -f "$tmp"
 		fail_with_log "broker: go build ./cmd/kfakebroker failed" "$BR_LOG"
 	fi
