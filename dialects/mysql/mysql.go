@@ -16,8 +16,6 @@ import (
 	"strconv"
 	"strings"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/go-outbox/outbox/dialects"
 )
 
@@ -113,8 +111,7 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 // already done: 1060 duplicate column, 1061 duplicate key name, 1091 can't
 // drop (does not exist).
 func ignoreDone(err error) bool {
-	var me *gomysql.MySQLError
-	return errors.As(err, &me) && (me.Number == 1060 || me.Number == 1061 || me.Number == 1091)
+	return isErrorNumber(err, 1060, 1061, 1091)
 }
 
 // LatestVersion is the schema version Migrate brings a table to.

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-
 	"github.com/go-outbox/outbox/dialects"
 )
 
@@ -469,8 +467,7 @@ func execRetry(ctx context.Context, conn *sql.Conn, stmt string, args ...any) er
 		if _, err = conn.ExecContext(ctx, stmt, args...); err == nil {
 			return nil
 		}
-		var me *gomysql.MySQLError
-		if !errors.As(err, &me) || (me.Number != 1213 && me.Number != 1205) {
+		if !isErrorNumber(err, 1213, 1205) { // deadlock, lock wait timeout
 			return err
 		}
 		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)

@@ -1,0 +1,50 @@
+package mysql
+
+import (
+	"errors"
+	"reflect"
+)
+
+// errorNumber returns the server error number of a MySQL error in err's
+// chain (go-sql-driver/mysql's *MySQLError, field Number), read without
+// importing the driver: a service on PostgreSQL links this package through
+// gormoutbox and should not link a MySQL driver it never uses. Any driver
+// whose error type is a struct named MySQLError with a uint16 Number field
+// works.
+func errorNumber(err error) (uint16, bool) {
+	for err != nil {
+		v := reflect.ValueOf(err)
+		if v.Kind() == reflect.Pointer && !v.IsNil() {
+			v = v.Elem()
+		}
+		if v.Kind() == reflect.Struct && v.Type().Name() == "MySQLError" {
+			if f := v.FieldByName("Number"); f.IsValid() && f.Kind() == reflect.Uint16 {
+				return uint16(f.Uint()), true
+			}
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				if n, ok := errorNumber(e); ok {
+					return n, true
+				}
+			}
+			return 0, false
+		}
+		err = errors.Unwrap(err)
+	}
+	return 0, false
+}
+
+// isErrorNumber reports whether err is a MySQL error with one of numbers.
+func isErrorNumber(err error, numbers ...uint16) bool {
+	n, ok := errorNumber(err)
+	if !ok {
+		return false
+	}
+	for _, x := range numbers {
+		if n == x {
+			return true
+		}
+	}
+	return false
+}
