@@ -147,11 +147,15 @@ func TestDisableNotify(t *testing.T) {
 			continue
 		}
 		ctx := context.Background()
-		db, _ := setup(t, d, nil, gormoutbox.Config{DisableNotify: true}, &Inventory{})
+		// A table name of its own: the channel is derived from the table
+		// name, so parallel tests' "outbox" tables in other schemas of the
+		// same database notify on the channel of "outbox" (it flaked).
+		const table = "outbox_quiet"
+		db, _ := setup(t, d, nil, gormoutbox.Config{Table: table, DisableNotify: true}, &Inventory{})
 		sqlDB, _ := db.DB()
 		state := func() string {
 			var s string
-			if err := sqlDB.QueryRow(`SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'outbox_notify' AND tgrelid = 'outbox'::regclass`).Scan(&s); err != nil {
+			if err := sqlDB.QueryRow(`SELECT tgenabled::text FROM pg_trigger WHERE tgname = '` + table + `_notify' AND tgrelid = '` + table + `'::regclass`).Scan(&s); err != nil {
 				t.Fatal(err)
 			}
 			return s
@@ -172,7 +176,7 @@ func TestDisableNotify(t *testing.T) {
 		if got := n.Load(); got != 0 {
 			t.Fatalf("%d notifications with the trigger disabled", got)
 		}
-		p2 := gormoutbox.New(gormoutbox.Config{})
+		p2 := gormoutbox.New(gormoutbox.Config{Table: table})
 		// Re-enable through a Migrate of a plugin without the option on the
 		// same database.
 		other, err := gorm.Open(db.Dialector, &gorm.Config{})
