@@ -15,6 +15,7 @@ import (
 	"github.com/go-outbox/outbox/ack"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
@@ -69,15 +70,15 @@ type ackFlow struct {
 func newAckFlow(t *testing.T, d testenv.Dialect, maxAttempts int, h inbox.Handler) *ackFlow {
 	t.Helper()
 	db, _ := setup(t, d, nil, gormoutbox.Config{}, &Stock{})
-	brokers, _ := testenv.Kafka(t, 2)
+	brokers, _ := kafkaenv.Kafka(t, 2)
 	for _, topic := range []string{"stock", "stock-acks"} {
-		testenv.CreateTopic(t, brokers, topic, 2)
+		kafkaenv.CreateTopic(t, brokers, topic, 2)
 	}
 	f := &ackFlow{db: db, hook: &ackRecorder{}}
 	f.relay = newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
 	quiet := slog.New(slog.DiscardHandler)
 	cfg := func(group, topic string) inbox.Config {
-		return inbox.Config{Brokers: brokers, GroupID: group + "-" + testenv.TopicName("g"), Topics: []string{topic},
+		return inbox.Config{Brokers: brokers, GroupID: group + "-" + kafkaenv.TopicName("g"), Topics: []string{topic},
 			MaxWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quiet}
 	}
 	// On a shared cluster the parallel subtests share the model's topics:
@@ -94,8 +95,8 @@ func newAckFlow(t *testing.T, d testenv.Dialect, maxAttempts int, h inbox.Handle
 	ocfg, pcfg := cfg("orders", "stock"), cfg("products", "stock-acks")
 	// The topics' names are the model's: on a shared cluster they may hold
 	// earlier runs' messages, which these groups skip.
-	testenv.SeekGroupToEnd(t, brokers, ocfg.GroupID, "stock")
-	testenv.SeekGroupToEnd(t, brokers, pcfg.GroupID, "stock-acks")
+	kafkaenv.SeekGroupToEnd(t, brokers, ocfg.GroupID, "stock")
+	kafkaenv.SeekGroupToEnd(t, brokers, pcfg.GroupID, "stock-acks")
 	if f.orders, err = inbox.New(db, h, ocfg); err != nil {
 		t.Fatal(err)
 	}
@@ -229,9 +230,9 @@ func TestAckFailedResentUntilLimit(t *testing.T) {
 func TestAcknowledgeRules(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Stock{})
-		brokers, _ := testenv.Kafka(t, 1)
-		testenv.CreateTopic(t, brokers, "stock", 1)
-		testenv.CreateTopic(t, brokers, "plain", 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		kafkaenv.CreateTopic(t, brokers, "stock", 1)
+		kafkaenv.CreateTopic(t, brokers, "plain", 1)
 		if err := db.Create(&Stock{SKU: "a", Quantity: 1}).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +274,7 @@ func TestAcknowledgeRules(t *testing.T) {
 		drainUntilEmpty(t, r, 30*time.Second)
 		// Both sends of the event (on a shared cluster, "stock" may hold
 		// other runs' messages: keep this event's).
-		got := testenv.ReadTopic(t, brokers, "stock", 2, 30*time.Second, func(rec testenv.Record) bool {
+		got := kafkaenv.ReadTopic(t, brokers, "stock", 2, 30*time.Second, func(rec kafkaenv.Record) bool {
 			return rec.Headers[gormoutbox.HeaderEventID] == id
 		})
 		if got[1].Headers[gormoutbox.HeaderProcessAttempt] != "2" || got[1].Headers[gormoutbox.HeaderEventID] != id ||
@@ -344,9 +345,9 @@ func (p *answeringPublisher) Publish(ctx context.Context, msgs []gormoutbox.Mess
 func TestAckFailedBeforeMark(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 1)
-		topic := testenv.TopicName("fast-answer")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		topic := kafkaenv.TopicName("fast-answer")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		id := testEventID()
 		if err := db.Transaction(func(tx *gorm.DB) error {
 			return gormoutbox.Publish(tx, gormoutbox.Event{ID: id, Topic: topic, Key: "k", Type: "T", Payload: 1, AckTopic: topic + "-acks"})
@@ -374,7 +375,7 @@ func TestAckFailedBeforeMark(t *testing.T) {
 		if row.ProcessAttempts != 2 || row.PublishedAt == nil {
 			t.Errorf("row: process attempt %d, published %v; want attempt 2, published", row.ProcessAttempts, row.PublishedAt)
 		}
-		got := testenv.ReadTopic(t, brokers, topic, 2, 30*time.Second, nil)
+		got := kafkaenv.ReadTopic(t, brokers, topic, 2, 30*time.Second, nil)
 		if got[1].Headers[gormoutbox.HeaderProcessAttempt] != "2" {
 			t.Errorf("second send has process-attempt %q, want 2", got[1].Headers[gormoutbox.HeaderProcessAttempt])
 		}
@@ -387,9 +388,9 @@ func TestAckTimeout(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 1)
-		topic := testenv.TopicName("unanswered")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		topic := kafkaenv.TopicName("unanswered")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		ids := map[string]bool{}
 		if err := db.Transaction(func(tx *gorm.DB) error {
 			for i := 0; i < 3; i++ {
@@ -441,7 +442,7 @@ func TestAckTimeout(t *testing.T) {
 		if g, rs := hook.count(gormoutbox.AckGaveUp), hook.count(gormoutbox.AckResent); g != 3 || rs != 3 {
 			t.Errorf("hooks: %d gave up, %d resent; want 3 and 3", g, rs)
 		}
-		recs := testenv.ReadTopic(t, brokers, topic, 6, 30*time.Second, nil)
+		recs := kafkaenv.ReadTopic(t, brokers, topic, 6, 30*time.Second, nil)
 		sends := map[string]int{}
 		for _, rec := range recs {
 			sends[rec.Headers[gormoutbox.HeaderEventID]+"/"+rec.Headers[gormoutbox.HeaderProcessAttempt]]++

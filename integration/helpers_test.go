@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
 
@@ -268,8 +269,8 @@ type restartableKafka struct {
 // brokers.
 func newRestartableKafka(t *testing.T, topic string, partitions int) *restartableKafka {
 	t.Helper()
-	if os.Getenv(testenv.KafkaEnv) != "" {
-		t.Skip("stops and restarts the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
+	if os.Getenv(kafkaenv.KafkaEnv) != "" {
+		t.Skip("stops and restarts the in-process kfake broker (" + kafkaenv.KafkaEnv + " is set)")
 	}
 	k := &restartableKafka{t: t, dir: t.TempDir(), seed: kfake.SeedTopics(int32(partitions), topic)}
 	k.start()

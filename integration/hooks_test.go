@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/hooks"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 )
@@ -69,9 +70,9 @@ func TestRelayHooks(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 1)
-		topic := testenv.TopicName("hooks")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		topic := kafkaenv.TopicName("hooks")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		ev := func(key string) gormoutbox.Event {
 			return gormoutbox.Event{Topic: topic, Key: key, Type: "T", Payload: "secret-payload"}
 		}
@@ -108,7 +109,7 @@ func TestRelayHooks(t *testing.T) {
 		if strings.Join(calls, ",") != strings.Join(want, ",") {
 			t.Fatalf("hook calls\n got %v\nwant %v", calls, want)
 		}
-		recs := testenv.ReadTopic(t, brokers, topic, 2, 20*time.Second, nil)
+		recs := kafkaenv.ReadTopic(t, brokers, topic, 2, 20*time.Second, nil)
 		for _, m := range recs {
 			if string(m.Key) != "ok" || m.Headers["x-a"] != "yes" || m.Headers["x-b"] != "yes" {
 				t.Errorf("message %s headers %v: want only ok messages with x-a and x-b", m.Key, m.Headers)
@@ -136,8 +137,8 @@ func TestRelayHooksOnBrokerErrors(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, c := kfakeOnly(t, 1)
-		topic := testenv.TopicName("hookerr")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		topic := kafkaenv.TopicName("hookerr")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidRecord, Count: -1})
 		if err := db.Transaction(func(tx *gorm.DB) error {
 			return gormoutbox.Publish(tx, gormoutbox.Event{Topic: topic, Key: "k", Type: "T", Payload: "p"})

@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/eventid"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
@@ -49,9 +50,9 @@ func benchInbox(b *testing.B, d testenv.Dialect) {
 	if err := db.AutoMigrate(&benchRow{}); err != nil {
 		b.Fatal(err)
 	}
-	brokers, _ := testenv.Kafka(b, 8)
-	topic := testenv.TopicName("inbox-bench")
-	testenv.CreateTopic(b, brokers, topic, 8)
+	brokers, _ := kafkaenv.Kafka(b, 8)
+	topic := kafkaenv.TopicName("inbox-bench")
+	kafkaenv.CreateTopic(b, brokers, topic, 8)
 	var ids eventid.Generator
 	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Murmur2Balancer{},
 		RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1000}
@@ -70,10 +71,10 @@ func benchInbox(b *testing.B, d testenv.Dialect) {
 
 	// Bare kafka-go.
 	b.ResetTimer()
-	bare := bareGroupRead(b, brokers, topic, testenv.TopicName("bare"))
+	bare := bareGroupRead(b, brokers, topic, kafkaenv.TopicName("bare"))
 
 	run := func(name string, workers int, h inbox.Handler) (float64, inbox.Stats, time.Duration) {
-		c, err := inbox.New(db, h, inbox.Config{Brokers: brokers, GroupID: testenv.TopicName(name), Topics: []string{topic},
+		c, err := inbox.New(db, h, inbox.Config{Brokers: brokers, GroupID: kafkaenv.TopicName(name), Topics: []string{topic},
 			Workers: workers, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)

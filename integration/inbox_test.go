@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/eventid"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
@@ -106,10 +107,10 @@ func newInboxEnv(t *testing.T, d testenv.Dialect, partitions int) *inboxEnv {
 func newInboxEnvWith(t *testing.T, d testenv.Dialect, gcfg *gorm.Config, partitions int) *inboxEnv {
 	t.Helper()
 	db, _ := setup(t, d, gcfg, gormoutbox.Config{}, &applied{})
-	brokers, _ := testenv.Kafka(t, partitions)
-	topic := testenv.TopicName("inbox")
-	testenv.CreateTopic(t, brokers, topic, partitions)
-	return &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
+	brokers, _ := kafkaenv.Kafka(t, partitions)
+	topic := kafkaenv.TopicName("inbox")
+	kafkaenv.CreateTopic(t, brokers, topic, partitions)
+	return &inboxEnv{db: db, brokers: brokers, topic: topic, group: kafkaenv.TopicName("group")}
 }
 
 func (e *inboxEnv) consumer(t *testing.T, h inbox.Handler, mod func(*inbox.Config)) *inbox.Consumer {
@@ -778,7 +779,7 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 // (kafka.Config.Dialer): the relay publishes, the inbox consumes, both
 // authenticated.
 func TestInboxSASL(t *testing.T) {
-	if os.Getenv(testenv.KafkaEnv) != "" {
+	if os.Getenv(kafkaenv.KafkaEnv) != "" {
 		t.Skip("needs an in-process kfake cluster with SASL")
 	}
 	creds := kafka.SASL{Mechanism: kafka.SASLScramSHA512, Username: "outbox", Password: "inbox-secret"}
@@ -811,7 +812,7 @@ func TestInboxSASL(t *testing.T) {
 			t.Fatal(err)
 		}
 		drainUntilEmpty(t, newRelay(t, db, newPublisher(t, brokers, kcfg), gormoutbox.RelayConfig{}), 30*time.Second)
-		in, err := inbox.New(db, applyHandler, inbox.Config{Brokers: brokers, GroupID: testenv.TopicName("secured"),
+		in, err := inbox.New(db, applyHandler, inbox.Config{Brokers: brokers, GroupID: kafkaenv.TopicName("secured"),
 			Topics: []string{topic}, Dialer: dialer, MaxWait: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
@@ -908,11 +909,11 @@ func TestInboxNewPartitions(t *testing.T) {
 // applied exactly once, in per-key order.
 func TestInboxBrokerDownAndUp(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
-		topic := testenv.TopicName("inbox-downup")
+		topic := kafkaenv.TopicName("inbox-downup")
 		k := newRestartableKafka(t, topic, 4)
 		brokers := k.Brokers()
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
-		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
+		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: kafkaenv.TopicName("group")}
 		first := produceInbox(t, brokers, topic, 300, 20)
 		slow := func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
 			time.Sleep(time.Millisecond)
@@ -941,11 +942,11 @@ func TestInboxBrokerDownAndUp(t *testing.T) {
 // is logged and tried again) instead of giving up.
 func TestInboxStartsBeforeBroker(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
-		topic := testenv.TopicName("inbox-late")
+		topic := kafkaenv.TopicName("inbox-late")
 		k := newRestartableKafka(t, topic, 2)
 		brokers := k.Brokers()
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &applied{})
-		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: testenv.TopicName("group")}
+		e := &inboxEnv{db: db, brokers: brokers, topic: topic, group: kafkaenv.TopicName("group")}
 		want := produceInbox(t, brokers, topic, 100, 10)
 		k.Stop() // down before the consumer starts
 		c := e.consumer(t, applyHandler, nil)

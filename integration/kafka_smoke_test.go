@@ -7,14 +7,14 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 )
 
 // kafka-go talks to the test broker (kfake, or OUTBOX_TEST_KAFKA_BROKERS)
 // over TCP: a keyed message with headers goes in and comes back out.
 func TestKafkaBrokerRoundTrip(t *testing.T) {
-	brokers, _ := testenv.Kafka(t, 1)
-	topic := testenv.TopicName("smoke")
+	brokers, _ := kafkaenv.Kafka(t, 1)
+	topic := kafkaenv.TopicName("smoke")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	w := &kafka.Writer{

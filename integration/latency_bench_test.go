@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
@@ -86,8 +87,8 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration t
 	if err := db.AutoMigrate(&LatencyItem{}); err != nil {
 		b.Fatal(err)
 	}
-	brokers, _ := testenv.Kafka(b, 8)
-	testenv.CreateTopic(b, brokers, "latency", 8)
+	brokers, _ := kafkaenv.Kafka(b, 8)
+	kafkaenv.CreateTopic(b, brokers, "latency", 8)
 	pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers})
 	if err != nil {
 		b.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/hooks"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 )
@@ -61,9 +62,9 @@ func TestOTelHook(t *testing.T) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, c := kfakeOnly(t, 1)
-		good, bad := testenv.TopicName("otel-good"), testenv.TopicName("otel-bad")
-		testenv.CreateTopic(t, brokers, good, 1)
-		testenv.CreateTopic(t, brokers, bad, 1)
+		good, bad := kafkaenv.TopicName("otel-good"), kafkaenv.TopicName("otel-bad")
+		kafkaenv.CreateTopic(t, brokers, good, 1)
+		kafkaenv.CreateTopic(t, brokers, bad, 1)
 		c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: bad, Err: kerr.InvalidRecord, Count: -1})
 
 		reader := sdkmetric.NewManualReader()
@@ -147,7 +148,7 @@ func TestOTelHook(t *testing.T) {
 		if linked != 1 {
 			t.Errorf("%d publish spans linked to the writer's trace, want 1", linked)
 		}
-		recs := testenv.ReadTopic(t, brokers, good, 3, 20*time.Second, nil)
+		recs := kafkaenv.ReadTopic(t, brokers, good, 3, 20*time.Second, nil)
 		found := false
 		for _, m := range recs {
 			if tp := m.Headers["traceparent"]; tp != "" && len(tp) > 35 && tp[3:35] == writeSpan.SpanContext().TraceID().String() {
@@ -167,8 +168,8 @@ func TestOTelAckMetrics(t *testing.T) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, _ := kfakeOnly(t, 1)
-		topic := testenv.TopicName("otel-ack")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		topic := kafkaenv.TopicName("otel-ack")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		var ids []string
 		if err := db.Transaction(func(tx *gorm.DB) error {
 			for i := 0; i < 3; i++ {

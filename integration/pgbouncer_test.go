@@ -20,6 +20,7 @@ import (
 	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
@@ -209,9 +210,9 @@ func TestPgBouncerRelays(t *testing.T) {
 		expected = keys * perKey
 	)
 	db, _, _ := setupPgBouncer(t, gormoutbox.Config{})
-	brokers, _ := testenv.Kafka(t, parts)
-	topic := testenv.TopicName("pgb")
-	testenv.CreateTopic(t, brokers, topic, parts)
+	brokers, _ := kafkaenv.Kafka(t, parts)
+	topic := kafkaenv.TopicName("pgb")
+	kafkaenv.CreateTopic(t, brokers, topic, parts)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -270,7 +271,7 @@ func TestPgBouncerRelays(t *testing.T) {
 	if n := topicSize(t, brokers, topic); n != expected {
 		t.Errorf("the topic holds %d messages, want %d (each event once)", n, expected)
 	}
-	recs := testenv.ReadTopic(t, brokers, topic, expected, time.Minute, runIDs(ids))
+	recs := kafkaenv.ReadTopic(t, brokers, topic, expected, time.Minute, runIDs(ids))
 	if dups := checkSeqOrder(t, recs, keys, perKey); dups != 0 {
 		t.Errorf("%d events published more than once", dups)
 	}
@@ -311,9 +312,9 @@ func topicSize(t *testing.T, brokers []string, topic string) int {
 func TestPgBouncerInbox(t *testing.T) {
 	t.Parallel()
 	db, _, _ := setupPgBouncer(t, gormoutbox.Config{}, &applied{})
-	brokers, _ := testenv.Kafka(t, 4)
-	e := &inboxEnv{db: db, brokers: brokers, topic: testenv.TopicName("pgb-inbox"), group: testenv.TopicName("group")}
-	testenv.CreateTopic(t, brokers, e.topic, 4)
+	brokers, _ := kafkaenv.Kafka(t, 4)
+	e := &inboxEnv{db: db, brokers: brokers, topic: kafkaenv.TopicName("pgb-inbox"), group: kafkaenv.TopicName("group")}
+	kafkaenv.CreateTopic(t, brokers, e.topic, 4)
 	want := produceInbox(t, brokers, e.topic, 300, 20)
 	var again []kafkago.Message
 	for i := 0; i < len(want); i += 7 {
@@ -341,8 +342,8 @@ func TestPgBouncerInbox(t *testing.T) {
 // that only a wake-up can publish within the test.
 func pgbListenRelay(t *testing.T, db *gorm.DB) (*gormoutbox.Relay, *scheduler.Scheduler) {
 	t.Helper()
-	brokers, _ := testenv.Kafka(t, 2)
-	testenv.CreateTopic(t, brokers, "inventory", 2)
+	brokers, _ := kafkaenv.Kafka(t, 2)
+	kafkaenv.CreateTopic(t, brokers, "inventory", 2)
 	r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
 	s := scheduler.New(scheduler.Config{})
 	if err := s.Add("relay", "@every 1h", scheduler.RelayJob(r)); err != nil {
@@ -490,7 +491,7 @@ func TestPgBouncerListenSessionPool(t *testing.T) {
 		t.Fatalf("%s is not pooled (key pid = server pid): the probe would not run", sessionURL)
 	}
 
-	table := dialects.Table{Name: strings.ReplaceAll(testenv.TopicName("pgb_session"), "-", "_")}
+	table := dialects.Table{Name: strings.ReplaceAll(kafkaenv.TopicName("pgb_session"), "-", "_")}
 	var n atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -15,6 +15,7 @@ import (
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 )
@@ -153,18 +154,18 @@ func TestLeastPrivileges(t *testing.T) {
 			}
 		}
 
-		brokers, _ := testenv.Kafka(t, 2)
-		testenv.CreateTopic(t, brokers, "priv-items", 2)
-		testenv.CreateTopic(t, brokers, "priv-items-acks", 2)
+		brokers, _ := kafkaenv.Kafka(t, 2)
+		kafkaenv.CreateTopic(t, brokers, "priv-items", 2)
+		kafkaenv.CreateTopic(t, brokers, "priv-items-acks", 2)
 		// Warnings and errors of the consumers (a refused privilege) show
 		// with the test's log.
 		quiet := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		icfg := func(topic, table string) inbox.Config {
-			cfg := inbox.Config{Brokers: brokers, GroupID: testenv.TopicName("priv"), Topics: []string{topic}, Table: table,
+			cfg := inbox.Config{Brokers: brokers, GroupID: kafkaenv.TopicName("priv"), Topics: []string{topic}, Table: table,
 				MaxWait: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quiet}
 			// The topics are the model's: on a shared cluster they hold
 			// earlier runs' messages, which these groups skip.
-			testenv.SeekGroupToEnd(t, brokers, cfg.GroupID, topic)
+			kafkaenv.SeekGroupToEnd(t, brokers, cfg.GroupID, topic)
 			return cfg
 		}
 		ordersCfg, acksCfg := icfg("priv-items", "inbox"), icfg("priv-items-acks", "ack_inbox")
@@ -230,7 +231,7 @@ func TestLeastPrivileges(t *testing.T) {
 
 		// The relay publishes them and marks them published.
 		drainUntilEmpty(t, relay, 30*time.Second)
-		recs := testenv.ReadTopic(t, brokers, "priv-items", len(ours), 30*time.Second, runIDs(ours))
+		recs := kafkaenv.ReadTopic(t, brokers, "priv-items", len(ours), 30*time.Second, runIDs(ours))
 		if len(recs) != len(ours) {
 			t.Fatalf("%d messages on priv-items, want %d", len(recs), len(ours))
 		}
@@ -279,12 +280,12 @@ func TestLeastPrivileges(t *testing.T) {
 
 		// A message the handler keeps failing on is parked, listed and
 		// replayed under the same role.
-		parkTopic := testenv.TopicName("priv-park")
-		testenv.CreateTopic(t, brokers, parkTopic, 1)
+		parkTopic := kafkaenv.TopicName("priv-park")
+		kafkaenv.CreateTopic(t, brokers, parkTopic, 1)
 		var failing atomic.Bool
 		failing.Store(true)
 		pcfg := ordersCfg
-		pcfg.GroupID, pcfg.Topics, pcfg.MaxAttempts = testenv.TopicName("priv-park"), []string{parkTopic}, 2
+		pcfg.GroupID, pcfg.Topics, pcfg.MaxAttempts = kafkaenv.TopicName("priv-park"), []string{parkTopic}, 2
 		parking, err := inbox.New(consDB, func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
 			if failing.Load() {
 				return errors.New("not yet")

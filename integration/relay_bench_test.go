@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/eventid"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
@@ -396,7 +397,7 @@ func (t rbTx) Rollback() error {
 // share of the relay's time spent claiming, publishing and finishing (on
 // PostgreSQL, finishing split into the marking statement and the COMMIT).
 //
-// The broker is testenv.Kafka's: an in-process kfake unless
+// The broker is kafkaenv.Kafka's: an in-process kfake unless
 // OUTBOX_TEST_KAFKA_BROKERS is set; in-process, it competes for the same
 // cores as the relay and the database.
 func BenchmarkRelayThroughput(b *testing.B) {
@@ -419,10 +420,10 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			brokers, _ := testenv.Kafka(b, rbPartitions)
-			relayTopic, rawTopic := testenv.TopicName("relay-bench"), testenv.TopicName("raw-bench")
-			testenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
-			testenv.CreateTopic(b, brokers, rawTopic, rbPartitions)
+			brokers, _ := kafkaenv.Kafka(b, rbPartitions)
+			relayTopic, rawTopic := kafkaenv.TopicName("relay-bench"), kafkaenv.TopicName("raw-bench")
+			kafkaenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
+			kafkaenv.CreateTopic(b, brokers, rawTopic, rbPartitions)
 
 			tm := &rbTimes{}
 			td := rbTimedDialect{Dialect: p.Dialect(), tm: tm}
@@ -765,10 +766,10 @@ func BenchmarkRelayWorkers(b *testing.B) {
 				}
 				sqlDB, _ := db.DB()
 				table, _ := dialects.ParseTable(p.Table())
-				brokers, _ := testenv.Kafka(b, rbPartitions)
-				relayTopic, rawTopic := testenv.TopicName("relay-bench"), testenv.TopicName("raw-bench")
-				testenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
-				testenv.CreateTopic(b, brokers, rawTopic, rbPartitions)
+				brokers, _ := kafkaenv.Kafka(b, rbPartitions)
+				relayTopic, rawTopic := kafkaenv.TopicName("relay-bench"), kafkaenv.TopicName("raw-bench")
+				kafkaenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
+				kafkaenv.CreateTopic(b, brokers, rawTopic, rbPartitions)
 				pub, err := kafka.NewPublisher(kafka.Config{Brokers: brokers, BatchSize: rbBatch})
 				if err != nil {
 					b.Fatal(err)

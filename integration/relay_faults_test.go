@@ -20,6 +20,7 @@ import (
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/mysql"
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 )
@@ -28,9 +29,9 @@ import (
 // tests run against real brokers (faults are injected through kfake).
 func kfakeOnly(t *testing.T, partitions int) ([]string, *kfake.Cluster) {
 	t.Helper()
-	brokers, c := testenv.Kafka(t, partitions)
+	brokers, c := kafkaenv.Kafka(t, partitions)
 	if c == nil {
-		t.Skip("fault injection needs the in-process kfake broker (" + testenv.KafkaEnv + " is set)")
+		t.Skip("fault injection needs the in-process kfake broker (" + kafkaenv.KafkaEnv + " is set)")
 	}
 	return brokers, c
 }
@@ -77,8 +78,8 @@ func TestRelayBrokerErrorsRetryInOrder(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, c := kfakeOnly(t, 4)
-		topic := testenv.TopicName("faults")
-		testenv.CreateTopic(t, brokers, topic, 4)
+		topic := kafkaenv.TopicName("faults")
+		kafkaenv.CreateTopic(t, brokers, topic, 4)
 		ids := writeSeqEvents(t, db, topic, keys, perKey, 1, 50)
 
 		// kafka-go's own retries off: every failure reaches the relay.
@@ -120,7 +121,7 @@ func TestRelayBrokerErrorsRetryInOrder(t *testing.T) {
 		if h2.Hits() == 0 {
 			t.Errorf("the timed-out fault was never hit")
 		}
-		recs := testenv.ReadTopic(t, brokers, topic, keys*perKey, 30*time.Second, runIDs(ids))
+		recs := kafkaenv.ReadTopic(t, brokers, topic, keys*perKey, 30*time.Second, runIDs(ids))
 		dups := checkSeqOrder(t, recs, keys, perKey)
 		maxAttempts := 0
 		for _, s := range readStates(t, db) {
@@ -145,9 +146,9 @@ func TestRelayDeadLetterAndReplay(t *testing.T) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, c := kfakeOnly(t, 2)
-		bad, good := testenv.TopicName("bad"), testenv.TopicName("good")
-		testenv.CreateTopic(t, brokers, bad, 2)
-		testenv.CreateTopic(t, brokers, good, 2)
+		bad, good := kafkaenv.TopicName("bad"), kafkaenv.TopicName("good")
+		kafkaenv.CreateTopic(t, brokers, bad, 2)
+		kafkaenv.CreateTopic(t, brokers, good, 2)
 		badIDs := writeSeqEvents(t, db, bad, 2, 3, 1, 10)
 		goodIDs := writeSeqEvents(t, db, good, 5, 10, 1, 10)
 
@@ -159,7 +160,7 @@ func TestRelayDeadLetterAndReplay(t *testing.T) {
 		if res.Dead != 6 {
 			t.Fatalf("drain: %+v, want the 6 rows of the refused topic dead", res)
 		}
-		testenv.ReadTopic(t, brokers, good, 50, 30*time.Second, runIDs(goodIDs))
+		kafkaenv.ReadTopic(t, brokers, good, 50, 30*time.Second, runIDs(goodIDs))
 
 		dead, err := r.DeadLetters(ctx, gormoutbox.DeadLetterQuery{Topic: bad})
 		if err != nil {
@@ -191,7 +192,7 @@ func TestRelayDeadLetterAndReplay(t *testing.T) {
 			t.Fatalf("Replay without ids: %v, want ErrNoIDs", err)
 		}
 		drainUntilEmpty(t, r, time.Minute)
-		recs := testenv.ReadTopic(t, brokers, bad, 6, 30*time.Second, runIDs(badIDs))
+		recs := kafkaenv.ReadTopic(t, brokers, bad, 6, 30*time.Second, runIDs(badIDs))
 		checkSeqOrder(t, recs, 2, 3)
 		if dead, _ := r.DeadLetters(ctx, gormoutbox.DeadLetterQuery{}); len(dead) != 0 {
 			t.Errorf("%d dead letters left after replay", len(dead))
@@ -207,11 +208,11 @@ func TestRelayOversizedMessage(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 1)
-		small := testenv.TopicName("small")
-		testenv.CreateTopicWith(t, brokers, small, 1, map[string]string{"max.message.bytes": "3000"})
-		big := testenv.TopicName("big")
-		testenv.CreateTopic(t, brokers, big, 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		small := kafkaenv.TopicName("small")
+		kafkaenv.CreateTopicWith(t, brokers, small, 1, map[string]string{"max.message.bytes": "3000"})
+		big := kafkaenv.TopicName("big")
+		kafkaenv.CreateTopic(t, brokers, big, 1)
 
 		events := []gormoutbox.Event{
 			{Topic: big, Key: "k", Type: "T", Payload: strings.Repeat("a", 100)},
@@ -247,8 +248,8 @@ func TestRelayOversizedMessage(t *testing.T) {
 				t.Errorf("dead row %d has a %d-byte payload; only the oversized ones should die", row.ID, len(row.Payload))
 			}
 		}
-		bigRecs := testenv.ReadTopic(t, brokers, big, 2, 20*time.Second, nil)
-		smallRecs := testenv.ReadTopic(t, brokers, small, 3, 20*time.Second, nil)
+		bigRecs := kafkaenv.ReadTopic(t, brokers, big, 2, 20*time.Second, nil)
+		smallRecs := kafkaenv.ReadTopic(t, brokers, small, 3, 20*time.Second, nil)
 		perKey := map[string]string{}
 		for _, m := range append(bigRecs, smallRecs...) {
 			perKey[string(m.Key)] += string(m.Value[:1])
@@ -266,9 +267,9 @@ func TestRelayKilledMidBatch(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		ctx := context.Background()
 		db, p := setup(t, d, nil, gormoutbox.Config{Shards: 1})
-		brokers, _ := testenv.Kafka(t, 2)
-		topic := testenv.TopicName("killed")
-		testenv.CreateTopic(t, brokers, topic, 2)
+		brokers, _ := kafkaenv.Kafka(t, 2)
+		topic := kafkaenv.TopicName("killed")
+		kafkaenv.CreateTopic(t, brokers, topic, 2)
 		ids := writeSeqEvents(t, db, topic, 4, 5, 1, 20)
 		sqlDB, _ := db.DB()
 
@@ -329,7 +330,7 @@ func TestRelayKilledMidBatch(t *testing.T) {
 		}
 		// ... and everything is published again: duplicates, none lost.
 		drainUntilEmpty(t, r, 30*time.Second)
-		recs := testenv.ReadTopic(t, brokers, topic, 40, 30*time.Second, runIDs(ids))
+		recs := kafkaenv.ReadTopic(t, brokers, topic, 40, 30*time.Second, runIDs(ids))
 		dups := checkSeqOrder(t, recs, 4, 5)
 		if dups != 20 {
 			t.Errorf("%d duplicates, want 20 (the dead relay's batch, sent again)", dups)
@@ -388,9 +389,9 @@ func TestRelayShardLocksPerDatabase(t *testing.T) {
 		ctx := context.Background()
 		db1, p1 := setup(t, d, nil, gormoutbox.Config{})
 		db2, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 1)
-		topic := testenv.TopicName("perdb")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		topic := kafkaenv.TopicName("perdb")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		writeSeqEvents(t, db2, topic, 3, 3, 1, 9)
 		sqlDB1, _ := db1.DB()
 		held, err := p1.Dialect().Open(ctx, sqlDB1, mustTable(t, "outbox"), dialects.ClaimOptions{Shards: p1.Shards()})
@@ -413,7 +414,7 @@ func TestRelayBrokerDownAndUp(t *testing.T) {
 	const keys, perKey = 8, 40
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		topic := testenv.TopicName("downup")
+		topic := kafkaenv.TopicName("downup")
 		k := newRestartableKafka(t, topic, 4)
 		brokers := k.Brokers()
 
@@ -451,7 +452,7 @@ func TestRelayBrokerDownAndUp(t *testing.T) {
 		drainUntilEmpty(t, r, time.Minute)
 		// Renumber the second half's sequence after the first: read all and
 		// check per key.
-		recs := testenv.ReadTopic(t, brokers, topic, keys*perKey, 30*time.Second, runIDs(ids))
+		recs := kafkaenv.ReadTopic(t, brokers, topic, keys*perKey, 30*time.Second, runIDs(ids))
 		dups := checkSeqOrderHalves(t, recs, keys, perKey/2)
 		t.Logf("%s: broker down for 3 passes (%d failed attempts), then up: %d events in order, %d duplicates", d.Name, failed, keys*perKey, dups)
 	})
@@ -459,7 +460,7 @@ func TestRelayBrokerDownAndUp(t *testing.T) {
 
 // checkSeqOrderHalves is checkSeqOrder for two rounds of writeSeqEvents on
 // the same keys: each key's sequence runs 0..n-1 twice.
-func checkSeqOrderHalves(t *testing.T, recs []testenv.Record, keys, n int) int {
+func checkSeqOrderHalves(t *testing.T, recs []kafkaenv.Record, keys, n int) int {
 	t.Helper()
 	type pos struct{ round, seq int }
 	next := map[string]pos{}
@@ -504,8 +505,8 @@ func TestRelayNewRowsWaitBehindFailedRow(t *testing.T) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, c := kfakeOnly(t, 2)
-		topic := testenv.TopicName("behind")
-		testenv.CreateTopic(t, brokers, topic, 2)
+		topic := kafkaenv.TopicName("behind")
+		kafkaenv.CreateTopic(t, brokers, topic, 2)
 		ids := writeSeqEvents(t, db, topic, 1, 5, 1, 5)
 		h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.NotLeaderForPartition, Count: -1})
 		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{MaxAttempts: 1}), gormoutbox.RelayConfig{
@@ -531,7 +532,7 @@ func TestRelayNewRowsWaitBehindFailedRow(t *testing.T) {
 		for id := range more {
 			ids[id] = true
 		}
-		recs := testenv.ReadTopic(t, brokers, topic, 10, 20*time.Second, runIDs(ids))
+		recs := kafkaenv.ReadTopic(t, brokers, topic, 10, 20*time.Second, runIDs(ids))
 		if dups := checkSeqOrderHalves(t, recs, 1, 5); dups != 0 {
 			t.Logf("%d duplicates", dups)
 		}

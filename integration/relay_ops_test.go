@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
@@ -34,9 +35,9 @@ func countRows(t *testing.T, db *gorm.DB, where string) int64 {
 func TestRelaySchedulerGracefulStop(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 4)
-		topic := testenv.TopicName("sched")
-		testenv.CreateTopic(t, brokers, topic, 4)
+		brokers, _ := kafkaenv.Kafka(t, 4)
+		topic := kafkaenv.TopicName("sched")
+		kafkaenv.CreateTopic(t, brokers, topic, 4)
 		ids := writeSeqEvents(t, db, topic, 20, 200, 4, 100)
 
 		// Small batches, each slowed down, so that Stop lands mid-backlog.
@@ -69,9 +70,9 @@ func TestRelaySchedulerGracefulStop(t *testing.T) {
 		if st, _ := s.Stats("relay"); st.Failures != 0 || st.Panics != 0 {
 			t.Errorf("job stats %+v: want no failure", st)
 		}
-		recs := testenv.ReadTopic(t, brokers, topic, int(published), 30*time.Second, runIDs(ids))
+		recs := kafkaenv.ReadTopic(t, brokers, topic, int(published), 30*time.Second, runIDs(ids))
 		time.Sleep(200 * time.Millisecond)
-		recs2 := testenv.ReadTopic(t, brokers, topic, int(published), 30*time.Second, runIDs(ids))
+		recs2 := kafkaenv.ReadTopic(t, brokers, topic, int(published), 30*time.Second, runIDs(ids))
 		if len(recs) != int(published) || len(recs2) != int(published) {
 			t.Fatalf("%d rows marked published but %d/%d messages on the topic", published, len(recs), len(recs2))
 		}
@@ -95,9 +96,9 @@ func TestRelayCleanup(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 1)
-		topic := testenv.TopicName("cleanup")
-		testenv.CreateTopic(t, brokers, topic, 1)
+		brokers, _ := kafkaenv.Kafka(t, 1)
+		topic := kafkaenv.TopicName("cleanup")
+		kafkaenv.CreateTopic(t, brokers, topic, 1)
 		writeSeqEvents(t, db, topic, 5, 5, 1, 25)
 		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{CleanupBatch: 7})
 		drainUntilEmpty(t, r, 30*time.Second)
@@ -142,9 +143,9 @@ func placeholder(dialect string, n int) string {
 func TestRelayDeleteOnPublish(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, 2)
-		topic := testenv.TopicName("delete")
-		testenv.CreateTopic(t, brokers, topic, 2)
+		brokers, _ := kafkaenv.Kafka(t, 2)
+		topic := kafkaenv.TopicName("delete")
+		kafkaenv.CreateTopic(t, brokers, topic, 2)
 		ids := writeSeqEvents(t, db, topic, 10, 10, 2, 20)
 		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{DeleteOnPublish: true, BatchSize: 30})
 		res := drainUntilEmpty(t, r, 30*time.Second)
@@ -154,7 +155,7 @@ func TestRelayDeleteOnPublish(t *testing.T) {
 		if n := countRows(t, db, "1 = 1"); n != 0 {
 			t.Errorf("%d rows left in the outbox, want 0", n)
 		}
-		checkSeqOrder(t, testenv.ReadTopic(t, brokers, topic, 100, 30*time.Second, runIDs(ids)), 10, 10)
+		checkSeqOrder(t, kafkaenv.ReadTopic(t, brokers, topic, 100, 30*time.Second, runIDs(ids)), 10, 10)
 	})
 }
 
@@ -164,9 +165,9 @@ func TestRelayFailingKeyDoesNotHoldOthers(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{})
 		brokers, c := kfakeOnly(t, 2)
-		bad, good := testenv.TopicName("stuck"), testenv.TopicName("flowing")
-		testenv.CreateTopic(t, brokers, bad, 2)
-		testenv.CreateTopic(t, brokers, good, 2)
+		bad, good := kafkaenv.TopicName("stuck"), kafkaenv.TopicName("flowing")
+		kafkaenv.CreateTopic(t, brokers, bad, 2)
+		kafkaenv.CreateTopic(t, brokers, good, 2)
 		writeSeqEvents(t, db, bad, 1, 300, 1, 100) // one key, 300 rows, first in line
 		c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: bad, Err: kerr.NotLeaderForPartition, Count: -1})
 		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{MaxAttempts: 1}), gormoutbox.RelayConfig{
@@ -188,7 +189,7 @@ func TestRelayFailingKeyDoesNotHoldOthers(t *testing.T) {
 		if n := countRows(t, db, "published_at IS NOT NULL"); n != 100 {
 			t.Fatalf("%d rows published, want the 100 of the other keys", n)
 		}
-		checkSeqOrder(t, testenv.ReadTopic(t, brokers, good, 100, 30*time.Second, runIDs(goodIDs)), 10, 10)
+		checkSeqOrder(t, kafkaenv.ReadTopic(t, brokers, good, 100, 30*time.Second, runIDs(goodIDs)), 10, 10)
 		if n := countRows(t, db, "attempts > 1"); n != 0 {
 			t.Errorf("%d rows tried more than once within the hour of backoff", n)
 		}

@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 )
@@ -72,8 +73,8 @@ func drainUntilEmpty(t *testing.T, r *gormoutbox.Relay, timeout time.Duration) g
 }
 
 // runIDs keeps the records whose event id is one of ids.
-func runIDs(ids map[string]bool) func(testenv.Record) bool {
-	return func(r testenv.Record) bool { return ids[r.Headers[gormoutbox.HeaderEventID]] }
+func runIDs(ids map[string]bool) func(kafkaenv.Record) bool {
+	return func(r kafkaenv.Record) bool { return ids[r.Headers[gormoutbox.HeaderEventID]] }
 }
 
 // Entities written through GORM reach their topic with the event key, the
@@ -83,10 +84,10 @@ func TestRelayEndToEnd(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		ctx := context.Background()
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Inventory{})
-		brokers, _ := testenv.Kafka(t, 4)
-		testenv.CreateTopic(t, brokers, "inventory", 4)
-		explicit := testenv.TopicName("orders")
-		testenv.CreateTopic(t, brokers, explicit, 2)
+		brokers, _ := kafkaenv.Kafka(t, 4)
+		kafkaenv.CreateTopic(t, brokers, "inventory", 4)
+		explicit := kafkaenv.TopicName("orders")
+		kafkaenv.CreateTopic(t, brokers, explicit, 2)
 
 		items := []*Inventory{{SKU: "A-1", Quantity: 5, CostPrice: 9}, {SKU: "B-2", Quantity: 7}, {SKU: "C-3", Quantity: 1}}
 		if err := db.Create(&items).Error; err != nil {
@@ -127,8 +128,8 @@ func TestRelayEndToEnd(t *testing.T) {
 			ids[row.EventID] = true
 		}
 
-		got := testenv.ReadTopic(t, brokers, "inventory", 7, 20*time.Second, runIDs(ids))
-		got = append(got, testenv.ReadTopic(t, brokers, explicit, 1, 20*time.Second, runIDs(ids))...)
+		got := kafkaenv.ReadTopic(t, brokers, "inventory", 7, 20*time.Second, runIDs(ids))
+		got = append(got, kafkaenv.ReadTopic(t, brokers, explicit, 1, 20*time.Second, runIDs(ids))...)
 		perKey := map[string][]int64{}
 		for _, m := range got {
 			row, ok := byID[m.Headers[gormoutbox.HeaderEventID]]
@@ -178,7 +179,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	})
 }
 
-func byIDHeader(recs []testenv.Record, h string) string {
+func byIDHeader(recs []kafkaenv.Record, h string) string {
 	for _, r := range recs {
 		if v, ok := r.Headers[h]; ok {
 			return v
@@ -269,7 +270,7 @@ func testEventID() string {
 // checkSeqOrder checks that every (key, seq) arrived and that, once
 // duplicates are set aside, each key's events arrived in sequence. It
 // returns the number of duplicates.
-func checkSeqOrder(t *testing.T, recs []testenv.Record, keys, n int) int {
+func checkSeqOrder(t *testing.T, recs []kafkaenv.Record, keys, n int) int {
 	t.Helper()
 	next := map[string]int{}
 	dups := 0
@@ -318,9 +319,9 @@ func TestRelayFourRelaysKeepKeyOrder(t *testing.T) {
 	)
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, p := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := testenv.Kafka(t, parts)
-		topic := testenv.TopicName("seq")
-		testenv.CreateTopic(t, brokers, topic, parts)
+		brokers, _ := kafkaenv.Kafka(t, parts)
+		topic := kafkaenv.TopicName("seq")
+		kafkaenv.CreateTopic(t, brokers, topic, parts)
 
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -373,7 +374,7 @@ func TestRelayFourRelaysKeepKeyOrder(t *testing.T) {
 		elapsed := time.Since(start)
 		cancel()
 		wg.Wait()
-		recs := testenv.ReadTopic(t, brokers, topic, expected, time.Minute, runIDs(ids))
+		recs := kafkaenv.ReadTopic(t, brokers, topic, expected, time.Minute, runIDs(ids))
 		dups := checkSeqOrder(t, recs, keys, perKey)
 		t.Logf("%s: %d events on %d keys through %d relays in %v; published per relay %v; %d duplicates on the topic; retried %d, dead %d",
 			d.Name, expected, keys, relays, elapsed.Round(time.Millisecond), perR, dups, total.Retried, total.Dead)

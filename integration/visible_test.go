@@ -25,6 +25,7 @@ import (
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/hooks"
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
@@ -137,7 +138,7 @@ func deadAddress(t *testing.T) string {
 func testUnreachableBroker(t *testing.T, d testenv.Dialect, logs *logRecorder) {
 	ctx := context.Background()
 	db, _ := setup(t, d, nil, gormoutbox.Config{})
-	topic := testenv.TopicName("visible-down")
+	topic := kafkaenv.TopicName("visible-down")
 	writeVisibleEvents(t, db, topic, 8)
 	clock := &fakeClock{}
 	pub := newPublisher(t, []string{deadAddress(t)}, kafka.Config{MaxAttempts: 1, WriteTimeout: 2 * time.Second})
@@ -214,7 +215,7 @@ func testMissingTopic(t *testing.T, d testenv.Dialect, logs *logRecorder) {
 	}
 	t.Cleanup(c.Close)
 	brokers := c.ListenAddrs()
-	topic := testenv.TopicName("visible-missing")
+	topic := kafkaenv.TopicName("visible-missing")
 	writeVisibleEvents(t, db, topic, 4)
 	clock := &fakeClock{}
 	pub := newPublisher(t, brokers, kafka.Config{MaxAttempts: 1, WriteTimeout: 2 * time.Second})
@@ -233,7 +234,7 @@ func testMissingTopic(t *testing.T, d testenv.Dialect, logs *logRecorder) {
 	}
 	t.Logf("warning: %s", warns[0].line)
 
-	testenv.CreateTopic(t, brokers, topic, 1)
+	kafkaenv.CreateTopic(t, brokers, topic, 1)
 	// kafka-go keeps the metadata it fetched for up to 6s (MetadataTTL).
 	deadline := time.Now().Add(30 * time.Second)
 	for published := 0; published < 4; {

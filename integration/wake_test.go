@@ -10,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	"github.com/go-outbox/outbox/kafka"
 	"github.com/go-outbox/outbox/scheduler"
@@ -31,8 +32,8 @@ func wakeSetup(t *testing.T, d testenv.Dialect) (*gorm.DB, *gormoutbox.Relay, *s
 		}
 	}
 	db, _ := setup(t, d, nil, cfg, &Inventory{})
-	brokers, _ := testenv.Kafka(t, 2)
-	testenv.CreateTopic(t, brokers, "inventory", 2)
+	brokers, _ := kafkaenv.Kafka(t, 2)
+	kafkaenv.CreateTopic(t, brokers, "inventory", 2)
 	r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
 	s := scheduler.New(scheduler.Config{})
 	if err := s.Add("relay", "@every 1h", scheduler.RelayJob(r)); err != nil {

@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 servers_up_unless_set
 load_outbox_env OUTBOX_TEST_POSTGRES_URL OUTBOX_TEST_MYSQL_DSN
 
-if [ "$#" -eq 0 ]; then set -- ./...; fi
+if [ "$#" -eq 0 ]; then set -- ./... ./integration/... ./examples/...; fi
 echo "+ go test -run '^\$' -bench . -benchmem -count 1 $*" >&2
 go test -run '^$' -bench . -benchmem -count 1 "$@"

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 services=() build=()
 if [ -z "${OUTBOX_KAFKA_BROKERS:-}${OUTBOX_DEMO_KAFKA_BROKERS:-}" ]; then
 	services+=(broker)
-	build+=(./cmd/kfakebroker)
+	build+=(./integration/cmd/kfakebroker)
 fi
 
 example=postgres

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local test servers for go-outbox: PostgreSQL 15, MariaDB, PgBouncer (in
 # transaction pooling mode, in front of that PostgreSQL) and an in-memory
-# Kafka-compatible broker (kfake, ./cmd/kfakebroker). No docker, no systemd.
+# Kafka-compatible broker (kfake, ./integration/cmd/kfakebroker). No docker, no systemd.
 #
 # Usage: scripts/servers.sh <command> [service...]
 #
@@ -775,7 +775,7 @@ pb_reset() {
 }
 
 # ---------------------------------------------------------------------------
-# kfake broker (./cmd/kfakebroker)
+# kfake broker (./integration/cmd/kfakebroker)
 
 br_pid() {
 	local pid
@@ -809,14 +809,14 @@ br_up() {
 		return 0
 	fi
 	rm -f "$BR_PID_FILE"
-	command -v go >/dev/null 2>&1 || die "broker: the go toolchain is needed to build ./cmd/kfakebroker"
-	[ -f "$REPO_ROOT/cmd/kfakebroker/main.go" ] || die "broker: $REPO_ROOT/cmd/kfakebroker not found"
+	command -v go >/dev/null 2>&1 || die "broker: the go toolchain is needed to build ./integration/cmd/kfakebroker"
+	[ -f "$REPO_ROOT/integration/cmd/kfakebroker/main.go" ] || die "broker: $REPO_ROOT/integration/cmd/kfakebroker not found"
 	local tmp="$BR_BIN.tmp.$$"
-	if ! with_progress "[servers] broker:" "building $BR_BIN from ./cmd/kfakebroker" \
+	if ! with_progress "[servers] broker:" "building $BR_BIN from ./integration/cmd/kfakebroker" \
 		"the first build compiles the Kafka-protocol broker, about a minute on 2 cores; later ones take seconds" \
-		bash -c 'cd "$1" && go build -o "$2" ./cmd/kfakebroker >>"$3" 2>&1 </dev/null' _ "$REPO_ROOT" "$tmp" "$BR_LOG"; then
+		bash -c 'cd "$1" && go build -o "$2" ./integration/cmd/kfakebroker >>"$3" 2>&1 </dev/null' _ "$REPO_ROOT" "$tmp" "$BR_LOG"; then
 		rm -f "$tmp"
-		fail_with_log "broker: go build ./cmd/kfakebroker failed" "$BR_LOG"
+		fail_with_log "broker: go build ./integration/cmd/kfakebroker failed" "$BR_LOG"
 	fi
 	mv -f "$tmp" "$BR_BIN"
 

@@ -17,8 +17,11 @@ if [ -z "${OUTBOX_TEST_PGBOUNCER_URL:-}" ] && [ -z "${OUTBOX_TEST_POSTGRES_URL:-
 fi
 load_outbox_env OUTBOX_TEST_POSTGRES_URL OUTBOX_TEST_MYSQL_DSN
 
-echo "+ go vet ./..." >&2
-go vet ./...
-if [ "$#" -eq 0 ]; then set -- ./...; fi
+# Three modules, one workspace (go.work): the library (.), its tests on real
+# servers (./integration) and the examples (./examples).
+modules=(./... ./integration/... ./examples/...)
+echo "+ go vet ${modules[*]}" >&2
+go vet "${modules[@]}"
+if [ "$#" -eq 0 ]; then set -- "${modules[@]}"; fi
 echo "+ go test -race -count=1 -timeout 12m $*" >&2
 go test -race -count=1 -timeout 12m "$@"

@@ -15,6 +15,7 @@ import (
 	"github.com/go-outbox/outbox/dialects/mysql"
 	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	outboxkafka "github.com/go-outbox/outbox/kafka"
 )
@@ -36,7 +37,7 @@ func TestREADMEService(t *testing.T) {
 			// (OUTBOX_TEST_KAFKA_BROKERS) they may hold earlier runs'
 			// messages, which the checks below leave out.
 			brokers := readmeBrokers(t)
-			testenv.SeekGroupToEnd(t, brokers, "orders", "inventory") // step 4's group reads this run only
+			kafkaenv.SeekGroupToEnd(t, brokers, "orders", "inventory") // step 4's group reads this run only
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -103,9 +104,9 @@ func TestREADMEService(t *testing.T) {
 				ours[id] = true
 			}
 			rows.Close()
-			thisRun := func(r testenv.Record) bool { return ours[r.Headers[gormoutbox.HeaderEventID]] }
+			thisRun := func(r kafkaenv.Record) bool { return ours[r.Headers[gormoutbox.HeaderEventID]] }
 			perKey := map[string][]string{}
-			for _, r := range testenv.ReadTopic(t, brokers, "inventory", 5, 10*time.Second, thisRun) {
+			for _, r := range kafkaenv.ReadTopic(t, brokers, "inventory", 5, 10*time.Second, thisRun) {
 				if strings.Contains(string(r.Value), "42") {
 					t.Errorf("CostPrice leaked: %s", r.Value)
 				}
@@ -118,7 +119,7 @@ func TestREADMEService(t *testing.T) {
 			if got := strings.Join(perKey["apple"], ","); got != "InventoryCreated" {
 				t.Errorf("inventory topic, key apple: %q, want InventoryCreated", got)
 			}
-			orders := testenv.ReadTopic(t, brokers, "orders", 1, 10*time.Second, thisRun)
+			orders := kafkaenv.ReadTopic(t, brokers, "orders", 1, 10*time.Second, thisRun)
 			if k, typ := string(orders[0].Key), orders[0].Headers[gormoutbox.HeaderEventType]; k != "order-1" || typ != "StockReserved" {
 				t.Errorf("orders topic: key %q type %q", k, typ)
 			}
@@ -248,10 +249,10 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 // README's topics created, or an in-process kfake cluster seeded with them.
 func readmeBrokers(t *testing.T) []string {
 	t.Helper()
-	if v := os.Getenv(testenv.KafkaEnv); v != "" {
+	if v := os.Getenv(kafkaenv.KafkaEnv); v != "" {
 		brokers := strings.Split(v, ",")
 		for _, topic := range []string{"inventory", "orders"} {
-			testenv.CreateTopic(t, brokers, topic, 1)
+			kafkaenv.CreateTopic(t, brokers, topic, 1)
 		}
 		return brokers
 	}

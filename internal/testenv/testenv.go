@@ -67,19 +67,21 @@ var (
 	started = map[string]map[string]string{}
 )
 
-// RepoRoot returns the root of the checkout (the directory with go.mod).
+// RepoRoot returns the root of the checkout: the directory above the
+// working directory that holds scripts/servers.sh (the tests and examples
+// are modules of their own, with go.mod files of their own, below it).
 func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "scripts", "servers.sh")); err == nil {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("go.mod not found above the working directory")
+			return "", fmt.Errorf("scripts/servers.sh not found above the working directory")
 		}
 		dir = parent
 	}

@@ -1,4 +1,4 @@
-package kafka_test
+package kafkapub
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/go-outbox/outbox/gormoutbox"
-	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/kafka"
 )
 
@@ -40,7 +40,7 @@ var mechanisms = []string{kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScra
 // do not have, so they skip then.
 func cluster(t *testing.T, opts ...kfake.Opt) []string {
 	t.Helper()
-	if os.Getenv(testenv.KafkaEnv) != "" {
+	if os.Getenv(kafkaenv.KafkaEnv) != "" {
 		t.Skip("needs an in-process kfake cluster with SASL, ACLs or TLS")
 	}
 	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
@@ -63,7 +63,7 @@ func kgoSASL(s kafka.SASL) sasl.Mechanism {
 	}
 }
 
-// readBack reads n records of topic with franz-go (testenv.ReadTopic has no
+// readBack reads n records of topic with franz-go (kafkaenv.ReadTopic has no
 // SASL or TLS options) and returns their values in offset order.
 func readBack(t *testing.T, brokers []string, topic string, n int, opts ...kgo.Opt) []string {
 	t.Helper()

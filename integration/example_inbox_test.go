@@ -1,4 +1,4 @@
-package inbox_test
+package integration
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/inbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
 
@@ -22,21 +23,21 @@ type StockCopy struct {
 // The inbox hands each event to the handler once: the second delivery of
 // event e1 (a producer's retry, say) is skipped, so the handler's writes
 // happen once per event.
-func ExampleNew() {
+func Example_inbox() {
 	db, cleanup, err := testenv.NewPostgres(nil) // your *gorm.DB
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer cleanup()
-	brokers, stop, err := testenv.NewKafka(1) // your brokers
+	brokers, stop, err := kafkaenv.NewKafka(1) // your brokers
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer stop()
 	ctx := context.Background()
-	topic := testenv.TopicName("stock")
+	topic := kafkaenv.TopicName("stock")
 	if err := db.AutoMigrate(&StockCopy{}); err != nil {
 		fmt.Println(err)
 		return

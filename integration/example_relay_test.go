@@ -1,4 +1,4 @@
-package gormoutbox_test
+package integration
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 	outboxkafka "github.com/go-outbox/outbox/kafka"
 )
@@ -16,14 +17,14 @@ import (
 // The relay publishes committed outbox rows to Kafka and marks them
 // published. Here one pass (Drain) is run by hand; in a service the
 // scheduler package runs it on a cron spec.
-func ExampleNewRelay() {
+func Example_relay() {
 	db, cleanup, err := testenv.NewPostgres(nil) // your *gorm.DB
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer cleanup()
-	brokers, stop, err := testenv.NewKafka(1) // your brokers
+	brokers, stop, err := kafkaenv.NewKafka(1) // your brokers
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -39,7 +40,7 @@ func ExampleNewRelay() {
 		fmt.Println(err)
 		return
 	}
-	topic := testenv.TopicName("orders")
+	topic := kafkaenv.TopicName("orders")
 	_ = db.Transaction(func(tx *gorm.DB) error {
 		return gormoutbox.Publish(tx,
 			gormoutbox.Event{Topic: topic, Key: "order-1", Type: "OrderPlaced", Payload: map[string]int{"total": 30}},

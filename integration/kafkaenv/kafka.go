@@ -1,7 +1,12 @@
-package testenv
+// Package kafkaenv gives tests and examples Kafka brokers: real ones named by
+// OUTBOX_TEST_KAFKA_BROKERS, else an in-process kfake cluster. It lives in the
+// integration module so that the library's module graph has no kfake.
+package kafkaenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -43,7 +48,9 @@ func Kafka(t testing.TB, partitions int) (brokers []string, cluster *kfake.Clust
 // TopicName returns a topic name unique to this run, for tests that may
 // run against a shared cluster.
 func TopicName(prefix string) string {
-	return randomName(prefix + "-")
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
 // ReplicationEnv sets the replication factor of topics the tests create on

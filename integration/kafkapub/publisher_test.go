@@ -1,4 +1,4 @@
-package kafka_test
+package kafkapub
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/go-outbox/outbox/gormoutbox"
-	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/kafka"
 )
 
@@ -34,12 +34,12 @@ func newPub(t *testing.T, cfg kafka.Config) *kafka.Publisher {
 // Once a key's message fails, its later messages in the same Publish are
 // not sent (ErrHeldBack) while other keys go on.
 func TestPublishHoldsBackAFailedKey(t *testing.T) {
-	brokers, c := testenv.Kafka(t, 2)
+	brokers, c := kafkaenv.Kafka(t, 2)
 	if c == nil {
 		t.Skip("needs the in-process kfake broker")
 	}
-	topic := testenv.TopicName("hold")
-	testenv.CreateTopic(t, brokers, topic, 2)
+	topic := kafkaenv.TopicName("hold")
+	kafkaenv.CreateTopic(t, brokers, topic, 2)
 	// Two keys on different partitions (murmur2, as the publisher).
 	bal := &kafkago.Murmur2Balancer{}
 	a, b := "a", ""
@@ -68,7 +68,7 @@ func TestPublishHoldsBackAFailedKey(t *testing.T) {
 		!errors.Is(pe[2], gormoutbox.ErrHeldBack) || pe[3] != nil {
 		t.Fatalf("errors %v, want [NotLeader nil HeldBack nil]", pe)
 	}
-	recs := testenv.ReadTopic(t, brokers, topic, 2, 10*time.Second, nil)
+	recs := kafkaenv.ReadTopic(t, brokers, topic, 2, 10*time.Second, nil)
 	if len(recs) != 2 || string(recs[0].Value)[0] != 'b' || string(recs[1].Value)[0] != 'b' {
 		t.Fatalf("topic holds %v, want b1 and b2 only", recs)
 	}
@@ -76,14 +76,14 @@ func TestPublishHoldsBackAFailedKey(t *testing.T) {
 
 // A topic kafka-go cannot find fails its own messages only.
 func TestPublishUnknownTopicFailsOnlyItsMessages(t *testing.T) {
-	brokers, c := testenv.Kafka(t, 1)
+	brokers, c := kafkaenv.Kafka(t, 1)
 	if c == nil {
 		t.Skip("needs the in-process kfake broker")
 	}
-	good := testenv.TopicName("good")
-	testenv.CreateTopic(t, brokers, good, 1)
+	good := kafkaenv.TopicName("good")
+	kafkaenv.CreateTopic(t, brokers, good, 1)
 	p := newPub(t, kafka.Config{Brokers: brokers, MaxAttempts: 1, WriteTimeout: 2 * time.Second})
-	missing := testenv.TopicName("missing")
+	missing := kafkaenv.TopicName("missing")
 	err := p.Publish(context.Background(), []gormoutbox.Message{
 		msg(missing, "k", "m1"), msg(good, "k", "g1"), msg(missing, "j", "m2"), msg(good, "k", "g2"),
 	})
@@ -91,7 +91,7 @@ func TestPublishUnknownTopicFailsOnlyItsMessages(t *testing.T) {
 	if !errors.As(err, &pe) || pe[0] == nil || pe[1] != nil || pe[2] == nil || pe[3] != nil {
 		t.Fatalf("Publish: %v, want only the missing topic's messages failed", err)
 	}
-	if recs := testenv.ReadTopic(t, brokers, good, 2, 10*time.Second, nil); len(recs) != 2 {
+	if recs := kafkaenv.ReadTopic(t, brokers, good, 2, 10*time.Second, nil); len(recs) != 2 {
 		t.Fatalf("good topic holds %d records, want 2", len(recs))
 	}
 }
@@ -99,9 +99,9 @@ func TestPublishUnknownTopicFailsOnlyItsMessages(t *testing.T) {
 // A message over BatchBytes is refused as too large before any I/O; the
 // others of the call are sent.
 func TestPublishTooLarge(t *testing.T) {
-	brokers, _ := testenv.Kafka(t, 1)
-	topic := testenv.TopicName("large")
-	testenv.CreateTopic(t, brokers, topic, 1)
+	brokers, _ := kafkaenv.Kafka(t, 1)
+	topic := kafkaenv.TopicName("large")
+	kafkaenv.CreateTopic(t, brokers, topic, 1)
 	p := newPub(t, kafka.Config{Brokers: brokers, BatchBytes: 2048})
 	big := make([]byte, 4096)
 	err := p.Publish(context.Background(), []gormoutbox.Message{
@@ -111,7 +111,7 @@ func TestPublishTooLarge(t *testing.T) {
 	if !errors.As(err, &pe) || pe[0] != nil || !errors.Is(pe[1], gormoutbox.ErrMessageTooLarge) || pe[2] != nil {
 		t.Fatalf("Publish: %v, want only the big message refused as too large", err)
 	}
-	if recs := testenv.ReadTopic(t, brokers, topic, 2, 10*time.Second, nil); len(recs) != 2 {
+	if recs := kafkaenv.ReadTopic(t, brokers, topic, 2, 10*time.Second, nil); len(recs) != 2 {
 		t.Fatalf("topic holds %d records, want 2", len(recs))
 	}
 }
