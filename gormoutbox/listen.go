@@ -2,9 +2,8 @@ package gormoutbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/postgres"
@@ -18,6 +17,14 @@ import (
 // ListenWith a ListenOptions.DSN that reaches PostgreSQL without the pooler
 // (or through a pool in session mode).
 var ErrTransactionPooler = postgres.ErrTransactionPooler
+
+// ErrListenerNotLinked: Listen or ListenWith on PostgreSQL in a program that
+// does not import the LISTEN implementation, which needs pgx:
+//
+//	import _ "github.com/go-outbox/outbox/dialects/postgres/pgxlisten"
+//
+// It is a package of its own so that a service on MySQL does not link pgx.
+var ErrListenerNotLinked = postgres.ErrListenerNotLinked
 
 // ListenOptions configure Relay.ListenWith.
 type ListenOptions struct {
@@ -39,7 +46,9 @@ type ListenOptions struct {
 }
 
 // Listen calls wake after every commit that wrote outbox rows, from any
-// process, until ctx is done: on PostgreSQL through LISTEN on a connection
+// process, until ctx is done (on PostgreSQL, import
+// github.com/go-outbox/outbox/dialects/postgres/pgxlisten for its side
+// effect, else ErrListenerNotLinked): on PostgreSQL through LISTEN on a connection
 // of its own (the outbox table's trigger sends NOTIFY, which PostgreSQL
 // delivers at commit, one per transaction), reconnecting when it drops.
 // It returns nil once ctx is done. Other dialects return at once an error
@@ -88,7 +97,9 @@ func (r *Relay) ListenWith(ctx context.Context, wake func(), o ListenOptions) er
 	if !ok {
 		return fmt.Errorf("%w: %s sends no commit notifications; use gormoutbox.Config.Wake", ErrUnsupportedDialect, r.d.Name())
 	}
-	if _, err := pgx.ParseConfig(o.DSN); err != nil {
+	if err := postgres.ParseListenDSN(o.DSN); errors.Is(err, postgres.ErrListenerNotLinked) {
+		return err
+	} else if err != nil {
 		return fmt.Errorf("%w: ListenOptions.DSN: %v", ErrInvalidConfig, err)
 	}
 	return l.ListenDSN(ctx, o.DSN, r.table, func() { r.Notify(); wake() }, r.logListenLost)

@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	_ "github.com/go-outbox/outbox/dialects/postgres/pgxlisten" // LISTEN for Relay.Listen
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"

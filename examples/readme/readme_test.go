@@ -21,6 +21,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/ack"
+	_ "github.com/go-outbox/outbox/dialects/postgres/pgxlisten" // LISTEN for Relay.Listen
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/hooks"
 	"github.com/go-outbox/outbox/inbox"
