@@ -1,0 +1,132 @@
+package gormoutbox
+
+import (
+	"reflect"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+// load reads the rows of m with the given primary keys, on the statement's
+// transaction, into fresh model values keyed by keyString. scoped applies
+// the model's default query scopes (soft delete); lock reads FOR UPDATE.
+func (p *Plugin) load(db *gorm.DB, m *model, keys [][]any, scoped, lock bool) (map[string]reflect.Value, error) {
+	return p.loadBy(db, m, m.pkFields, keys, scoped, lock)
+}
+
+// loadBy is load by the values of other fields than the primary key (a
+// unique key); the rows come back keyed by keyString of those values.
+func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any, scoped, lock bool) (map[string]reflect.Value, error) {
+	names := make([]string, len(by))
+	for i, f := range by {
+		names[i] = f.DBName
+	}
+	out := make(map[string]reflect.Value, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), dialects.MaxInsertRows)
+		chunk := keys[:n]
+		keys = keys[n:]
+		col, vals := schema.ToQueryValues(clause.CurrentTable, names, chunk)
+		rows, _, err := p.selectRows(db, m, rowRead{exprs: []clause.Expression{clause.IN{Column: col, Values: vals}}, scoped: scoped, lock: lock, by: by})
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range rows {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// selectRows reads the rows of m's table that r describes, on the
+// statement's own connection, with GORM's clause builders but no query
+// callbacks. When r.limit > 0, order lists their keys in the order read.
+func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflect.Value, [][]any, error) {
+	exprs, scoped, lock, limit, by, from := r.exprs, r.scoped, r.lock, r.limit, r.by, r.from
+	if by == nil {
+		by = m.pkFields
+	}
+	q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
+	st := q.Statement
+	st.ConnPool = db.Statement.ConnPool
+	st.Context = db.Statement.Context
+	slice := reflect.New(reflect.SliceOf(m.schema.ModelType))
+	st.Dest, st.Model, st.Schema = slice.Interface(), slice.Interface(), m.schema
+	st.Unscoped = !scoped
+	if scoped {
+		for _, c := range m.schema.QueryClauses {
+			st.AddClause(c)
+		}
+	}
+	if len(exprs) > 0 {
+		st.AddClause(clause.Where{Exprs: exprs})
+	}
+	parts := []string{"SELECT", "FROM", "WHERE"}
+	if limit > 0 {
+		ob := clause.OrderBy{}
+		if r.orderBy != nil {
+			ob = *r.orderBy // the write's own order first (MySQL's UPDATE … ORDER BY … LIMIT)
+		}
+		if ob.Expression == nil {
+			for _, n := range m.pkDBNames {
+				ob.Columns = append(ob.Columns, clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: n}})
+			}
+		}
+		st.AddClause(ob)
+		st.AddClause(clause.Limit{Limit: &limit})
+		parts = append(parts, "ORDER BY", "LIMIT")
+	}
+	if from != nil {
+		// Only m's columns, of m's table: the other tables have theirs.
+		cols := make([]clause.Column, 0, len(m.schema.DBNames))
+		for _, n := range m.schema.DBNames {
+			cols = append(cols, clause.Column{Table: clause.CurrentTable, Name: n})
+		}
+		st.AddClause(clause.Select{Columns: cols})
+		tables := append([]clause.Table{{Name: clause.CurrentTable}}, from.Tables...)
+		st.AddClause(clause.From{Tables: tables, Joins: from.Joins})
+	}
+	if lock {
+		l := clause.Locking{Strength: clause.LockingStrengthUpdate}
+		if from != nil {
+			l.Table = clause.Table{Name: clause.CurrentTable}
+		}
+		st.AddClause(l)
+		parts = append(parts, "FOR")
+	}
+	st.AddClauseIfNotExists(clause.Select{})
+	st.AddClauseIfNotExists(clause.From{})
+	st.Build(parts...)
+	rows, err := st.ConnPool.QueryContext(st.Context, st.SQL.String(), st.Vars...)
+	if err != nil {
+		return nil, nil, err
+	}
+	st.ReflectValue = slice.Elem()
+	gorm.Scan(rows, q, 0)
+	cerr := rows.Close()
+	if q.Error != nil {
+		return nil, nil, q.Error
+	}
+	if cerr != nil {
+		return nil, nil, cerr
+	}
+	sv := slice.Elem()
+	out := make(map[string]reflect.Value, sv.Len())
+	var order [][]any
+	for i := 0; i < sv.Len(); i++ {
+		e := sv.Index(i)
+		k := fieldValues(st.Context, by, e)
+		ks := keyString(k)
+		if _, dup := out[ks]; dup {
+			continue // joined to several rows of another table
+		}
+		out[ks] = e
+		if limit > 0 {
+			order = append(order, k)
+		}
+	}
+	return out, order, nil
+}
