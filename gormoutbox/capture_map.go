@@ -77,7 +77,7 @@ func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any
 		if _, ok := m.mapKey(row); ok {
 			continue
 		}
-		if generated != nil && p.generatedKeyReadable(stmt, st) && !st.mixedKeys {
+		if generated != nil && p.generatedKeyReadable(stmt) && !st.mixedKeys {
 			continue
 		}
 		if m.uniqueIn(row) != nil {
@@ -96,11 +96,8 @@ func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any
 // included, so the ids it gives the others are not theirs. Such rows are
 // found by a unique index, or the create is refused.
 func (p *Plugin) mixedKeys(stmt *gorm.Statement, m *model, maps []map[string]any) bool {
-	if p.dialect.Name() != "mysql" || returned(stmt) || len(maps) < 2 || m.generatedKey() == nil {
-		return false
-	}
-	if slices.Contains(stmt.BuildClauses, "RETURNING") && !stmtSchemaless(stmt) && len(stmt.Schema.FieldsWithDefaultDBValue) > 0 {
-		return false // MariaDB with RETURNING: each row's own key comes back
+	if p.dialect.Name() != "mysql" || willReturn(stmt) || len(maps) < 2 || m.generatedKey() == nil {
+		return false // with RETURNING (MariaDB) each row's own key comes back
 	}
 	keyed := 0
 	for _, row := range maps {
@@ -111,23 +108,26 @@ func (p *Plugin) mixedKeys(stmt *gorm.Statement, m *model, maps []map[string]any
 	return keyed > 0 && keyed < len(maps)
 }
 
-func stmtSchemaless(stmt *gorm.Statement) bool { return stmt.Schema == nil }
-
 // generatedKeyReadable reports whether the database's generated key of a
 // map create comes back into the map: from RETURNING when the statement
 // carries it (GORM adds it for a model with database defaults;
 // planMapCreate for a create without the model on PostgreSQL), else from
 // LastInsertId on MySQL (consecutive for one multi-row INSERT).
-func (p *Plugin) generatedKeyReadable(stmt *gorm.Statement, st *stmtState) bool {
-	if slices.Contains(stmt.BuildClauses, "RETURNING") {
-		if _, ok := stmt.Clauses["RETURNING"]; ok {
-			return true
-		}
-		if !st.schemaless && len(stmt.Schema.FieldsWithDefaultDBValue) > 0 {
-			return true
-		}
+func (p *Plugin) generatedKeyReadable(stmt *gorm.Statement) bool {
+	return willReturn(stmt) || p.dialect.Name() == "mysql"
+}
+
+// willReturn reports whether a create will run with RETURNING: the
+// dialect writes it and the statement carries one, or GORM will add one
+// (for a model with database defaults) when it builds the INSERT.
+func willReturn(stmt *gorm.Statement) bool {
+	if !slices.Contains(stmt.BuildClauses, "RETURNING") {
+		return false
 	}
-	return p.dialect.Name() == "mysql"
+	if _, ok := stmt.Clauses["RETURNING"]; ok {
+		return true
+	}
+	return stmt.Schema != nil && len(stmt.Schema.FieldsWithDefaultDBValue) > 0
 }
 
 // generatedKey returns the model's primary key field when it is a single
