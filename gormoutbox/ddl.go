@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/pick"
 )
 
 // Script is the DDL of a table of the library, version by version: see
@@ -53,9 +54,9 @@ func DDL(driver, table string) (Script, error) {
 
 // scripter returns the dialect of driver, which can write out its DDL.
 func scripter(driver string) (dialects.Scripter, error) {
-	d, err := DialectFor(driver)
+	d, err := pick.For(driver, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrUnsupportedDialect, err)
 	}
 	s, ok := d.(dialects.Scripter)
 	if !ok {

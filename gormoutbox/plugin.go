@@ -21,16 +21,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/dialects"
-	"github.com/go-outbox/outbox/dialects/mysql"
-	"github.com/go-outbox/outbox/dialects/postgres"
+	"github.com/go-outbox/outbox/dialects/pick"
 	"github.com/go-outbox/outbox/internal/eventid"
 )
 
@@ -171,16 +168,15 @@ func (p *Plugin) Shards() int { return p.cfg.Shards }
 // Dialect returns the dialect in use; nil before Initialize.
 func (p *Plugin) Dialect() dialects.Dialect { return p.dialect }
 
-// DialectFor returns the outbox dialect for a GORM dialector name, or an
-// error wrapping ErrUnsupportedDialect.
-func DialectFor(name string) (dialects.Dialect, error) {
-	switch name {
-	case "postgres", "pgx":
-		return postgres.New(), nil
-	case "mysql":
-		return mysql.New(), nil
+// dialectFor returns the outbox dialect of db (see pick.For), or an error
+// wrapping ErrUnsupportedDialect.
+func dialectFor(db *gorm.DB) (dialects.Dialect, error) {
+	sqlDB, _ := db.DB() // nil for a DryRun or mock pool: the defaults then
+	d, err := pick.For(db.Dialector.Name(), sqlDB)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnsupportedDialect, err)
 	}
-	return nil, fmt.Errorf("%w %q (supported: postgres, mysql)", ErrUnsupportedDialect, name)
+	return d, nil
 }
 
 // Initialize implements gorm.Plugin: it checks the configuration and the
@@ -196,7 +192,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		// (a replica never writes, so it costs nothing), on the same kind
 		// of database; Migrate and Validate keep using the first.
 		if p.cfg.Dialect == nil {
-			if d, err := DialectFor(db.Dialector.Name()); err != nil || d.Name() != p.dialect.Name() {
+			if d, err := dialectFor(db); err != nil || d.Name() != p.dialect.Name() {
 				return fmt.Errorf("%w: this Plugin serves %s and cannot also serve a %s *gorm.DB; create one Plugin per database",
 					ErrInvalidConfig, p.dialect.Name(), db.Dialector.Name())
 			}
@@ -205,16 +201,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	p.dialect = p.cfg.Dialect
 	if p.dialect == nil {
-		d, err := DialectFor(db.Dialector.Name())
+		d, err := dialectFor(db)
 		if err != nil {
 			return err
-		}
-		if pg, ok := d.(postgres.Dialect); ok {
-			// Array binds (unnest) need pgx, GORM's default PostgreSQL driver.
-			if sqlDB, err := db.DB(); err == nil {
-				pg.Unnest = strings.Contains(reflect.TypeOf(sqlDB.Driver()).String(), "stdlib")
-			}
-			d = pg
 		}
 		p.dialect = d
 	}

@@ -337,7 +337,7 @@ func NewRelay(db *gorm.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
 		bad("Workers = %d, want 1..Shards (%d)", cfg.Workers, cfg.Shards)
 	}
 	if cfg.Dialect == nil {
-		d, err := DialectFor(db.Dialector.Name())
+		d, err := dialectFor(db)
 		if err != nil {
 			errs = append(errs, err)
 		}

@@ -19,6 +19,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/pick"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/eventid"
@@ -643,7 +644,7 @@ func BenchmarkClaimCost(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			dl, err := gormoutbox.DialectFor(db.Dialector.Name())
+			dl, err := pick.For(db.Dialector.Name(), sqlDB)
 			if err != nil {
 				b.Fatal(err)
 			}
