@@ -1,0 +1,25 @@
+package postgres_test
+
+import (
+	"database/sql"
+	"testing"
+
+	"github.com/go-outbox/outbox/dialects/postgres"
+	"github.com/go-outbox/outbox/dialects/dialecttest"
+	"github.com/go-outbox/outbox/internal/testenv"
+)
+
+// TestConformance runs the storage seam's conformance suite on a real
+// server (see internal/testenv for how to point it at your own).
+func TestConformance(t *testing.T) {
+	dialecttest.Run(t, dialecttest.Harness{
+		Dialect: postgres.New(),
+		Open: func(t testing.TB) *sql.DB {
+			db, err := testenv.OpenPostgres(t, nil).DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return db
+		},
+	})
+}
