@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Compare benchmarks of ./integration between a base commit and the working
+# tree, in one run: both test binaries are built first, then run in turn
+# (base, new, base, new, …) so that the machine's drift hits both alike.
+#
+#   scripts/bench-compare.sh BASE [ROUNDS]
+#
+# BENCH (regexp, default 'RelayWorkers|CaptureOverhead') and BENCHTIME
+# (default: go test's) choose what runs. It prints every benchmark line and
+# then, per benchmark and unit, the mean of each side and new ÷ base.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+base=${1:?usage: scripts/bench-compare.sh BASE [ROUNDS]}
+rounds=${2:-3}
+bench=${BENCH:-RelayWorkers|CaptureOverhead}
+benchtime=${BENCHTIME:-}
+
+servers_up_unless_set
+load_outbox_env OUTBOX_TEST_POSTGRES_URL OUTBOX_TEST_MYSQL_DSN
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/outbox-bench.XXXXXX")
+trap 'git worktree remove --force "$work/base" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+git worktree add --detach -q "$work/base" "$base"
+echo "+ building the benchmarks at $base and at the working tree" >&2
+(cd "$work/base/integration" && go test -c -o "$work/base.test" .)
+(cd integration && go test -c -o "$work/new.test" .)
+
+args=(-test.run '^$' -test.bench "$bench" -test.count 1)
+if [ -n "$benchtime" ]; then args+=(-test.benchtime "$benchtime"); fi
+for r in $(seq 1 "$rounds"); do
+	for side in base new; do
+		dir=$work/base/integration
+		[ "$side" = new ] && dir=$PWD/integration
+		echo "+ round $r: $side" >&2
+		(cd "$dir" && "$work/$side.test" "${args[@]}") | tee /dev/stderr |
+			awk -v side="$side" '/^Benchmark/ { print side, $0 }' >>"$work/results"
+	done
+done
+
+echo
+echo "mean of $rounds rounds; new ÷ base ($base → working tree)"
+awk '
+{
+	side = $1; name = $2; sub(/-[0-9]+$/, "", name)
+	for (i = 4; i < NF; i += 2) {
+		k = name "\t" $(i + 1)
+		sum[side, k] += $i; n[side, k]++; keys[k] = 1
+	}
+}
+END {
+	for (k in keys) {
+		if (n["base", k] == 0 || n["new", k] == 0) continue
+		b = sum["base", k] / n["base", k]; m = sum["new", k] / n["new", k]
+		printf "%-70s %14.5g %14.5g  %.3f\n", k, b, m, (b == 0 ? 0 : m / b)
+	}
+}' "$work/results" | sort
