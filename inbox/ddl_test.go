@@ -17,7 +17,7 @@ func TestDDL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := newStoreFor(driver, "app.consumed")
+		s, err := newStoreFor(driver, nil, "app.consumed")
 		if err != nil {
 			t.Fatal(err)
 		}
