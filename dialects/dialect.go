@@ -87,6 +87,7 @@ type Dialect interface {
 	Quote(ident string) string
 	// Relayer claims, marks, retries, dead-letters and cleans up rows.
 	Relayer
+	Inboxer // the inbox table and the savepoints of its handlers
 	// ProcessAttemptHeaders returns SQL for the headers column with its
 	// "process-attempt" header set to the text of the integer SQL
 	// expression expr (see Acknowledge and Resend).

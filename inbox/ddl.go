@@ -32,7 +32,7 @@ func DDL(driver, table string) (dialects.Script, error) {
 	if table == "" {
 		table = defaultTable
 	}
-	s, err := newStoreFor(driver, table)
+	s, err := newStoreFor(driver, nil, table)
 	if err != nil {
 		return dialects.Script{}, err
 	}
@@ -55,7 +55,7 @@ func MigrateTable(ctx context.Context, db *gorm.DB, table string) error {
 	if table == "" {
 		table = defaultTable
 	}
-	s, err := newStoreFor(db.Dialector.Name(), table)
+	s, err := newStore(db, table)
 	if err != nil {
 		return err
 	}

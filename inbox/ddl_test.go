@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/pick"
 )
 
 // The inbox script holds the steps Migrate runs, with the bookkeeping
@@ -17,7 +18,7 @@ func TestDDL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := newStoreFor(driver, "app.consumed")
+		s, err := newStoreFor(driver, nil, "app.consumed")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,8 +41,14 @@ func TestDDL(t *testing.T) {
 			t.Errorf("%s: script text:\n%s", driver, text)
 		}
 	}
-	if s, err := DDL("pgx", ""); err != nil || s.Table.String() != "inbox" {
-		t.Errorf(`DDL("pgx", "") = %q, %v; want the table "inbox"`, s.Table, err)
+	// The names the plugin accepts (pick.For).
+	for _, driver := range []string{"pgx", "postgresql"} {
+		if s, err := DDL(driver, ""); err != nil || s.Table.String() != "inbox" || s.Dialect != "postgres" {
+			t.Errorf(`DDL(%q, "") = %q on %q, %v; want the table "inbox" on postgres`, driver, s.Table, s.Dialect, err)
+		}
+	}
+	if _, err := DDL("oracle", ""); !errors.Is(err, pick.ErrUnsupported) {
+		t.Errorf(`DDL("oracle", ""): %v, want pick.ErrUnsupported`, err)
 	}
 	for _, tc := range [][2]string{{"oracle", "inbox"}, {"", "inbox"}, {"postgres", "no-dashes"}, {"mysql", "a.b.c"}} {
 		if _, err := DDL(tc[0], tc[1]); !errors.Is(err, ErrInvalidConfig) {

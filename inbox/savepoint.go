@@ -6,6 +6,8 @@ import (
 	"errors"
 
 	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects"
 )
 
 // errTxOwned is returned when a handler commits or rolls back the
@@ -27,13 +29,15 @@ type savepointPool struct {
 	tx gorm.ConnPool
 	// raw is tx without GORM's prepared-statement wrapper: savepoint
 	// commands (a multi-statement text on PostgreSQL) are not prepared.
-	raw  gorm.ConnPool
+	raw gorm.ConnPool
+	// d writes the savepoint statements.
+	d    dialects.Inboxer
 	made bool
-	// fold defers the RELEASE of a kept message's savepoint to the next
-	// SAVEPOINT, sent together as one statement text (PostgreSQL runs
-	// several statements in one simple-protocol Exec): one round trip per
-	// writing handler instead of two. The COMMIT ends a savepoint still
-	// open.
+	// fold defers the release of a kept message's savepoint to the next
+	// savepoint, sent together in one round trip (the dialect
+	// FoldsRelease: PostgreSQL runs several statements in one
+	// simple-protocol Exec): one round trip per writing handler instead of
+	// two. The commit ends a savepoint still open.
 	fold, releasePending bool
 	// pending are the OnCommit functions of the message being handled,
 	// committed those of the messages kept.
@@ -45,9 +49,10 @@ var (
 	_ gorm.TxCommitter = (*savepointPool)(nil)
 )
 
-// newSavepointPool wraps the connection pool of a transaction.
-func newSavepointPool(tx gorm.ConnPool, fold bool) *savepointPool {
-	return &savepointPool{tx: tx, raw: rawTx(tx), fold: fold}
+// newSavepointPool wraps the connection pool of a transaction, whose
+// savepoints d writes.
+func newSavepointPool(tx gorm.ConnPool, d dialects.Inboxer, fold bool) *savepointPool {
+	return &savepointPool{tx: tx, raw: rawTx(tx), d: d, fold: fold}
 }
 
 // rawTx unwraps GORM's prepared-statement transaction.
@@ -62,11 +67,7 @@ func (p *savepointPool) ensure(ctx context.Context) error {
 	if p.made {
 		return nil
 	}
-	stmt := "SAVEPOINT " + savepointName
-	if p.releasePending {
-		stmt = "RELEASE SAVEPOINT " + savepointName + "; " + stmt
-	}
-	if _, err := p.raw.ExecContext(ctx, stmt); err != nil {
+	if err := p.d.Savepoint(ctx, p.raw, savepointName, p.releasePending); err != nil {
 		return err
 	}
 	p.made, p.releasePending = true, false
@@ -95,7 +96,7 @@ func (p *savepointPool) QueryContext(ctx context.Context, query string, args ...
 }
 
 func (p *savepointPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	// A failed SAVEPOINT leaves the transaction failed, so the query
+	// A failed savepoint leaves the transaction failed, so the query
 	// reports it.
 	_ = p.ensure(ctx)
 	return p.tx.QueryRowContext(ctx, query, args...)
@@ -112,15 +113,14 @@ func (p *savepointPool) undo(ctx context.Context) error {
 		return nil
 	}
 	p.made = false
-	if _, err := p.raw.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+savepointName); err != nil {
+	if err := p.d.RollbackToSavepoint(ctx, p.raw, savepointName); err != nil {
 		return err
 	}
 	if p.fold {
 		p.releasePending = true
 		return nil
 	}
-	_, err := p.raw.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
-	return err
+	return p.d.ReleaseSavepoint(ctx, p.raw, savepointName)
 }
 
 // keep ends the savepoint, keeping the handler's writes.
@@ -135,8 +135,7 @@ func (p *savepointPool) keep(ctx context.Context) error {
 		p.releasePending = true
 		return nil
 	}
-	_, err := p.raw.ExecContext(ctx, "RELEASE SAVEPOINT "+savepointName)
-	return err
+	return p.d.ReleaseSavepoint(ctx, p.raw, savepointName)
 }
 
 // ErrNotInHandler: OnCommit was called with a *gorm.DB that is not a
