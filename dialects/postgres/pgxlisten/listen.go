@@ -47,6 +47,9 @@ func New() Listener { return Listener{} }
 // p.DSN must then name the server itself, or a pool in session mode.
 func (Listener) Listen(ctx context.Context, p dialects.ListenParams) error {
 	if p.DSN == "" {
+		if p.DB == nil {
+			return fmt.Errorf("listen on %s: neither a DB nor a DSN given", p.Table)
+		}
 		return listen(ctx, poolConn(p.DB), p.Table, p.Notify, p.OnError)
 	}
 	cfg, err := pgx.ParseConfig(p.DSN)
