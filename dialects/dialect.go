@@ -87,7 +87,10 @@ type Dialect interface {
 	Quote(ident string) string
 	// Relayer claims, marks, retries, dead-letters and cleans up rows.
 	Relayer
-	Inboxer // the inbox table and the savepoints of its handlers
+	// Inboxer keeps the inbox table and the savepoints of its handlers.
+	Inboxer
+	// Capable declares the database's capabilities and optional features.
+	Capable
 	// ProcessAttemptHeaders returns SQL for the headers column with its
 	// "process-attempt" header set to the text of the integer SQL
 	// expression expr (see Acknowledge and Resend).

@@ -27,11 +27,15 @@ import (
 // Every read and write goes through Statement.ConnPool, the statement's own
 // transaction.
 //
-// Files: capture.go (the callbacks, planning, prepare, end), capture_create.go,
-// capture_map.go (creates from maps), capture_upsert.go, capture_update.go,
+// Files: capture.go (the callbacks, planning, prepare, end), capture_create.go
+// (creates of structs, and the refusal of INSERT IGNORE), capture_map.go
+// (creates from maps), capture_upsert.go, capture_update.go,
 // capture_delete.go, capture_condition.go (writes by condition: the locking
-// read and the restriction), capture_rows.go (the reads), keys.go (keys and
-// entity values), event.go (building and inserting the events), wake.go.
+// read and the restriction), capture_rows.go (the rows as committed: the
+// reads, and times cut as stored), keys.go (keys, generated and unique
+// keys, entity values), event.go (building and inserting the events),
+// wake.go (wake-ups), errors.go (UncapturedError). What differs between
+// databases is read from the dialect's Capabilities (Plugin.caps).
 
 type stateKey struct{ stmt *gorm.Statement }
 
@@ -116,11 +120,6 @@ func (p *Plugin) register(db *gorm.DB) error {
 		d.After("gorm:commit_or_rollback_transaction").
 			Register("gormoutbox:end_delete", p.end),
 	)
-}
-
-func uncaptured(model string, o op, why, wayOut string) error {
-	return fmt.Errorf("%w: %s of %s %s; %s, or opt out explicitly with db.Clauses(gormoutbox.Skip(\"reason\"))",
-		ErrUncapturedWrite, o, model, why, wayOut)
 }
 
 // begin decides whether the statement is captured, refuses writes that

@@ -69,20 +69,6 @@ func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
 	return nil
 }
 
-// rowRead is what selectRows reads: the rows matching exprs (and the
-// soft-delete scope when scoped), FOR UPDATE when lock; limit > 0 reads
-// them in order (orderBy, then the key) and at most limit of them; by are
-// the fields the rows are keyed by (default the primary key); from holds
-// the other tables of an UPDATE … FROM.
-type rowRead struct {
-	exprs        []clause.Expression
-	scoped, lock bool
-	limit        int
-	by           []*schema.Field
-	from         *clause.From
-	orderBy      *clause.OrderBy
-}
-
 // writeLimit returns the LIMIT of an update or delete whose dialect writes
 // it (MySQL), and whether there is one.
 func writeLimit(stmt *gorm.Statement) (int, bool) {

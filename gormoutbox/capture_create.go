@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"reflect"
-	"time"
+	"strings"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
+// captureCreate emits the Created events of a create of structs, as
+// committed: the database defaults that did not come back are read back,
+// and times cut as the database stores them. Creates from maps and upserts
+// go their own way (captureMapCreate, captureUpsert).
 func (p *Plugin) captureCreate(db *gorm.DB) {
 	st := stateOf(db)
 	if st == nil || db.Error != nil {
@@ -27,7 +32,7 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 		p.captureUpsert(db, st, elems)
 		return
 	}
-	if p.dialect.Name() != "postgres" && m.needsReload(stmt.Context, elems) {
+	if !p.caps.ReturnsDefaults && m.needsReload(stmt.Context, elems) {
 		keys, complete := m.writtenKeysOf(stmt.Context, elems)
 		if !complete {
 			_ = db.AddError(fmt.Errorf("gormoutbox: create of %s: primary key not set after the insert", m.name))
@@ -47,43 +52,10 @@ func (p *Plugin) captureCreate(db *gorm.DB) {
 			elems[i] = row
 		}
 	}
-	if p.dialect.Name() == "postgres" && len(m.timeFields) > 0 {
-		elems = m.roundTimes(stmt.Context, elems)
+	if p.timesKnown() && len(m.timeFields) > 0 {
+		elems = m.roundTimes(stmt.Context, elems, p.caps.TimePrecision)
 	}
 	p.emit(db, m, elems, repeat(m.createType, len(elems)))
-}
-
-// roundTimes returns copies of elems whose time values are cut to the
-// microsecond as PostgreSQL stores them (pgx sends whole microseconds,
-// truncating), so that a create's payload shows the committed values, not
-// the nanoseconds the struct holds (GORM's NowFunc keeps them on
-// PostgreSQL).
-func (m *model) roundTimes(ctx context.Context, elems []reflect.Value) []reflect.Value {
-	out := make([]reflect.Value, len(elems))
-	for i, e := range elems {
-		c := reflect.New(e.Type()).Elem()
-		c.Set(e)
-		for _, f := range m.timeFields {
-			v, zero := f.ValueOf(ctx, c)
-			if zero {
-				continue
-			}
-			var t time.Time
-			switch x := v.(type) {
-			case time.Time:
-				t = x
-			case *time.Time:
-				t = *x
-			default:
-				continue
-			}
-			if r := t.Truncate(time.Microsecond); !r.Equal(t) {
-				_ = f.Set(ctx, c, r)
-			}
-		}
-		out[i] = c
-	}
-	return out
 }
 
 // needsReload reports whether a created entity still lacks values the
@@ -98,4 +70,14 @@ func (m *model) needsReload(ctx context.Context, elems []reflect.Value) bool {
 		}
 	}
 	return false
+}
+
+func refuseInsertIgnore(stmt *gorm.Statement, m *model, o op) error {
+	if c, ok := stmt.Clauses["INSERT"]; ok {
+		if ins, ok := c.Expression.(clause.Insert); ok && strings.Contains(strings.ToUpper(ins.Modifier), "IGNORE") {
+			return uncaptured(m.name, o, "with INSERT "+ins.Modifier+" (the rows skipped cannot be told apart)",
+				"use clause.OnConflict{DoNothing: true} on a single row")
+		}
+	}
+	return nil
 }

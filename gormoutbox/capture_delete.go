@@ -7,6 +7,9 @@ import (
 	"gorm.io/gorm"
 )
 
+// captureDelete emits the delete events of a delete: for a soft delete the
+// rows read back after it (deleted_at set), for a hard delete (the purge
+// type on a soft-delete model) the rows prepare read under lock before it.
 func (p *Plugin) captureDelete(db *gorm.DB) {
 	st := stateOf(db)
 	if st == nil || db.Error != nil {

@@ -45,8 +45,8 @@ func createMaps(dest any) ([]map[string]any, bool) {
 }
 
 // planMapCreate checks, before the INSERT runs, that every created row can
-// be found again, and asks PostgreSQL for the generated key where GORM
-// would not.
+// be found again, and asks for the generated key with RETURNING where GORM
+// would not and LastInsertId does not give it (PostgreSQL).
 func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any) (bool, error) {
 	stmt, m := db.Statement, st.m
 	if len(maps) == 0 {
@@ -62,7 +62,7 @@ func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any
 	st.maps = len(maps)
 	generated := m.generatedKey()
 	returning := slices.Contains(stmt.BuildClauses, "RETURNING")
-	if p.dialect.Name() == "postgres" && generated != nil && st.schemaless && returning {
+	if !p.caps.ConsecutiveInsertIDs && generated != nil && st.schemaless && returning {
 		// Without the model GORM asks for no RETURNING; ask for the key.
 		// (A plain []map cannot take the rows RETURNING gives: GORM fails
 		// on it, so it is left as it is and found by a unique index.)
@@ -90,13 +90,15 @@ func (p *Plugin) planMapCreate(db *gorm.DB, st *stmtState, maps []map[string]any
 	return true, nil
 }
 
-// mixedKeys reports a multi-row create from maps on MySQL without RETURNING
-// where some maps hold the key and others leave it to auto increment: GORM
+// mixedKeys reports a multi-row create from maps without RETURNING, on a
+// database whose generated keys come back as consecutive LastInsertId
+// (MySQL), where some maps hold the key and others leave it to auto
+// increment: GORM
 // then writes LastInsertId, +1, … into every map in order, the keyed ones
 // included, so the ids it gives the others are not theirs. Such rows are
 // found by a unique index, or the create is refused.
 func (p *Plugin) mixedKeys(stmt *gorm.Statement, m *model, maps []map[string]any) bool {
-	if p.dialect.Name() != "mysql" || willReturn(stmt) || len(maps) < 2 || m.generatedKey() == nil {
+	if !p.caps.ConsecutiveInsertIDs || willReturn(stmt) || len(maps) < 2 || m.generatedKey() == nil {
 		return false // with RETURNING (MariaDB) each row's own key comes back
 	}
 	keyed := 0
@@ -112,9 +114,9 @@ func (p *Plugin) mixedKeys(stmt *gorm.Statement, m *model, maps []map[string]any
 // map create comes back into the map: from RETURNING when the statement
 // carries it (GORM adds it for a model with database defaults;
 // planMapCreate for a create without the model on PostgreSQL), else from
-// LastInsertId on MySQL (consecutive for one multi-row INSERT).
+// LastInsertId where it is consecutive for one multi-row INSERT (MySQL).
 func (p *Plugin) generatedKeyReadable(stmt *gorm.Statement) bool {
-	return willReturn(stmt) || p.dialect.Name() == "mysql"
+	return willReturn(stmt) || p.caps.ConsecutiveInsertIDs
 }
 
 // willReturn reports whether a create will run with RETURNING: the
@@ -128,19 +130,6 @@ func willReturn(stmt *gorm.Statement) bool {
 		return true
 	}
 	return stmt.Schema != nil && len(stmt.Schema.FieldsWithDefaultDBValue) > 0
-}
-
-// generatedKey returns the model's primary key field when it is a single
-// column the database generates (auto increment, serial, identity).
-func (m *model) generatedKey() *schema.Field {
-	if len(m.pkFields) != 1 {
-		return nil
-	}
-	f := m.pkFields[0]
-	if f.HasDefaultValue && f.DefaultValueInterface == nil {
-		return f
-	}
-	return nil
 }
 
 // mapValue returns the value of field f in a map written by GORM: by column
@@ -189,34 +178,6 @@ func (m *model) uniqueIn(row map[string]any) []*schema.Field {
 		}
 	}
 	return nil
-}
-
-// uniqueKeys lists the model's unique indexes and unique columns (the
-// primary key excluded), for finding rows created from maps.
-func uniqueKeys(sch *schema.Schema) [][]*schema.Field {
-	var out [][]*schema.Field
-	for _, f := range sch.Fields {
-		if f.Unique && f.DBName != "" && !f.PrimaryKey {
-			out = append(out, []*schema.Field{f})
-		}
-	}
-	for _, idx := range sch.ParseIndexes() {
-		if idx.Class != "UNIQUE" || idx.Where != "" {
-			continue // a partial index does not identify every row
-		}
-		var fs []*schema.Field
-		for _, o := range idx.Fields {
-			if o.Field == nil || o.Field.DBName == "" || o.Expression != "" {
-				fs = nil
-				break
-			}
-			fs = append(fs, o.Field)
-		}
-		if len(fs) > 0 {
-			out = append(out, fs)
-		}
-	}
-	return out
 }
 
 // captureMapCreate emits the events of a create from maps: each row built
@@ -328,12 +289,13 @@ func (st *stmtState) returnedRow(after []map[string]any, n, i int) map[string]an
 // Go type (or an integer that fits), every column the database filled in
 // came back (the generated key; on PostgreSQL RETURNING gives all the
 // columns with database defaults), the other columns are NULL or a literal
-// default, and on MySQL no time is written (its column may round it). Any
+// default, and no time is written unless the database stores it truncated
+// to a known precision (on MySQL its column may round it). Any
 // doubt — an expression, a conversion, a serializer — and ok is false: the
 // rows are read back.
 func (p *Plugin) mapImages(db *gorm.DB, st *stmtState, written, after []map[string]any) ([]reflect.Value, bool) {
 	stmt, m := db.Statement, st.m
-	pg := p.dialect.Name() == "postgres"
+	times := p.timesKnown()
 	n := len(written)
 	out := make([]reflect.Value, n)
 	for i, row := range written {
@@ -366,7 +328,7 @@ func (p *Plugin) mapImages(db *gorm.DB, st *stmtState, written, after []map[stri
 				}
 				continue
 			}
-			if !exactFor(f, v) || (!pg && f.IndirectFieldType == timeType) {
+			if !exactFor(f, v) || (!times && f.IndirectFieldType == timeType) {
 				return nil, false
 			}
 			if err := f.Set(stmt.Context, e, v); err != nil {
@@ -375,8 +337,8 @@ func (p *Plugin) mapImages(db *gorm.DB, st *stmtState, written, after []map[stri
 		}
 		out[i] = e
 	}
-	if pg && len(m.timeFields) > 0 {
-		out = m.roundTimes(stmt.Context, out)
+	if times && len(m.timeFields) > 0 {
+		out = m.roundTimes(stmt.Context, out, p.caps.TimePrecision)
 	}
 	return out, true
 }

@@ -1,7 +1,9 @@
 package gormoutbox
 
 import (
+	"context"
 	"reflect"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -39,6 +41,20 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 		}
 	}
 	return out, nil
+}
+
+// rowRead is what selectRows reads: the rows matching exprs (and the
+// soft-delete scope when scoped), FOR UPDATE when lock; limit > 0 reads
+// them in order (orderBy, then the key) and at most limit of them; by are
+// the fields the rows are keyed by (default the primary key); from holds
+// the other tables of an UPDATE … FROM.
+type rowRead struct {
+	exprs        []clause.Expression
+	scoped, lock bool
+	limit        int
+	by           []*schema.Field
+	from         *clause.From
+	orderBy      *clause.OrderBy
 }
 
 // selectRows reads the rows of m's table that r describes, on the
@@ -129,4 +145,38 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflec
 		}
 	}
 	return out, order, nil
+}
+
+// roundTimes returns copies of elems whose time values are cut to
+// precision as the database stores them (Capabilities.TimesTruncated:
+// PostgreSQL's microsecond, pgx truncating what it sends), so that a
+// create's payload shows the committed values, not the nanoseconds the
+// struct holds (GORM's NowFunc keeps them on PostgreSQL), without reading
+// the rows back.
+func (m *model) roundTimes(ctx context.Context, elems []reflect.Value, precision time.Duration) []reflect.Value {
+	out := make([]reflect.Value, len(elems))
+	for i, e := range elems {
+		c := reflect.New(e.Type()).Elem()
+		c.Set(e)
+		for _, f := range m.timeFields {
+			v, zero := f.ValueOf(ctx, c)
+			if zero {
+				continue
+			}
+			var t time.Time
+			switch x := v.(type) {
+			case time.Time:
+				t = x
+			case *time.Time:
+				t = *x
+			default:
+				continue
+			}
+			if r := t.Truncate(precision); !r.Equal(t) {
+				_ = f.Set(ctx, c, r)
+			}
+		}
+		out[i] = c
+	}
+	return out
 }

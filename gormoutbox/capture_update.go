@@ -7,6 +7,8 @@ import (
 	"gorm.io/gorm"
 )
 
+// captureUpdate emits the Updated events of an update, each with the row
+// as committed, read back by its key.
 func (p *Plugin) captureUpdate(db *gorm.DB) {
 	st := stateOf(db)
 	if st == nil || db.Error != nil {

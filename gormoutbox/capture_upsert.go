@@ -5,21 +5,12 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
-)
 
-func refuseInsertIgnore(stmt *gorm.Statement, m *model, o op) error {
-	if c, ok := stmt.Clauses["INSERT"]; ok {
-		if ins, ok := c.Expression.(clause.Insert); ok && strings.Contains(strings.ToUpper(ins.Modifier), "IGNORE") {
-			return uncaptured(m.name, o, "with INSERT "+ins.Modifier+" (the rows skipped cannot be told apart)",
-				"use clause.OnConflict{DoNothing: true} on a single row")
-		}
-	}
-	return nil
-}
+	"github.com/go-outbox/outbox/dialects"
+)
 
 func conflictOnPrimaryKey(oc clause.OnConflict, m *model) bool {
 	if len(oc.Columns) == 0 {
@@ -108,24 +99,25 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 			befores = append(befores, before) // invalid for created rows
 		}
 	}
-	// Cross-check with what the database says it did. MySQL counts 1 per
-	// inserted row, 2 per changed row and 0 per unchanged one (1 with
-	// clientFoundRows); a conflict on another unique key breaks the count.
-	// PostgreSQL counts every row a DO UPDATE touched, changed or not; for
-	// DO NOTHING GORM reports the rows it was given, not those inserted, so
-	// there is nothing to check.
+	// Cross-check with what the database says it did (Capabilities.
+	// UpsertCount). MySQL counts 1 per inserted row, 2 per changed row and
+	// 0 per unchanged one (1 with clientFoundRows); a conflict on another
+	// unique key breaks the count. PostgreSQL counts every row a DO UPDATE
+	// touched, changed or not; for DO NOTHING GORM reports the rows it was
+	// given, not those inserted, so there is nothing to check.
+	counts := p.caps.UpsertCount
 	var ok bool
 	switch {
 	case dup:
 		ok = true
-	case p.dialect.Name() == "mysql" && returned(stmt):
+	case counts == dialects.UpsertCountsChanges && returned(stmt):
 		// MariaDB's INSERT … ON DUPLICATE KEY UPDATE … RETURNING returns
 		// one row per row given, inserted, changed or not; GORM counts
 		// them and writes the returned key into each struct. A row whose
 		// key came back changed met another unique key (its events would
 		// name the wrong row): refused below with the count mismatch.
 		ok = db.RowsAffected == created+changed+unchanged && !st.keyMoved(stmt.Context, m, elems)
-	case p.dialect.Name() == "mysql":
+	case counts == dialects.UpsertCountsChanges:
 		ok = db.RowsAffected == created+2*changed || db.RowsAffected == created+2*changed+unchanged
 	case st.doNothing:
 		ok = true
@@ -141,8 +133,8 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 	if len(out) == 0 {
 		return
 	}
-	if p.dialect.Name() == "postgres" && len(m.timeFields) > 0 {
-		out = m.roundTimes(stmt.Context, out)
+	if p.timesKnown() && len(m.timeFields) > 0 {
+		out = m.roundTimes(stmt.Context, out, p.caps.TimePrecision)
 	}
 	p.emitImages(db, m, out, types, befores, imageChange)
 }

@@ -52,15 +52,11 @@ func DDL(driver, table string) (Script, error) {
 	return dialects.NewScript(d, "outbox", t, d.OutboxMigrations(t)), nil
 }
 
-// scripter returns the dialect of driver, which can write out its DDL.
-func scripter(driver string) (dialects.Scripter, error) {
+// scripter returns the dialect of driver, which writes out its DDL.
+func scripter(driver string) (dialects.Dialect, error) {
 	d, err := pick.For(driver, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnsupportedDialect, err)
 	}
-	s, ok := d.(dialects.Scripter)
-	if !ok {
-		return nil, fmt.Errorf("%w %q: its dialect cannot write out its DDL", ErrUnsupportedDialect, driver)
-	}
-	return s, nil
+	return d, nil
 }

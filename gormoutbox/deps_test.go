@@ -9,7 +9,7 @@ import (
 // A service links only the driver it uses: the library's packages import
 // neither the MySQL driver (dialects/mysql reads MySQL error numbers
 // without it) nor pgx (PostgreSQL's LISTEN is in dialects/postgres/pgxlisten,
-// which a relay using Listen imports).
+// whose listener a relay that listens is given).
 func TestNoDriverLinked(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")

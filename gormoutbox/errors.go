@@ -1,16 +1,26 @@
 package gormoutbox
 
-import "errors"
+import (
+	"errors"
+	"fmt"
 
-// Errors returned by the plugin. Each error carries a message that names the
-// model, field, option or value at fault; test for the kind with errors.Is.
+	"github.com/go-outbox/outbox/dialects/postgres"
+)
+
+// Errors returned by the plugin and the relay. Each error carries a message
+// that names the model, field, option or value at fault; test for the kind
+// with errors.Is, and read the fields of a TagError or an UncapturedError
+// with errors.As.
 var (
-	// ErrUnsupportedDialect: the GORM dialector is not PostgreSQL or MySQL.
+	// ErrUnsupportedDialect: the GORM dialector is not PostgreSQL or MySQL,
+	// or the database lacks a feature asked for (commit notifications on
+	// MySQL).
 	ErrUnsupportedDialect = errors.New("gormoutbox: unsupported dialect")
 	// ErrInvalidConfig: a Config field has a value the plugin cannot use.
 	ErrInvalidConfig = errors.New("gormoutbox: invalid config")
 	// ErrInvalidTag: a model's outbox tags are wrong (unknown setting,
-	// missing topic, key field that does not exist, ...).
+	// missing topic, key field that does not exist, ...). The error is a
+	// *TagError.
 	ErrInvalidTag = errors.New("gormoutbox: invalid outbox tag")
 	// ErrInvalidEvent: an event given to Publish is incomplete or malformed.
 	ErrInvalidEvent = errors.New("gormoutbox: invalid event")
@@ -20,8 +30,88 @@ var (
 	ErrNoTransaction = errors.New("gormoutbox: not in a transaction")
 	// ErrUncapturedWrite: the write to a tagged model is of a kind the
 	// plugin cannot capture; it was refused so that no committed change
-	// goes without its event. The message says how to proceed.
+	// goes without its event. The error is an *UncapturedError, whose
+	// message says how to proceed.
 	ErrUncapturedWrite = errors.New("gormoutbox: write cannot be captured")
 	// ErrNotRegistered: the plugin is not registered on this *gorm.DB.
 	ErrNotRegistered = errors.New("gormoutbox: plugin not registered (call db.Use(gormoutbox.New(...)) first)")
+	// ErrListenerNotLinked: Relay.ListenWith on PostgreSQL without a
+	// ListenOptions.Listener. The LISTEN implementation needs pgx and is a
+	// package of its own, so that a service on MySQL does not link pgx:
+	//
+	//	gormoutbox.ListenOptions{Listener: pgxlisten.New()} // github.com/go-outbox/outbox/dialects/postgres/pgxlisten
+	ErrListenerNotLinked = errors.New(`gormoutbox: LISTEN needs pgx: set ListenOptions.Listener to pgxlisten.New() (package "github.com/go-outbox/outbox/dialects/postgres/pgxlisten")`)
 )
+
+// ErrTransactionPooler: Relay.ListenWith was given a connection that goes
+// through a connection pooler in transaction or statement pooling mode
+// (PgBouncer's pool_mode = transaction, and the like), where LISTEN cannot
+// work: LISTEN is session state, and such a pooler hands the server
+// connection to other clients after every transaction. Give ListenWith a
+// ListenOptions.DSN that reaches PostgreSQL without the pooler (or through
+// a pool in session mode). It is the listener's own error, hence its
+// message without the "gormoutbox:" prefix.
+var ErrTransactionPooler = postgres.ErrTransactionPooler
+
+// TagError reports a model whose outbox tags are wrong, from db.Use (with
+// Config.Models), Plugin.Validate or the model's first write. It wraps
+// ErrInvalidTag.
+type TagError struct {
+	// Model is the Go type name of the model.
+	Model string
+	// Field is the Go name of the field whose tag is wrong, empty when the
+	// problem is in the model's own tag (the embedded Source's).
+	Field string
+	// Problem says what is wrong, e.g. "key field does not exist".
+	Problem string
+}
+
+// tagError builds a *TagError naming the model (and field).
+func tagError(model, field, format string, args ...any) error {
+	return &TagError{Model: model, Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// Error implements error: "gormoutbox: invalid outbox tag: model M field
+// F: problem".
+func (e *TagError) Error() string {
+	where := "model " + e.Model
+	if e.Field != "" {
+		where += " field " + e.Field
+	}
+	return ErrInvalidTag.Error() + ": " + where + ": " + e.Problem
+}
+
+// Unwrap returns ErrInvalidTag, so that errors.Is(err, ErrInvalidTag)
+// holds.
+func (e *TagError) Unwrap() error { return ErrInvalidTag }
+
+// UncapturedError reports a write to a tagged model that the plugin cannot
+// capture and refused, so that no committed change goes without its
+// event. It wraps ErrUncapturedWrite.
+type UncapturedError struct {
+	// Model is the Go type name of the model written.
+	Model string
+	// Op is the operation refused: "create", "update" or "delete".
+	Op string
+	// Reason says what makes the write uncapturable, as the message words
+	// it after "<op> of <model>", e.g. "without a WHERE clause".
+	Reason string
+	// WayOut says how to write it so that it is captured.
+	WayOut string
+}
+
+// uncaptured builds the *UncapturedError of a refused write.
+func uncaptured(model string, o op, why, wayOut string) error {
+	return &UncapturedError{Model: model, Op: o.String(), Reason: why, WayOut: wayOut}
+}
+
+// Error implements error: what was refused, why, the way out, and the
+// explicit opt-out (gormoutbox.Skip).
+func (e *UncapturedError) Error() string {
+	return fmt.Sprintf("%s: %s of %s %s; %s, or opt out explicitly with db.Clauses(gormoutbox.Skip(\"reason\"))",
+		ErrUncapturedWrite, e.Op, e.Model, e.Reason, e.WayOut)
+}
+
+// Unwrap returns ErrUncapturedWrite, so that errors.Is(err,
+// ErrUncapturedWrite) holds.
+func (e *UncapturedError) Unwrap() error { return ErrUncapturedWrite }

@@ -167,3 +167,44 @@ func entities(rv reflect.Value) []reflect.Value {
 	}
 	return nil
 }
+
+// generatedKey returns the model's primary key field when it is a single
+// column the database generates (auto increment, serial, identity).
+func (m *model) generatedKey() *schema.Field {
+	if len(m.pkFields) != 1 {
+		return nil
+	}
+	f := m.pkFields[0]
+	if f.HasDefaultValue && f.DefaultValueInterface == nil {
+		return f
+	}
+	return nil
+}
+
+// uniqueKeys lists the model's unique indexes and unique columns (the
+// primary key excluded), for finding rows created from maps.
+func uniqueKeys(sch *schema.Schema) [][]*schema.Field {
+	var out [][]*schema.Field
+	for _, f := range sch.Fields {
+		if f.Unique && f.DBName != "" && !f.PrimaryKey {
+			out = append(out, []*schema.Field{f})
+		}
+	}
+	for _, idx := range sch.ParseIndexes() {
+		if idx.Class != "UNIQUE" || idx.Where != "" {
+			continue // a partial index does not identify every row
+		}
+		var fs []*schema.Field
+		for _, o := range idx.Fields {
+			if o.Field == nil || o.Field.DBName == "" || o.Expression != "" {
+				fs = nil
+				break
+			}
+			fs = append(fs, o.Field)
+		}
+		if len(fs) > 0 {
+			out = append(out, fs)
+		}
+	}
+	return out
+}

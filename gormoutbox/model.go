@@ -2,7 +2,6 @@ package gormoutbox
 
 import (
 	"encoding/json"
-	"fmt"
 	"reflect"
 	"regexp"
 	"slices"
@@ -112,15 +111,6 @@ func validTopic(t string) bool { return topicRE.MatchString(t) && t != "." && t 
 
 var knownSettings = []string{"topic", "aggregate", "events", "key",
 	"create_type", "update_type", "delete_type", "purge_type", "version", "ack"}
-
-// tagError builds an ErrInvalidTag error naming the model (and field).
-func tagError(model, field, format string, args ...any) error {
-	where := "model " + model
-	if field != "" {
-		where += " field " + field
-	}
-	return fmt.Errorf("%w: %s: %s", ErrInvalidTag, where, fmt.Sprintf(format, args...))
-}
 
 // findSource returns the tag of the embedded Source, looking through
 // anonymous embedded structs.

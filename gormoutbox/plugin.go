@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -118,6 +119,7 @@ type Plugin struct {
 	cfg     Config
 	table   dialects.Table
 	dialect dialects.Dialect
+	caps    dialects.Capabilities // the dialect's, read once at Initialize
 	db      *gorm.DB
 	models  registry
 	ids     eventid.Generator
@@ -192,7 +194,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		// (a replica never writes, so it costs nothing), on the same kind
 		// of database; Migrate and Validate keep using the first.
 		if p.cfg.Dialect == nil {
-			if d, err := dialectFor(db); err != nil || d.Name() != p.dialect.Name() {
+			if d, err := dialectFor(db); err != nil || reflect.TypeOf(d) != reflect.TypeOf(p.dialect) {
 				return fmt.Errorf("%w: this Plugin serves %s and cannot also serve a %s *gorm.DB; create one Plugin per database",
 					ErrInvalidConfig, p.dialect.Name(), db.Dialector.Name())
 			}
@@ -207,6 +209,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		}
 		p.dialect = d
 	}
+	p.caps = p.dialect.Capabilities()
 	p.db = db
 	if err := p.Validate(p.cfg.Models...); err != nil {
 		return fmt.Errorf("%w: Models: %w", ErrInvalidConfig, err)
@@ -224,12 +227,17 @@ func (p *Plugin) Migrate(ctx context.Context) error {
 	if err := p.dialect.Migrate(ctx, sqlDB, p.table); err != nil {
 		return err
 	}
-	if n, ok := p.dialect.(interface {
-		SetNotify(context.Context, *sql.DB, dialects.Table, bool) error
-	}); ok {
-		return n.SetNotify(ctx, sqlDB, p.table, !p.cfg.DisableNotify)
+	if p.caps.Notify {
+		return p.dialect.SetNotify(ctx, sqlDB, p.table, !p.cfg.DisableNotify)
 	}
 	return nil
+}
+
+// timesKnown reports whether the database stores a time written as the Go
+// value truncated to a precision it declares, so that an event can show
+// the committed value without reading it back.
+func (p *Plugin) timesKnown() bool {
+	return p.caps.TimesTruncated && p.caps.TimePrecision > 0
 }
 
 func (p *Plugin) sqlDB() (*sql.DB, error) {

@@ -93,8 +93,12 @@ func TestBadTagsNameModelAndField(t *testing.T) {
 	if err := db.AutoMigrate(&UnknownSetting{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Create(&UnknownSetting{}).Error; !errors.Is(err, gormoutbox.ErrInvalidTag) {
+	err = db.Create(&UnknownSetting{}).Error
+	if !errors.Is(err, gormoutbox.ErrInvalidTag) {
 		t.Fatalf("Create(bad model) = %v, want ErrInvalidTag", err)
+	}
+	if te := (*gormoutbox.TagError)(nil); !errors.As(err, &te) || te.Model != "UnknownSetting" || te.Problem == "" {
+		t.Errorf("Create(bad model) = %v, want a *gormoutbox.TagError naming UnknownSetting", err)
 	}
 	if n := count(t, db, &UnknownSetting{}); n != 0 {
 		t.Fatalf("bad model written: %d rows", n)

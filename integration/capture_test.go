@@ -493,6 +493,12 @@ func TestUncapturedWritesAreRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), "Inventory") || !strings.Contains(err.Error(), "gormoutbox.Skip") {
 				t.Errorf("%s: message %q should name the model and the way out", name, err)
 			}
+			var ue *gormoutbox.UncapturedError
+			if !errors.As(err, &ue) {
+				t.Errorf("%s: %v is not a *gormoutbox.UncapturedError", name, err)
+			} else if ue.Model != "Inventory" || ue.Op != "create" || ue.Reason == "" || ue.WayOut == "" {
+				t.Errorf("%s: UncapturedError %+v, want model Inventory, op create, a reason and a way out", name, *ue)
+			}
 		}
 		var got Inventory
 		if err := db.First(&got, inv.ID).Error; err != nil || got.Quantity != 5 {

@@ -14,11 +14,17 @@ import (
 
 	"gorm.io/gorm"
 
-	_ "github.com/go-outbox/outbox/dialects/postgres/pgxlisten" // LISTEN for Relay.Listen
+	"github.com/go-outbox/outbox/dialects/postgres/pgxlisten"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/integration/kafkaenv"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
+
+// pgListen returns the options of Relay.ListenWith on PostgreSQL: pgx's
+// listener, with its own connections opened from dsn when not empty.
+func pgListen(dsn string) gormoutbox.ListenOptions {
+	return gormoutbox.ListenOptions{Listener: pgxlisten.New(), DSN: dsn}
+}
 
 // Models used across the capture tests.
 

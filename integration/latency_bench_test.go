@@ -106,7 +106,7 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration t
 	sched.Store(s)
 	defer func() { _ = s.Stop(context.Background()) }()
 	if wake && d.Name == "postgres" {
-		go func() { _ = relay.Listen(ctx, func() { _ = s.Wake("relay") }) }()
+		go func() { _ = relay.ListenWith(ctx, func() { _ = s.Wake("relay") }, pgListen("")) }()
 		time.Sleep(200 * time.Millisecond)
 	}
 

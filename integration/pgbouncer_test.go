@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/postgres"
+	"github.com/go-outbox/outbox/dialects/postgres/pgxlisten"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/inbox"
 	"github.com/go-outbox/outbox/integration/kafkaenv"
@@ -363,7 +364,7 @@ func TestPgBouncerListenDirectDSN(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- r.ListenWith(ctx, func() { _ = s.Wake("relay") }, gormoutbox.ListenOptions{DSN: urls.Direct})
+		done <- r.ListenWith(ctx, func() { _ = s.Wake("relay") }, pgListen(urls.Direct))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -429,9 +430,9 @@ func TestPgBouncerListenRefused(t *testing.T) {
 		name   string
 		listen func(ctx context.Context) error
 	}{
-		{"Listen on the relay's pool", func(ctx context.Context) error { return r.Listen(ctx, func() {}) }},
+		{"Listen on the relay's pool", func(ctx context.Context) error { return r.ListenWith(ctx, func() {}, pgListen("")) }},
 		{"ListenWith a PgBouncer DSN", func(ctx context.Context) error {
-			return r.ListenWith(ctx, func() {}, gormoutbox.ListenOptions{DSN: urls.Pooled})
+			return r.ListenWith(ctx, func() {}, pgListen(urls.Pooled))
 		}},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -458,12 +459,12 @@ func TestPgBouncerListenRefused(t *testing.T) {
 	}
 
 	// Configuration errors.
-	if err := r.ListenWith(context.Background(), func() {}, gormoutbox.ListenOptions{DSN: "postgres://[::1"}); !errors.Is(err, gormoutbox.ErrInvalidConfig) {
+	if err := r.ListenWith(context.Background(), func() {}, pgListen("postgres://[::1")); !errors.Is(err, gormoutbox.ErrInvalidConfig) {
 		t.Errorf("ListenWith a DSN pgx cannot parse: %v, want ErrInvalidConfig", err)
 	}
 	my, _ := setup(t, testenv.Dialect{Name: "mysql", Open: testenv.OpenMySQL}, nil, gormoutbox.Config{})
 	mr := newRelay(t, my, &slowPublisher{}, gormoutbox.RelayConfig{})
-	if err := mr.ListenWith(context.Background(), func() {}, gormoutbox.ListenOptions{DSN: urls.Direct}); !errors.Is(err, gormoutbox.ErrUnsupportedDialect) {
+	if err := mr.ListenWith(context.Background(), func() {}, pgListen(urls.Direct)); !errors.Is(err, gormoutbox.ErrUnsupportedDialect) {
 		t.Errorf("ListenWith on MySQL: %v, want ErrUnsupportedDialect", err)
 	}
 }
@@ -495,11 +496,13 @@ func TestPgBouncerListenSessionPool(t *testing.T) {
 	var n atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- postgres.Dialect{}.ListenDSN(ctx, sessionURL, table, func() { n.Add(1) }, nil) }()
+	go func() {
+		done <- pgxlisten.New().Listen(ctx, dialects.ListenParams{Table: table, DSN: sessionURL, Notify: func() { n.Add(1) }})
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("ListenDSN through a session pool: %v", err)
+			t.Errorf("Listen on a DSN through a session pool: %v", err)
 		}
 	}()
 	direct, err := sql.Open("pgx", testenv.PostgresURL(t)) // the database outbox, which outbox_session pools
@@ -512,7 +515,7 @@ func TestPgBouncerListenSessionPool(t *testing.T) {
 		select {
 		case err := <-done:
 			done <- err
-			t.Fatalf("ListenDSN through a session pool returned: %v", err)
+			t.Fatalf("Listen on a DSN through a session pool returned: %v", err)
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -191,7 +191,7 @@ func TestLeastPrivileges(t *testing.T) {
 		if driver == "postgres" {
 			lctx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)
-			go func() { done <- relay.Listen(lctx, func() { woken.Add(1) }) }()
+			go func() { done <- relay.ListenWith(lctx, func() { woken.Add(1) }, pgListen("")) }()
 			t.Cleanup(func() { stop(); <-done })
 			waitFor(t, 10*time.Second, "the relay's LISTEN", func() bool {
 				return countWhere(t, admin, "pg_stat_activity", "usename = ? AND query LIKE ?", relayRole.Name, "LISTEN %") > 0

@@ -47,7 +47,7 @@ func wakeSetup(t *testing.T, d testenv.Dialect) (*gorm.DB, *gormoutbox.Relay, *s
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = r.Listen(ctx, func() { _ = s.Wake("relay") })
+			_ = r.ListenWith(ctx, func() { _ = s.Wake("relay") }, pgListen(""))
 		}()
 		t.Cleanup(func() { cancel(); <-done })
 		waitListening(t, db)
@@ -168,7 +168,7 @@ func TestDisableNotify(t *testing.T) {
 		var n atomic.Int32
 		lctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		go func() { _ = r.Listen(lctx, func() { n.Add(1) }) }()
+		go func() { _ = r.ListenWith(lctx, func() { n.Add(1) }, pgListen("")) }()
 		waitListening(t, db)
 		if err := db.Create(&Inventory{SKU: "quiet"}).Error; err != nil {
 			t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/ack"
-	_ "github.com/go-outbox/outbox/dialects/postgres/pgxlisten" // LISTEN for Relay.Listen
+	"github.com/go-outbox/outbox/dialects/postgres/pgxlisten"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/hooks"
 	"github.com/go-outbox/outbox/inbox"
@@ -118,7 +118,7 @@ func service(ctx context.Context, db *gorm.DB, brokers []string) error {
 	}
 	s.Start()
 	if db.Dialector.Name() == "postgres" {
-		go func() { _ = relay.Listen(ctx, wake) }() // LISTEN/NOTIFY: commits of every process and transaction
+		go func() { _ = relay.ListenWith(ctx, wake, gormoutbox.ListenOptions{Listener: pgxlisten.New()}) }() // LISTEN/NOTIFY: commits of every process and transaction
 	}
 
 	<-ctx.Done() // e.g. from signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

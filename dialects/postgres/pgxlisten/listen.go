@@ -1,8 +1,7 @@
-// Package pgxlisten is PostgreSQL's LISTEN for the relay's wake-ups
-// (gormoutbox Relay.Listen and ListenWith), on pgx. Import it for its side
-// effect where the relay runs on PostgreSQL:
+// Package pgxlisten is PostgreSQL's LISTEN for the relay's wake-ups, on
+// pgx. Give its listener to the relay where it runs on PostgreSQL:
 //
-//	import _ "github.com/go-outbox/outbox/dialects/postgres/pgxlisten"
+//	go relay.ListenWith(ctx, wake, gormoutbox.ListenOptions{Listener: pgxlisten.New()})
 //
 // It is a package of its own so that a service on MySQL, which has no
 // LISTEN, does not link pgx.
@@ -25,23 +24,44 @@ import (
 	"github.com/go-outbox/outbox/dialects/postgres"
 )
 
-func init() { postgres.RegisterListener(impl{}) }
+// Listener LISTENs on the channel of an outbox table, whose trigger sends
+// NOTIFY at the commit of every transaction that wrote rows to it. It
+// holds no state: the zero value is ready to use.
+type Listener struct{}
 
-type impl struct{}
+var _ dialects.CommitListener = Listener{}
 
-func (impl) Listen(ctx context.Context, db *sql.DB, t dialects.Table, notify func(), onError func(error)) error {
-	return listen(ctx, poolConn(db), t, notify, onError)
-}
+// New returns the listener.
+func New() Listener { return Listener{} }
 
-func (impl) ListenDSN(ctx context.Context, dsn string, t dialects.Table, notify func(), onError func(error)) error {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", t, err)
+// Listen implements dialects.CommitListener: on a connection of its own,
+// taken from p.DB (whose driver must be pgx) or opened from p.DSN (a pgx
+// connection string, URL or key=value), it LISTENs on p.Table's channel and
+// calls p.Notify for every notification, that is, after every commit that
+// wrote outbox rows. When the connection drops it takes another (backing
+// off up to 5 s), tells p.OnError, and calls p.Notify once, for what it may
+// have missed. It returns nil when ctx is done; at once an error if p.DB's
+// driver is not pgx or p.DSN cannot be parsed, and an error wrapping
+// postgres.ErrTransactionPooler if the connection reaches the server
+// through a transaction pooler (PgBouncer with pool_mode = transaction):
+// p.DSN must then name the server itself, or a pool in session mode.
+func (Listener) Listen(ctx context.Context, p dialects.ListenParams) error {
+	if p.DSN == "" {
+		if p.DB == nil {
+			return fmt.Errorf("listen on %s: neither a DB nor a DSN given", p.Table)
+		}
+		return listen(ctx, poolConn(p.DB), p.Table, p.Notify, p.OnError)
 	}
-	return listen(ctx, dsnConn(cfg), t, notify, onError)
+	cfg, err := pgx.ParseConfig(p.DSN)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", p.Table, err)
+	}
+	return listen(ctx, dsnConn(cfg), p.Table, p.Notify, p.OnError)
 }
 
-func (impl) ParseDSN(dsn string) error {
+// CheckDSN implements dialects.CommitListener: it reports whether pgx can
+// parse dsn.
+func (Listener) CheckDSN(dsn string) error {
 	_, err := pgx.ParseConfig(dsn)
 	return err
 }
