@@ -33,13 +33,6 @@ type ListenOptions struct {
 	DSN string
 }
 
-// Listen is ListenWith without options, hence without a Listener: on
-// PostgreSQL it returns ErrListenerNotLinked, on MySQL an error wrapping
-// ErrUnsupportedDialect. Use ListenWith.
-func (r *Relay) Listen(ctx context.Context, wake func()) error {
-	return r.ListenWith(ctx, wake, ListenOptions{})
-}
-
 // ListenWith calls wake after every commit that wrote outbox rows, from
 // any process, until ctx is done: on PostgreSQL through LISTEN on a
 // connection of its own, by o.Listener (the outbox table's trigger sends

@@ -44,7 +44,4 @@ func TestListenWithRefusesAtOnce(t *testing.T) {
 			t.Errorf("%s: ListenWith = %v, want %v", c.name, err, c.want)
 		}
 	}
-	if err := pg.Listen(ctx, func() {}); !errors.Is(err, ErrListenerNotLinked) {
-		t.Errorf("Listen = %v, want ErrListenerNotLinked", err)
-	}
 }
