@@ -4,8 +4,8 @@ import (
 	"database/sql"
 	"testing"
 
-	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/dialects/dialecttest"
+	"github.com/go-outbox/outbox/dialects/postgres"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
 
