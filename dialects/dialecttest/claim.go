@@ -159,7 +159,7 @@ func runClaim(t *testing.T, h Harness) {
 			}
 			r := e.rec("t", key)
 			if key == nil {
-				r.Shard = i % shards
+				r.Shard = i / 4 % shards // rows in every shard
 			}
 			recs = append(recs, r)
 		}
