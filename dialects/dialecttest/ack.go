@@ -13,8 +13,8 @@ import (
 // runAck checks acknowledgements: Acknowledge, Resend, failed and
 // unanswered rows.
 func runAck(t *testing.T, h Harness) {
-	parallel(t, "Success", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Success", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		r := e.rec("t", []byte("k"))
 		r.AckTopic = "acks"
 		id := e.insert(r)[0]
@@ -43,8 +43,8 @@ func runAck(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "FailedResentUntilLimit", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "FailedResentUntilLimit", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		r := e.rec("t", []byte("k"))
 		r.AckTopic = "acks"
 		r.Headers = map[string]string{"content-type": "json"}
@@ -105,8 +105,8 @@ func runAck(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Ignored", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Ignored", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		plain := e.rec("t", []byte("k"))
 		e.insert(plain)
 		e.publish(e.now)
@@ -116,17 +116,17 @@ func runAck(t *testing.T, h Harness) {
 		if s := e.rows()[0]; s.ProcessedAt != nil {
 			t.Errorf("row without an ack topic processed by an answer")
 		}
-		if _, _, err := e.ack(dialects.Ack{EventID: eventID(), Success: true, Attempt: 1, MaxAttempts: 3, Now: e.now}); !errors.Is(err, dialects.ErrNoRow) {
+		if _, _, err := e.ack(dialects.Ack{EventID: newEventID(), Success: true, Attempt: 1, MaxAttempts: 3, Now: e.now}); !errors.Is(err, dialects.ErrNoRow) {
 			t.Errorf("answer to an unknown event: %v, want ErrNoRow", err)
 		}
 	})
 
-	parallel(t, "FailedBeforeMark", func(t *testing.T) {
+	outboxCase(t, "FailedBeforeMark", func(t *testing.T) {
 		// A FAILED answer that comes between the claim and Finish (the
 		// consumer was fast) still re-sends the event: the mark does not
 		// overwrite it. PostgreSQL makes the answer wait for the claim's
 		// row lock; MySQL's mark is conditional on the process attempt.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		r := e.rec("t", []byte("k"))
 		r.AckTopic = "acks"
 		id := e.insert(r)[0]
@@ -164,8 +164,8 @@ func runAck(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Resend", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Resend", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		var recs []dialects.Record
 		for _, k := range []string{"a", "b", "c"} {
 			r := e.rec("t", []byte(k))
@@ -213,8 +213,8 @@ func runAck(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Unanswered", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Unanswered", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		var recs []dialects.Record
 		for _, k := range []string{"a", "b", "c"} {
 			r := e.rec("t", []byte(k))
@@ -258,7 +258,7 @@ func runAck(t *testing.T, h Harness) {
 }
 
 // ack applies a in a transaction of its own (safe from any goroutine).
-func (e *env) ack(a dialects.Ack) (out dialects.AckOutcome, row dialects.AckRow, err error) {
+func (e *outboxEnv) ack(a dialects.Ack) (out dialects.AckOutcome, row dialects.AckRow, err error) {
 	tx, err := e.db.BeginTx(e.ctx, nil)
 	if err != nil {
 		return 0, row, err

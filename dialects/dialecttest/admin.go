@@ -12,8 +12,8 @@ import (
 // runAdmin checks the operator's calls: Replay, DeadLetters, Cleanup and
 // the stats.
 func runAdmin(t *testing.T, h Harness) {
-	parallel(t, "Replay", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Replay", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		k := e.keyed("t", "k", 3)
 		pending := e.keyed("t", "p", 1)
 		e.kill(e.now, k...)
@@ -46,8 +46,8 @@ func runAdmin(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "DeadLetters", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "DeadLetters", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		a := e.keyed("a", "x", 3)
 		b := e.keyed("b", "y", 2)
 		e.keyed("a", "z", 1) // pending
@@ -86,11 +86,11 @@ func runAdmin(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Cleanup", func(t *testing.T) {
+	outboxCase(t, "Cleanup", func(t *testing.T) {
 		// Only rows published before the cut are deleted, at most limit
 		// per call; rows waiting for an acknowledgement stay until
 		// answered.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		cut := e.now
 		old := e.keyed("t", "k", 3)
 		awaiting := e.rec("t", []byte("a"))
@@ -133,8 +133,8 @@ func runAdmin(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Stats", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Stats", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		if s, err := e.d.Stats(e.ctx, e.db, e.table); err != nil || s != (dialects.Stats{}) {
 			t.Fatalf("Stats of an empty table: %+v, %v", s, err)
 		}

@@ -12,12 +12,12 @@ import (
 // runClaim checks Open and Claim: id order, due rows only, the limit, the
 // per-key order guard, and passes open at once.
 func runClaim(t *testing.T, h Harness) {
-	parallel(t, "IDOrderAndLimit", func(t *testing.T) {
+	outboxCase(t, "IDOrderAndLimit", func(t *testing.T) {
 		// Each claim is in id order and within its limit (not
 		// necessarily the oldest rows of the table: a MySQL pass reads
 		// each of its shards in id order); claim after claim, every row
 		// comes, once.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		var recs []dialects.Record
 		for i := 0; i < 12; i++ {
 			var key []byte
@@ -40,7 +40,7 @@ func runClaim(t *testing.T, h Harness) {
 				if slices.Contains(seen, r.ID) {
 					t.Fatalf("row %d claimed again after it was published", r.ID)
 				}
-				checkRecord(t, state{Row: r}, recs[slices.Index(all, r.ID)])
+				checkRecord(t, outboxRow{Row: r}, recs[slices.Index(all, r.ID)])
 			}
 			seen = append(seen, idsOf(got)...)
 			if err := p.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: idsOf(got)}); err != nil {
@@ -53,7 +53,7 @@ func runClaim(t *testing.T, h Harness) {
 			t.Fatalf("claims of up to 5 rows got %v, want every row once %v", seen, all)
 		}
 		// Rows of one shard come in id order, the oldest first.
-		e2 := newEnv(t, h)
+		e2 := newOutboxEnv(t, h)
 		few := e2.keyed("t", "", 6)
 		p2 := e2.open(dialects.ClaimOptions{})
 		if got := e2.claim(p2, e2.now, 3); len(got) == 0 || !slices.Equal(idsOf(got), few[:len(got)]) {
@@ -61,8 +61,8 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "DueOnly", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "DueOnly", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		later := e.rec("t", nil)
 		later.AvailableAt = e.now.Add(time.Hour)
 		now := e.rec("t", nil)
@@ -76,12 +76,12 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "KeyGuardNotDue", func(t *testing.T) {
+	outboxCase(t, "KeyGuardNotDue", func(t *testing.T) {
 		// The first row of key k waits (due in an hour): the later rows
 		// of k are not claimed, and are parked until it is due (once
 		// the claim is finished); other keys and rows without a key
 		// flow.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		first := e.rec("t", []byte("k"))
 		first.AvailableAt = e.now.Add(time.Hour)
 		ids := e.insert(first, e.rec("t", []byte("k")), e.rec("t", []byte("j")), e.rec("t", nil),
@@ -97,10 +97,10 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "KeyGuardNotDueOnly", func(t *testing.T) {
+	outboxCase(t, "KeyGuardNotDueOnly", func(t *testing.T) {
 		// A claim that finds only rows held back returns nothing and
 		// parks them.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		first := e.rec("t", []byte("k"))
 		first.AvailableAt = e.now.Add(time.Hour)
 		ids := e.insert(first, e.rec("t", []byte("k")), e.rec("t", []byte("k")))
@@ -110,9 +110,9 @@ func runClaim(t *testing.T, h Harness) {
 		e.checkParked(first.AvailableAt, ids[1:]...)
 	})
 
-	parallel(t, "KeyGuardLimit", func(t *testing.T) {
+	outboxCase(t, "KeyGuardLimit", func(t *testing.T) {
 		// A claim cut by its limit keeps each key's prefix.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		ids := e.keyed("t", "k", 4)
 		p := e.open(dialects.ClaimOptions{})
 		got := e.claim(p, e.now, 2)
@@ -121,10 +121,10 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "KeyGuardOtherPass", func(t *testing.T) {
+	outboxCase(t, "KeyGuardOtherPass", func(t *testing.T) {
 		// Rows of a key whose earlier row another open pass holds are
 		// not claimed (nor parked: they wait for the next claim).
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		ids := e.keyed("t", "k", 3)
 		before := e.rows()
 		a := e.open(dialects.ClaimOptions{})
@@ -147,10 +147,10 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "TwoPasses", func(t *testing.T) {
+	outboxCase(t, "TwoPasses", func(t *testing.T) {
 		// Two passes open at once never hold the same row, and each
 		// keeps the order guard against the other.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		var recs []dialects.Record
 		for i := 0; i < 40; i++ {
 			var key []byte
@@ -187,9 +187,9 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "ShardPartition", func(t *testing.T) {
+	outboxCase(t, "ShardPartition", func(t *testing.T) {
 		// ShardMod and ShardRem split the shards between passes.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		var recs []dialects.Record
 		for i := 0; i < 16; i++ {
 			r := e.rec("t", nil)
@@ -217,11 +217,11 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "PerDatabase", func(t *testing.T) {
+	outboxCase(t, "PerDatabase", func(t *testing.T) {
 		// A pass over one database does not stand in the way of a pass
 		// over the same table in another database of the same server.
 		// (Moved from integration's TestRelayShardLocksPerDatabase.)
-		e1, e2 := newEnv(t, h), newEnv(t, h)
+		e1, e2 := newOutboxEnv(t, h), newOutboxEnv(t, h)
 		e1.keyed("t", "k", 1)
 		held := e1.open(dialects.ClaimOptions{})
 		if got := e1.claim(held, e1.now, 100); len(got) != 1 {
@@ -239,7 +239,7 @@ func runClaim(t *testing.T, h Harness) {
 // checkGuard checks that every row of claimed has each earlier pending
 // row of its topic and key (of the rows read before the claim) in claimed
 // too, and that claimed is in id order.
-func checkGuard(t *testing.T, who string, claimed []dialects.Row, pending []state) {
+func checkGuard(t *testing.T, who string, claimed []dialects.Row, pending []outboxRow) {
 	t.Helper()
 	if !slices.IsSorted(idsOf(claimed)) {
 		t.Errorf("%s: claim %v is not in id order", who, idsOf(claimed))
@@ -264,7 +264,7 @@ func checkGuard(t *testing.T, who string, claimed []dialects.Row, pending []stat
 }
 
 // checkParked checks that rows are due no earlier than until.
-func (e *env) checkParked(until time.Time, ids ...int64) {
+func (e *outboxEnv) checkParked(until time.Time, ids ...int64) {
 	e.t.Helper()
 	for _, id := range ids {
 		if r := e.row(id); r.AvailableAt.Before(until.Truncate(time.Microsecond)) {

@@ -12,8 +12,8 @@ import (
 // retries with the push-back of their keys, dead letters, and claims
 // released untouched.
 func runFinish(t *testing.T, h Harness) {
-	parallel(t, "Published", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Published", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		all := e.keyed("t", "k", 3)
 		other := e.keyed("t", "j", 1)
 		p := e.open(dialects.ClaimOptions{})
@@ -40,8 +40,8 @@ func runFinish(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Delete", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Delete", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		plain := e.keyed("t", "k", 2)
 		asks := e.rec("t", []byte("k"))
 		asks.AckTopic = "t-acks"
@@ -62,12 +62,12 @@ func runFinish(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Retry", func(t *testing.T) {
+	outboxCase(t, "Retry", func(t *testing.T) {
 		// Row 1 of key k fails: its attempts, error and due time are
 		// kept, and the later pending rows of k — in the claim but not
 		// in the outcome, or written since — are pushed back to its due
 		// time, never earlier than they were; other keys are untouched.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		k := e.keyed("t", "k", 3)
 		j := e.keyed("t", "j", 1)
 		otherTopic := e.keyed("u", "k", 1)
@@ -115,9 +115,9 @@ func runFinish(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "RetryNoKey", func(t *testing.T) {
+	outboxCase(t, "RetryNoKey", func(t *testing.T) {
 		// A row without a key holds nothing back.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		all := e.keyed("t", "", 3)
 		p := e.open(dialects.ClaimOptions{})
 		e.claim(p, e.now, 1)
@@ -132,9 +132,9 @@ func runFinish(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Dead", func(t *testing.T) {
+	outboxCase(t, "Dead", func(t *testing.T) {
 		// A dead-lettered row leaves the queue and holds nothing back.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		k := e.keyed("t", "k", 3)
 		p := e.open(dialects.ClaimOptions{})
 		e.claim(p, e.now, 1)
@@ -160,8 +160,8 @@ func runFinish(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "CloseReleases", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "CloseReleases", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		all := e.keyed("t", "k", 3)
 		before := e.rows()
 		p := e.open(dialects.ClaimOptions{})

@@ -15,8 +15,8 @@ import (
 // shards is the shard count of the suite's outbox tables.
 const shards = 4
 
-// env is one case's database, with a migrated outbox table.
-type env struct {
+// outboxEnv is one case's database, with a migrated outbox table.
+type outboxEnv struct {
 	t     testing.TB
 	ctx   context.Context
 	d     dialects.Dialect
@@ -27,20 +27,20 @@ type env struct {
 	now time.Time
 }
 
-// newEnv opens a fresh database for t and migrates an outbox table in it.
-func newEnv(t testing.TB, h Harness) *env {
+// newOutboxEnv opens a fresh database for t and migrates an outbox table in it.
+func newOutboxEnv(t testing.TB, h Harness) *outboxEnv {
 	t.Helper()
-	e := bareEnv(t, h)
+	e := bareOutboxEnv(t, h)
 	if err := e.d.Migrate(e.ctx, e.db, e.table); err != nil {
 		t.Fatalf("Migrate %s: %v", e.table, err)
 	}
 	return e
 }
 
-// bareEnv is newEnv without the migration.
-func bareEnv(t testing.TB, h Harness) *env {
+// bareOutboxEnv is newOutboxEnv without the migration.
+func bareOutboxEnv(t testing.TB, h Harness) *outboxEnv {
 	t.Helper()
-	return &env{
+	return &outboxEnv{
 		t:     t,
 		ctx:   context.Background(),
 		d:     h.Dialect,
@@ -51,8 +51,8 @@ func bareEnv(t testing.TB, h Harness) *env {
 	}
 }
 
-// eventID returns a random UUID (version 4) string.
-func eventID() string {
+// newEventID returns a random UUID (version 4) string.
+func newEventID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
@@ -62,13 +62,13 @@ func eventID() string {
 
 // rec returns a record of topic and key (nil: none), due a second before
 // the case's clock.
-func (e *env) rec(topic string, key []byte) dialects.Record {
+func (e *outboxEnv) rec(topic string, key []byte) dialects.Record {
 	shard := 0
 	if key != nil {
 		shard = int(dialects.HashKey(key) % shards)
 	}
 	return dialects.Record{
-		EventID:       eventID(),
+		EventID:       newEventID(),
 		Topic:         topic,
 		Key:           key,
 		EventType:     "Tested",
@@ -82,7 +82,7 @@ func (e *env) rec(topic string, key []byte) dialects.Record {
 }
 
 // insert writes recs and returns their ids, in order.
-func (e *env) insert(recs ...dialects.Record) []int64 {
+func (e *outboxEnv) insert(recs ...dialects.Record) []int64 {
 	e.t.Helper()
 	before := e.maxID()
 	if err := e.d.Insert(e.ctx, e.db, e.table, recs); err != nil {
@@ -101,7 +101,7 @@ func (e *env) insert(recs ...dialects.Record) []int64 {
 }
 
 // keyed inserts n rows of topic and key and returns their ids.
-func (e *env) keyed(topic, key string, n int) []int64 {
+func (e *outboxEnv) keyed(topic, key string, n int) []int64 {
 	e.t.Helper()
 	recs := make([]dialects.Record, n)
 	for i := range recs {
@@ -114,9 +114,9 @@ func (e *env) keyed(topic, key string, n int) []int64 {
 	return e.insert(recs...)
 }
 
-// state is a row as the suite reads it back: the relay's view of it and
+// outboxRow is a row as the suite reads it back: the relay's view of it and
 // the acknowledgement columns the relay does not read.
-type state struct {
+type outboxRow struct {
 	dialects.Row
 	AckTopic    string
 	ProcessedAt *time.Time
@@ -125,7 +125,7 @@ type state struct {
 // rows reads every row of the outbox table, in id order (SQL both
 // dialects accept: the suite checks what the dialect's methods did, not
 // how).
-func (e *env) rows() []state {
+func (e *outboxEnv) rows() []outboxRow {
 	e.t.Helper()
 	q := e.table.Qualified(e.d)
 	rs, err := e.db.QueryContext(e.ctx, `SELECT `+dialects.RowColumns+` FROM `+q+` ORDER BY id`)
@@ -141,7 +141,7 @@ func (e *env) rows() []state {
 		e.t.Fatalf("read %s: %v", e.table, err)
 	}
 	defer extra.Close()
-	out := make([]state, 0, len(all))
+	out := make([]outboxRow, 0, len(all))
 	for i := 0; extra.Next(); i++ {
 		var (
 			id  int64
@@ -154,7 +154,7 @@ func (e *env) rows() []state {
 		if i >= len(all) || all[i].ID != id {
 			e.t.Fatalf("read %s: rows changed between two reads", e.table)
 		}
-		s := state{Row: all[i], AckTopic: ack.String}
+		s := outboxRow{Row: all[i], AckTopic: ack.String}
 		if at.Valid {
 			tm := at.Time
 			s.ProcessedAt = &tm
@@ -168,7 +168,7 @@ func (e *env) rows() []state {
 }
 
 // row reads the row of id.
-func (e *env) row(id int64) state {
+func (e *outboxEnv) row(id int64) outboxRow {
 	e.t.Helper()
 	for _, r := range e.rows() {
 		if r.ID == id {
@@ -176,11 +176,11 @@ func (e *env) row(id int64) state {
 		}
 	}
 	e.t.Fatalf("row %d is not in %s", id, e.table)
-	return state{}
+	return outboxRow{}
 }
 
 // has reports whether row id is in the table.
-func (e *env) has(id int64) bool {
+func (e *outboxEnv) has(id int64) bool {
 	e.t.Helper()
 	for _, r := range e.rows() {
 		if r.ID == id {
@@ -190,7 +190,7 @@ func (e *env) has(id int64) bool {
 	return false
 }
 
-func (e *env) maxID() int64 {
+func (e *outboxEnv) maxID() int64 {
 	e.t.Helper()
 	var id sql.NullInt64
 	if err := e.db.QueryRowContext(e.ctx, `SELECT MAX(id) FROM `+e.table.Qualified(e.d)).Scan(&id); err != nil {
@@ -201,7 +201,7 @@ func (e *env) maxID() int64 {
 
 // open starts a pass over every shard (unless o says otherwise), closed
 // when the case ends.
-func (e *env) open(o dialects.ClaimOptions) dialects.Pass {
+func (e *outboxEnv) open(o dialects.ClaimOptions) dialects.Pass {
 	e.t.Helper()
 	if o.Shards == 0 {
 		o.Shards = shards
@@ -215,7 +215,7 @@ func (e *env) open(o dialects.ClaimOptions) dialects.Pass {
 }
 
 // claim runs one claim on p at at.
-func (e *env) claim(p dialects.Pass, at time.Time, limit int) []dialects.Row {
+func (e *outboxEnv) claim(p dialects.Pass, at time.Time, limit int) []dialects.Row {
 	e.t.Helper()
 	rows, err := p.Claim(e.ctx, at, limit)
 	if err != nil {
@@ -229,7 +229,7 @@ func (e *env) claim(p dialects.Pass, at time.Time, limit int) []dialects.Row {
 
 // claimAll claims, on a pass of its own, everything due at at (up to
 // 1000 rows), and closes the pass without finishing.
-func (e *env) claimAll(at time.Time) []int64 {
+func (e *outboxEnv) claimAll(at time.Time) []int64 {
 	e.t.Helper()
 	p := e.open(dialects.ClaimOptions{})
 	defer p.Close()
@@ -238,7 +238,7 @@ func (e *env) claimAll(at time.Time) []int64 {
 
 // publish claims everything due at the case's clock on a pass of its own,
 // marks it published at at, and returns the ids.
-func (e *env) publish(at time.Time) []int64 {
+func (e *outboxEnv) publish(at time.Time) []int64 {
 	e.t.Helper()
 	p := e.open(dialects.ClaimOptions{})
 	defer p.Close()
@@ -253,7 +253,7 @@ func (e *env) publish(at time.Time) []int64 {
 }
 
 // kill dead-letters rows (which must be due at the case's clock) at at.
-func (e *env) kill(at time.Time, want ...int64) {
+func (e *outboxEnv) kill(at time.Time, want ...int64) {
 	e.t.Helper()
 	p := e.open(dialects.ClaimOptions{})
 	defer p.Close()
@@ -287,8 +287,8 @@ func sameTime(a, b time.Time) bool {
 	return a.Truncate(time.Microsecond).Equal(b.Truncate(time.Microsecond))
 }
 
-// parallel runs f as a parallel subtest named name.
-func parallel(t *testing.T, name string, f func(t *testing.T)) {
+// outboxCase runs f as a parallel subtest named name.
+func outboxCase(t *testing.T, name string, f func(t *testing.T)) {
 	t.Run(name, func(t *testing.T) {
 		t.Parallel()
 		f(t)

@@ -13,8 +13,8 @@ import (
 // runInsert checks that Insert keeps every field and the order of the
 // records.
 func runInsert(t *testing.T, h Harness) {
-	parallel(t, "RoundTrip", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "RoundTrip", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		binary := make([]byte, 256)
 		for i := range binary {
 			binary[i] = byte(i)
@@ -59,8 +59,8 @@ func runInsert(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Rollback", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "Rollback", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		tx, err := e.db.BeginTx(e.ctx, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -76,8 +76,8 @@ func runInsert(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "ManyInOrder", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "ManyInOrder", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		n := dialects.MaxInsertRows*2 + 7
 		recs := make([]dialects.Record, n)
 		for i := range recs {
@@ -98,8 +98,8 @@ func runInsert(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "DuplicateEventID", func(t *testing.T) {
-		e := newEnv(t, h)
+	outboxCase(t, "DuplicateEventID", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
 		r := e.rec("t", []byte("k"))
 		e.insert(r)
 		if err := e.d.Insert(e.ctx, e.db, e.table, []dialects.Record{r}); err == nil {
@@ -109,7 +109,7 @@ func runInsert(t *testing.T, h Harness) {
 }
 
 // checkRecord compares a row read back with the record written.
-func checkRecord(t *testing.T, got state, want dialects.Record) {
+func checkRecord(t *testing.T, got outboxRow, want dialects.Record) {
 	t.Helper()
 	if got.EventID != want.EventID || got.Topic != want.Topic || got.EventType != want.EventType ||
 		got.AggregateType != want.AggregateType || got.AggregateID != want.AggregateID || got.Shard != want.Shard {

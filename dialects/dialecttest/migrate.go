@@ -10,8 +10,8 @@ import (
 // runMigrate checks Migrate, MigrateSteps and SchemaVersion: idempotent,
 // versioned, safe to run concurrently.
 func runMigrate(t *testing.T, h Harness) {
-	parallel(t, "Versioned", func(t *testing.T) {
-		e := bareEnv(t, h)
+	outboxCase(t, "Versioned", func(t *testing.T) {
+		e := bareOutboxEnv(t, h)
 		if v, err := e.d.SchemaVersion(e.ctx, e.db, e.table); err != nil || v != 0 {
 			t.Fatalf("SchemaVersion before Migrate = %d, %v; want 0", v, err)
 		}
@@ -34,10 +34,10 @@ func runMigrate(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "StepsCutShort", func(t *testing.T) {
+	outboxCase(t, "StepsCutShort", func(t *testing.T) {
 		// Steps whose work is done but whose versions were not recorded
 		// (a migration cut short) run again without error.
-		e := newEnv(t, h)
+		e := newOutboxEnv(t, h)
 		latest := e.latest()
 		e.exec(`DELETE FROM ` + e.table.Sibling("_migrations").Qualified(e.d) + ` WHERE version >= 2`)
 		if v, err := e.d.SchemaVersion(e.ctx, e.db, e.table); err != nil || v != 1 {
@@ -55,8 +55,8 @@ func runMigrate(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Concurrent", func(t *testing.T) {
-		e := bareEnv(t, h)
+	outboxCase(t, "Concurrent", func(t *testing.T) {
+		e := bareOutboxEnv(t, h)
 		const n = 4
 		var wg sync.WaitGroup
 		errs := make([]error, n)
@@ -82,10 +82,10 @@ func runMigrate(t *testing.T, h Harness) {
 		}
 	})
 
-	parallel(t, "Steps", func(t *testing.T) {
+	outboxCase(t, "Steps", func(t *testing.T) {
 		// MigrateSteps applies only the steps above the recorded version:
 		// step 1 creates a table, which would fail if it ran again.
-		e := bareEnv(t, h)
+		e := bareOutboxEnv(t, h)
 		tbl := dialects.Table{Name: "extra"}
 		create := func(name string) string {
 			return `CREATE TABLE ` + dialects.Table{Name: name}.Qualified(e.d) + ` (id INTEGER)`
@@ -151,7 +151,7 @@ func runMigrate(t *testing.T, h Harness) {
 // latest is the version Migrate brings the outbox table to: the last of
 // the dialect's steps when it writes them out (dialects.Scripter), else
 // whatever SchemaVersion reports after a Migrate (at least 1).
-func (e *env) latest() int {
+func (e *outboxEnv) latest() int {
 	e.t.Helper()
 	if s, ok := e.d.(dialects.Scripter); ok {
 		ms := s.OutboxMigrations(e.table)
@@ -165,7 +165,7 @@ func (e *env) latest() int {
 }
 
 // count counts the rows of tbl matching where (all when empty).
-func (e *env) count(tbl dialects.Table, where string) int {
+func (e *outboxEnv) count(tbl dialects.Table, where string) int {
 	e.t.Helper()
 	q := `SELECT COUNT(*) FROM ` + tbl.Qualified(e.d)
 	if where != "" {
@@ -179,7 +179,7 @@ func (e *env) count(tbl dialects.Table, where string) int {
 }
 
 // exec runs a statement of the suite's own (SQL both dialects accept).
-func (e *env) exec(stmt string, args ...any) {
+func (e *outboxEnv) exec(stmt string, args ...any) {
 	e.t.Helper()
 	if _, err := e.db.ExecContext(e.ctx, stmt, args...); err != nil {
 		e.t.Fatalf("%s: %v", stmt, err)
