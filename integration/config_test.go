@@ -14,7 +14,10 @@ import (
 	"github.com/go-outbox/outbox/internal/testenv"
 )
 
-func TestMigrateIsVersionedAndIdempotent(t *testing.T) {
+// The plugin migrates the table it is configured with, and writes there.
+// (Migrate's versioning — idempotent, concurrent, cut-short steps — is
+// checked on the dialects by the conformance suite, dialects/dialecttest.)
+func TestMigrateConfiguredTable(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db := d.Open(t, nil)
 		p := gormoutbox.New(gormoutbox.Config{Table: "events_outbox"})
@@ -24,10 +27,7 @@ func TestMigrateIsVersionedAndIdempotent(t *testing.T) {
 		sqlDB, _ := db.DB()
 		ctx := context.Background()
 		tbl, _ := dialects.ParseTable("events_outbox")
-		if v, err := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); err != nil || v != 0 {
-			t.Fatalf("version before Migrate = %d, %v; want 0", v, err)
-		}
-		for i := 0; i < 3; i++ {
+		for i := 0; i < 2; i++ {
 			if err := p.Migrate(ctx); err != nil {
 				t.Fatalf("Migrate #%d: %v", i+1, err)
 			}
@@ -38,26 +38,6 @@ func TestMigrateIsVersionedAndIdempotent(t *testing.T) {
 		}
 		if v, err := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); err != nil || v != latest {
 			t.Fatalf("version after Migrate = %d, %v; want %d", v, err, latest)
-		}
-		var n int64
-		if err := db.Table("events_outbox_migrations").Count(&n).Error; err != nil || n != int64(latest) {
-			t.Fatalf("migrations rows = %d, %v; want %d", n, err, latest)
-		}
-		if d.Name == "mysql" {
-			// Steps cut short (their DDL done, their records not
-			// written) run again without error.
-			if err := db.Exec(`DELETE FROM events_outbox_migrations WHERE version >= 2`).Error; err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(ctx); err != nil {
-				t.Fatalf("Migrate after cut-short steps: %v", err)
-			}
-			if v, _ := p.Dialect().SchemaVersion(ctx, sqlDB, tbl); v != latest {
-				t.Fatalf("version %d after re-running steps 2 and on, want %d", v, latest)
-			}
-			if !db.Migrator().HasIndex("events_outbox", "events_outbox_claim_idx") || db.Migrator().HasIndex("events_outbox", "events_outbox_pending_idx") {
-				t.Fatal("after step 2 the claim index should replace the pending index")
-			}
 		}
 		// The configured table is the one written.
 		if err := db.AutoMigrate(&Inventory{}); err != nil {

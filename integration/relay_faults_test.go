@@ -379,34 +379,6 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle
 	}
 }
 
-// Relays of two databases on one server do not share shard locks (named
-// locks are server-wide; their names include the database).
-func TestRelayShardLocksPerDatabase(t *testing.T) {
-	for _, d := range testenv.Dialects() {
-		if d.Name != "mysql" {
-			continue
-		}
-		ctx := context.Background()
-		db1, p1 := setup(t, d, nil, gormoutbox.Config{})
-		db2, _ := setup(t, d, nil, gormoutbox.Config{})
-		brokers, _ := kafkaenv.Kafka(t, 1)
-		topic := kafkaenv.TopicName("perdb")
-		kafkaenv.CreateTopic(t, brokers, topic, 1)
-		writeSeqEvents(t, db2, topic, 3, 3, 1, 9)
-		sqlDB1, _ := db1.DB()
-		held, err := p1.Dialect().Open(ctx, sqlDB1, mustTable(t, "outbox"), dialects.ClaimOptions{Shards: p1.Shards()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer held.Close()
-		r := newRelay(t, db2, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{LockWait: -1})
-		res, err := r.Drain(ctx)
-		if err != nil || res.Published != 9 {
-			t.Fatalf("relay of the second database while the first holds its shards: %+v, %v; want 9 published", res, err)
-		}
-	}
-}
-
 // The broker goes away in the middle of the backlog and comes back (same
 // port, same data): the relay's passes fail and back off while it is down,
 // and once it is back every event arrives, in order per key.

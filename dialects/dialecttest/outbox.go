@@ -2,5 +2,14 @@ package dialecttest
 
 import "testing"
 
-// runOutbox runs the outbox cases.
-func runOutbox(t *testing.T, h Harness) {}
+// runOutbox runs the outbox cases, one subtest per area of the contract
+// (Migrate, Insert, Claim, Finish, Admin, Ack), each case on a database
+// of its own.
+func runOutbox(t *testing.T, h Harness) {
+	t.Run("Migrate", func(t *testing.T) { runMigrate(t, h) })
+	t.Run("Insert", func(t *testing.T) { runInsert(t, h) })
+	t.Run("Claim", func(t *testing.T) { runClaim(t, h) })
+	t.Run("Finish", func(t *testing.T) { runFinish(t, h) })
+	t.Run("Admin", func(t *testing.T) { runAdmin(t, h) })
+	t.Run("Ack", func(t *testing.T) { runAck(t, h) })
+}
