@@ -87,6 +87,7 @@ type Dialect interface {
 	Quote(ident string) string
 	// Relayer claims, marks, retries, dead-letters and cleans up rows.
 	Relayer
+	Admin // counts per state, failed rows, re-sends, acknowledgements (admin.go)
 	// ProcessAttemptHeaders returns SQL for the headers column with its
 	// "process-attempt" header set to the text of the integer SQL
 	// expression expr (see Acknowledge and Resend).
