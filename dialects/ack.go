@@ -141,13 +141,15 @@ type Unanswered struct {
 	PublishedAt time.Time
 }
 
-// QueryUnanswered lists up to limit events published before before that
-// wait for an answer, oldest first (SQL both dialects accept; it reads
-// the rows of the awaiting index only).
+// QueryUnanswered implements Admin.Unanswered for both dialects: up to
+// p.Limit events published before p.Before that wait for an answer,
+// oldest first (SQL both dialects accept; it reads the rows of the
+// awaiting index only).
 func QueryUnanswered(ctx context.Context, db *sql.DB, d interface {
 	Quote(string) string
 	Placeholder(int) string
-}, t Table, before time.Time, limit int) ([]Unanswered, error) {
+}, p UnansweredParams) ([]Unanswered, error) {
+	t, before, limit := p.Table, p.Before, p.Limit
 	rows, err := db.QueryContext(ctx, `SELECT event_id, topic, process_attempts, published_at FROM `+t.Qualified(d)+
 		` WHERE `+AwaitingWhere+` AND published_at < `+d.Placeholder(1)+` ORDER BY published_at, id LIMIT `+d.Placeholder(2),
 		before.UTC(), limit)
@@ -179,9 +181,10 @@ func resendSet(d Dialect) string {
 		`, process_attempts = process_attempts + 1, published_at = NULL, attempts = 0`
 }
 
-// Acknowledge applies a consumer's answer to the row of its event, on q (a
-// transaction): the row is read FOR UPDATE and a.Decide says what to do.
-// An event not in the table is ErrNoRow.
+// Acknowledge implements Admin.Acknowledge for both dialects: it applies
+// a consumer's answer to the row of its event, on q (a transaction): the
+// row is read FOR UPDATE and a.Decide says what to do. An event not in the
+// table is ErrNoRow.
 func Acknowledge(ctx context.Context, q Conn, d Dialect, t Table, a Ack) (AckOutcome, AckRow, error) {
 	st, err := AckSelect(ctx, q, d, t, a.EventID)
 	if err != nil {
@@ -204,10 +207,12 @@ func Acknowledge(ctx context.Context, q Conn, d Dialect, t Table, a Ack) (AckOut
 	return out, st.Row, err
 }
 
-// Resend puts failed rows (whose last process attempt was answered FAILED)
-// back in the queue for one more process attempt, due at now, and returns
-// how many it put back.
-func Resend(ctx context.Context, db *sql.DB, d Dialect, t Table, now time.Time, ids []int64) (int64, error) {
+// Resend implements Admin.Resend for both dialects: it puts failed rows
+// (whose last process attempt was answered FAILED) back in the queue for
+// one more process attempt, due at p.Now, and returns how many it put
+// back.
+func Resend(ctx context.Context, db *sql.DB, d Dialect, p ResendParams) (int64, error) {
+	t, now, ids := p.Table, p.Now, p.IDs
 	if len(ids) == 0 {
 		return 0, ErrNoIDs
 	}

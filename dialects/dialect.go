@@ -87,6 +87,9 @@ type Dialect interface {
 	Quote(ident string) string
 	// Relayer claims, marks, retries, dead-letters and cleans up rows.
 	Relayer
+	// Admin counts rows per state and lists, re-sends and acknowledges
+	// them (admin.go).
+	Admin
 	// Inboxer keeps the inbox table and the savepoints of its handlers.
 	Inboxer
 	// Capable declares the database's capabilities and optional features.

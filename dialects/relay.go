@@ -87,20 +87,41 @@ type TopicKey struct {
 	Key   []byte
 }
 
-// ClaimOptions tune a relay pass.
+// ClaimOptions tune a relay pass. Every dialect reads Shards, ShardMod
+// and ShardRem; ShardLocks only concerns the dialects that lock shards
+// (see ShardLocker), and the others ignore it.
 type ClaimOptions struct {
 	// Shards is the table's shard count (the plugin's Config.Shards).
 	Shards int
-	// MaxShards bounds the shard locks one pass holds (MySQL); 0 means
-	// every free shard.
-	MaxShards int
-	// LockWait is how long a pass that finds every shard held waits for
-	// one (MySQL); 0 means it does not wait.
-	LockWait time.Duration
 	// ShardMod and ShardRem, when ShardMod > 1, restrict the pass to the
 	// shards s with s % ShardMod == ShardRem: the passes of one relay's
 	// workers take disjoint keys.
 	ShardMod, ShardRem int
+	// ShardLocks bound the shard locks of a pass, for the dialects that
+	// lock shards.
+	ShardLocks ShardLocks
+}
+
+// ShardLocks tune the passes of a dialect that takes a lock per shard
+// (a ShardLocker, MySQL): relays share the table by shards, each pass
+// holding the shards it locked.
+type ShardLocks struct {
+	// Max bounds the shard locks one pass holds; 0 means every free
+	// shard.
+	Max int
+	// Wait is how long a pass that finds every shard held waits for one
+	// (a standby relay takes over within Wait of the holder's death); 0
+	// means it does not wait.
+	Wait time.Duration
+}
+
+// ShardLocker is implemented by the dialects whose relay passes lock
+// shards, and so read ClaimOptions.ShardLocks (MySQL, with GET_LOCK). The
+// others share rows among relays another way (PostgreSQL: FOR UPDATE SKIP
+// LOCKED) and ignore ShardLocks.
+type ShardLocker interface {
+	// LocksShards reports whether the dialect's passes lock shards.
+	LocksShards() bool
 }
 
 // Pass is one relay pass: a sequence of claims, each followed by Finish.
@@ -192,7 +213,8 @@ func QueryStats(ctx context.Context, db *sql.DB, d interface{ Quote(string) stri
 	return s, nil
 }
 
-// QueryTopicStats is QueryStats per topic (SQL both dialects accept). It
+// QueryTopicStats implements Admin.TopicStats for both dialects:
+// QueryStats per topic (SQL both dialects accept). It
 // runs one GROUP BY per state, each with the exact predicate of its index
 // (pending, dead, awaiting, failed), so that published rows that wait for
 // nothing are never read.
@@ -242,8 +264,9 @@ func QueryTopicStats(ctx context.Context, db *sql.DB, d interface{ Quote(string)
 	return out, nil
 }
 
-// CountDone adds to stats, per topic, the published rows that wait for
-// nothing and the processed ones. It reads every published row: for an
+// CountDone implements Admin.CountDone for both dialects: it adds to
+// stats, per topic, the published rows that wait for nothing and the
+// processed ones. It reads every published row: for an
 // operator's question, not for metrics collected every few seconds.
 func CountDone(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, t Table, stats map[string]Stats) error {
 	rows, err := db.QueryContext(ctx, `SELECT topic,
@@ -502,8 +525,9 @@ func IDList(ids []int64) string {
 // ErrNoIDs is returned by Replay when it is given no ids.
 var ErrNoIDs = errors.New("no outbox row ids given")
 
-// QueryFailed lists rows whose last process attempt failed, in id order
-// (SQL both dialects accept).
+// QueryFailed implements Admin.FailedRows for both dialects: the rows
+// whose last process attempt failed, in id order (SQL both dialects
+// accept).
 func QueryFailed(ctx context.Context, db *sql.DB, d interface {
 	Quote(string) string
 	Placeholder(int) string

@@ -133,7 +133,7 @@ func Acknowledge(tx *gorm.DB, a Ack, maxAttempts int) (AckResult, error) {
 		return r, fmt.Errorf("%w: maxAttempts %d", ErrInvalidAck, maxAttempts)
 	}
 	ctx := tx.Statement.Context
-	out, row, err := dialects.Acknowledge(ctx, tx.Statement.ConnPool, p.dialect, p.table, dialects.Ack{
+	out, row, err := p.dialect.Acknowledge(ctx, tx.Statement.ConnPool, p.table, dialects.Ack{
 		EventID: a.EventID, Success: a.Status == AckSuccess, Attempt: a.Attempt, Reason: a.Reason,
 		MaxAttempts: maxAttempts, Now: p.cfg.Now().UTC(),
 	})
@@ -169,5 +169,5 @@ func ListUnanswered(ctx context.Context, db *gorm.DB, before time.Time, limit in
 	if limit <= 0 {
 		limit = 100
 	}
-	return dialects.QueryUnanswered(ctx, sqlDB, p.dialect, p.table, before, limit)
+	return p.dialect.Unanswered(ctx, sqlDB, dialects.UnansweredParams{Table: p.table, Before: before, Limit: limit})
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -163,23 +162,12 @@ type conn struct {
 	db     *gorm.DB
 	sqlDB  *sql.DB
 	plugin *gormoutbox.Plugin
-	relay  *gormoutbox.Relay
+	admin  *gormoutbox.Admin
 	d      dialects.Dialect
 	table  dialects.Table
 }
 
 func (c *conn) Close() error { return c.sqlDB.Close() }
-
-// quoted returns the table name quoted for SQL.
-func (c *conn) quoted() string { return c.table.Qualified(c.d) }
-
-// refusePublisher is the Publisher of outboxctl's relay, which never
-// publishes.
-type refusePublisher struct{}
-
-func (refusePublisher) Publish(context.Context, []gormoutbox.Message) error {
-	return errors.New("outboxctl does not publish")
-}
 
 // check validates the global flags (usage errors).
 func (g *globals) check() (driver string, table dialects.Table, err error) {
@@ -222,7 +210,8 @@ func (g *globals) checkOffline() (driver string, table dialects.Table, err error
 	return driver, table, nil
 }
 
-// connect opens and pings the database and sets up the plugin and relay.
+// connect opens and pings the database and sets up the plugin and the
+// Admin of its table.
 func (c *cli) connect(ctx context.Context) (*conn, error) {
 	driver, table, err := c.g.check()
 	if err != nil {
@@ -253,12 +242,12 @@ func (c *cli) connect(ctx context.Context) (*conn, error) {
 		sqlDB.Close()
 		return nil, err
 	}
-	r, err := gormoutbox.NewRelay(db, refusePublisher{}, gormoutbox.RelayConfig{Table: c.g.table, Shards: c.g.shards})
+	admin, err := gormoutbox.NewAdmin(db, gormoutbox.AdminConfig{Table: c.g.table})
 	if err != nil {
 		sqlDB.Close()
 		return nil, err
 	}
-	return &conn{driver: driver, where: where, db: db, sqlDB: sqlDB, plugin: p, relay: r, d: p.Dialect(), table: table}, nil
+	return &conn{driver: driver, where: where, db: db, sqlDB: sqlDB, plugin: p, admin: admin, d: p.Dialect(), table: table}, nil
 }
 
 // explain adds a hint to a database error when the outbox table has never

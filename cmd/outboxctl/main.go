@@ -87,25 +87,67 @@ type command struct {
 	args    string // synopsis after the name
 	summary string
 	run     func(ctx context.Context, c *cli, args []string) error
+	// details is the help text of the command after its summary.
+	details string
 }
 
-// commands is set in init: the commands refer to it (for their help).
-var commands []command
+// commandTable returns the commands, in the order the overview lists
+// them.
+func commandTable() []command {
+	return []command{
+		{name: "migrate", args: "[-inbox-table T] [-print]", summary: "create or upgrade the outbox table (idempotent), or print its DDL", run: cmdMigrate,
+			details: `Creates the outbox table and its indexes, or upgrades them to the
+current schema version. Safe to run again and from several processes.
+-inbox-table T does the same for the inbox table T of package inbox.
 
-func init() {
-	commands = []command{
-		{"migrate", "[-inbox-table T] [-print]", "create or upgrade the outbox table (idempotent), or print its DDL", cmdMigrate},
-		{"status", "[-json] [-all]", "rows per state (pending, awaiting ack, failed, dead), oldest pending age, per topic", cmdStatus},
-		{"dead list", "[-topic T] [-limit N] [-after ID] [-json]", "list dead letters in id order", cmdDeadList},
-		{"dead show", "[-json] [-full] ID", "show every field of one dead letter", cmdDeadShow},
-		{"replay", "ID... | -topic T | -all", "put dead letters back in the queue", cmdReplay},
-		{"failed list", "[-topic T] [-limit N] [-after ID] [-json]", "list rows whose last process attempt a consumer answered FAILED", cmdFailedList},
-		{"resend", "ID... | -topic T | -all", "send failed rows again for one more process attempt", cmdResend},
-		{"purge", "-older-than DURATION", "delete rows published longer ago than DURATION", cmdPurge},
+-print prints the SQL instead, for a DBA or a migration tool (goose,
+golang-migrate): no DSN and no database are needed, -driver postgres or
+-driver mysql names the database (-table and -inbox-table the tables).
+It creates the tables, version by version, and records each version in
+the tables' migrations tables, so that "outboxctl migrate" and the
+library's Migrate find nothing left to do after it was applied.`},
+		{name: "status", args: "[-json] [-all]", summary: "rows per state (pending, awaiting ack, failed, dead), oldest pending age, per topic", run: cmdStatus,
+			details: `Pending rows are neither published nor dead; the relay will send them.
+Awaiting-ack rows are published and wait for a consumer's answer (events
+that asked for one). Failed rows were answered FAILED on their last
+process attempt and wait for "outboxctl resend". Dead rows failed to be
+published too often and wait for "outboxctl replay". -all also counts the
+published rows that wait for nothing and the processed ones (it reads
+every published row).`},
+		{name: "dead list", args: "[-topic T] [-limit N] [-after ID] [-json]", summary: "list dead letters in id order", run: cmdDeadList,
+			details: `Prints id, topic, key, type, attempts, dead_at and the start of the last
+error. At most -limit rows are listed; continue with -after <last id>.`},
+		{name: "dead show", args: "[-json] [-full] ID", summary: "show every field of one dead letter", run: cmdDeadShow,
+			details: `Prints every column of the dead letter ID, the headers and the payload:
+as text, or in hex when it is binary. Only the payload's first 4096 bytes
+are printed, and how many were left out, unless -full is given (with
+-json too: payload_truncated and payload_bytes say so). Exit code 3 when
+ID is not a dead letter.`},
+		{name: "replay", args: "ID... | -topic T | -all", summary: "put dead letters back in the queue", run: cmdReplay,
+			details: `Resets attempts to 0 and makes the rows due now, so that the relay sends
+them on its next pass. Give ids, or -topic T for every dead letter of a
+topic, or -all for every dead letter. With ids, exit code 3 if one of
+them is not a dead letter (the others are still replayed). A replayed
+row may reach its topic after later rows of the same key.`},
+		{name: "failed list", args: "[-topic T] [-limit N] [-after ID] [-json]", summary: "list rows whose last process attempt a consumer answered FAILED", run: cmdFailedList,
+			details: `Prints id, topic, key, type, process attempts, failed_at and the start
+of the last answer's reason. At most -limit rows are listed; continue with
+-after <last id>.`},
+		{name: "resend", args: "ID... | -topic T | -all", summary: "send failed rows again for one more process attempt", run: cmdResend,
+			details: `Sends failed rows again for one more process attempt: the next
+"process-attempt", due now (a FAILED answer to it fails the row again).
+Give ids, or -topic T, or -all. With ids, exit code 3 if one of them is
+not a failed row (the others are still re-sent). A re-sent event reaches
+its consumers after later events of its key.`},
+		{name: "purge", args: "-older-than DURATION", summary: "delete rows published longer ago than DURATION", run: cmdPurge,
+			details: `Deletes published rows whose published_at is older than -older-than, in
+batches. Pending and dead rows are never deleted. DURATION is a Go
+duration (90m, 24h) or a number of days (7d).`},
 	}
 }
 
 func findCommand(name string) *command {
+	commands := commandTable()
 	for i := range commands {
 		if commands[i].name == name {
 			return &commands[i]
@@ -278,6 +320,7 @@ func (c *cli) help(args []string) int {
 }
 
 func commandNames() string {
+	commands := commandTable()
 	names := make([]string, 0, len(commands)+1)
 	seen := map[string]bool{}
 	for _, c := range commands {
@@ -294,8 +337,8 @@ func commandNames() string {
 
 func commandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: outboxctl [global flags] %s %s\n\n%s.\n", cmd.name, cmd.args, capitalize(cmd.summary))
-	if d, ok := details[cmd.name]; ok {
-		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(d))
+	if cmd.details != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.details))
 	}
 	fmt.Fprintln(w, "\nFlags (the global flags are accepted here too):")
 	fs.SetOutput(w)
@@ -310,49 +353,6 @@ func capitalize(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-var details = map[string]string{
-	"migrate": `Creates the outbox table and its indexes, or upgrades them to the
-current schema version. Safe to run again and from several processes.
--inbox-table T does the same for the inbox table T of package inbox.
-
--print prints the SQL instead, for a DBA or a migration tool (goose,
-golang-migrate): no DSN and no database are needed, -driver postgres or
--driver mysql names the database (-table and -inbox-table the tables).
-It creates the tables, version by version, and records each version in
-the tables' migrations tables, so that "outboxctl migrate" and the
-library's Migrate find nothing left to do after it was applied.`,
-	"status": `Pending rows are neither published nor dead; the relay will send them.
-Awaiting-ack rows are published and wait for a consumer's answer (events
-that asked for one). Failed rows were answered FAILED on their last
-process attempt and wait for "outboxctl resend". Dead rows failed to be
-published too often and wait for "outboxctl replay". -all also counts the
-published rows that wait for nothing and the processed ones (it reads
-every published row).`,
-	"failed list": `Prints id, topic, key, type, process attempts, failed_at and the start
-of the last answer's reason. At most -limit rows are listed; continue with
--after <last id>.`,
-	"resend": `Sends failed rows again for one more process attempt: the next
-"process-attempt", due now (a FAILED answer to it fails the row again).
-Give ids, or -topic T, or -all. With ids, exit code 3 if one of them is
-not a failed row (the others are still re-sent). A re-sent event reaches
-its consumers after later events of its key.`,
-	"dead list": `Prints id, topic, key, type, attempts, dead_at and the start of the last
-error. At most -limit rows are listed; continue with -after <last id>.`,
-	"dead show": `Prints every column of the dead letter ID, the headers and the payload:
-as text, or in hex when it is binary. Only the payload's first 4096 bytes
-are printed, and how many were left out, unless -full is given (with
--json too: payload_truncated and payload_bytes say so). Exit code 3 when
-ID is not a dead letter.`,
-	"replay": `Resets attempts to 0 and makes the rows due now, so that the relay sends
-them on its next pass. Give ids, or -topic T for every dead letter of a
-topic, or -all for every dead letter. With ids, exit code 3 if one of
-them is not a dead letter (the others are still replayed). A replayed
-row may reach its topic after later rows of the same key.`,
-	"purge": `Deletes published rows whose published_at is older than -older-than, in
-batches. Pending and dead rows are never deleted. DURATION is a Go
-duration (90m, 24h) or a number of days (7d).`,
-}
-
 func overview(w io.Writer) {
 	fmt.Fprint(w, `outboxctl operates a transactional outbox table (go-outbox) on PostgreSQL
 or MySQL/MariaDB: it reports the rows per state, inspects and replays dead
@@ -364,7 +364,7 @@ Usage:
 
 Commands:
 `)
-	for _, c := range commands {
+	for _, c := range commandTable() {
 		fmt.Fprintf(w, "  %-11s %-42s %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintf(w, "  %-11s %-42s %s\n", "help", "[COMMAND]", "this overview, or the help of one command")

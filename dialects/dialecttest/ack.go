@@ -96,7 +96,7 @@ func runAck(t *testing.T, h Harness) {
 		if out, _, err := e.ack(dialects.Ack{EventID: r.EventID, Success: true, Attempt: 3, MaxAttempts: 3, Now: e.now}); err != nil || out != dialects.AckIgnored {
 			t.Errorf("SUCCESS after failed: %v, %v; want ignored", out, err)
 		}
-		failed, err := dialects.QueryFailed(e.ctx, e.db, e.d, e.table, dialects.DeadQuery{})
+		failed, err := e.d.FailedRows(e.ctx, e.db, e.table, dialects.DeadQuery{})
 		if err != nil || len(failed) != 1 || failed[0].ID != id || failed[0].FailedAt == nil {
 			t.Fatalf("QueryFailed: %v, %v; want row %d", idsOf(failed), err, id)
 		}
@@ -179,16 +179,16 @@ func runAck(t *testing.T, h Harness) {
 				t.Fatalf("FAILED to the only attempt: %v, %v; want gave up", out, err)
 			}
 		}
-		failed, err := dialects.QueryFailed(e.ctx, e.db, e.d, e.table, dialects.DeadQuery{Limit: 1})
+		failed, err := e.d.FailedRows(e.ctx, e.db, e.table, dialects.DeadQuery{Limit: 1})
 		if err != nil || !slices.Equal(idsOf(failed), all[:1]) {
 			t.Fatalf("QueryFailed(limit 1) = %v, %v; want %v", idsOf(failed), err, all[:1])
 		}
-		failed, err = dialects.QueryFailed(e.ctx, e.db, e.d, e.table, dialects.DeadQuery{AfterID: all[0], Topic: "t"})
+		failed, err = e.d.FailedRows(e.ctx, e.db, e.table, dialects.DeadQuery{AfterID: all[0], Topic: "t"})
 		if err != nil || !slices.Equal(idsOf(failed), all[1:2]) {
 			t.Fatalf("QueryFailed(after %d) = %v, %v; want %v", all[0], idsOf(failed), err, all[1:2])
 		}
 		at := e.now.Add(time.Minute)
-		n, err := dialects.Resend(e.ctx, e.db, e.d, e.table, at, all)
+		n, err := e.d.Resend(e.ctx, e.db, dialects.ResendParams{Table: e.table, Now: at, IDs: all})
 		if err != nil || n != 2 {
 			t.Fatalf("Resend of 2 failed rows and an awaiting one: %d, %v; want 2", n, err)
 		}
@@ -202,10 +202,10 @@ func runAck(t *testing.T, h Harness) {
 		if s := e.row(all[2]); s.PublishedAt == nil || s.ProcessAttempts != 1 {
 			t.Errorf("row %d, awaiting an answer, was resent", all[2])
 		}
-		if n, err := dialects.Resend(e.ctx, e.db, e.d, e.table, at, all); err != nil || n != 0 {
+		if n, err := e.d.Resend(e.ctx, e.db, dialects.ResendParams{Table: e.table, Now: at, IDs: all}); err != nil || n != 0 {
 			t.Errorf("second Resend: %d, %v; want 0", n, err)
 		}
-		if _, err := dialects.Resend(e.ctx, e.db, e.d, e.table, at, nil); !errors.Is(err, dialects.ErrNoIDs) {
+		if _, err := e.d.Resend(e.ctx, e.db, dialects.ResendParams{Table: e.table, Now: at, IDs: nil}); !errors.Is(err, dialects.ErrNoIDs) {
 			t.Errorf("Resend without ids: %v, want ErrNoIDs", err)
 		}
 		if got := e.claimAll(at); !slices.Equal(got, all[:2]) {
@@ -232,7 +232,7 @@ func runAck(t *testing.T, h Harness) {
 		}
 		list := func(before time.Time, limit int) []string {
 			t.Helper()
-			us, err := dialects.QueryUnanswered(e.ctx, e.db, e.d, e.table, before, limit)
+			us, err := e.d.Unanswered(e.ctx, e.db, dialects.UnansweredParams{Table: e.table, Before: before, Limit: limit})
 			if err != nil {
 				t.Fatalf("QueryUnanswered: %v", err)
 			}
@@ -263,7 +263,7 @@ func (e *outboxEnv) ack(a dialects.Ack) (out dialects.AckOutcome, row dialects.A
 	if err != nil {
 		return 0, row, err
 	}
-	out, row, err = dialects.Acknowledge(e.ctx, tx, e.d, e.table, a)
+	out, row, err = e.d.Acknowledge(e.ctx, tx, e.table, a)
 	if err != nil {
 		_ = tx.Rollback()
 		return out, row, err

@@ -163,7 +163,7 @@ func runAdmin(t *testing.T, h Harness) {
 		if s.Pending != 2 || s.Dead != 1 || s.Awaiting != 1 || s.Failed != 1 || !sameTime(s.OldestPending, oldest.CreatedAt) {
 			t.Errorf("Stats = %+v; want 2 pending (oldest created %v), 1 dead, 1 awaiting, 1 failed", s, oldest.CreatedAt)
 		}
-		ts, err := dialects.QueryTopicStats(e.ctx, e.db, e.d, e.table)
+		ts, err := e.d.TopicStats(e.ctx, e.db, e.table)
 		if err != nil {
 			t.Fatalf("QueryTopicStats: %v", err)
 		}
@@ -176,7 +176,7 @@ func runAdmin(t *testing.T, h Harness) {
 		if len(ts) != 2 {
 			t.Errorf("stats of %d topics %v, want a and b", len(ts), ts)
 		}
-		if err := dialects.CountDone(e.ctx, e.db, e.d, e.table, ts); err != nil {
+		if err := e.d.CountDone(e.ctx, e.db, e.table, ts); err != nil {
 			t.Fatalf("CountDone: %v", err)
 		}
 		if a := ts["a"]; a.Published != 2 || a.Processed != 0 {

@@ -165,7 +165,7 @@ func runClaim(t *testing.T, h Harness) {
 		}
 		e.insert(recs...)
 		pending := e.rows()
-		o := dialects.ClaimOptions{MaxShards: shards / 2}
+		o := dialects.ClaimOptions{ShardLocks: dialects.ShardLocks{Max: shards / 2}}
 		a, b := e.open(o), e.open(o)
 		ga := e.claim(a, e.now, 6)
 		gb := e.claim(b, e.now, 100)

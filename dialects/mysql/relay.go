@@ -14,7 +14,14 @@ import (
 	"github.com/go-outbox/outbox/dialects"
 )
 
-var _ dialects.Relayer = Dialect{}
+var (
+	_ dialects.Relayer     = Dialect{}
+	_ dialects.ShardLocker = Dialect{}
+)
+
+// LocksShards implements dialects.ShardLocker: a MySQL pass locks the
+// shards it claims from (see Open), so it reads ClaimOptions.ShardLocks.
+func (Dialect) LocksShards() bool { return true }
 
 // ShardLockName is the GET_LOCK name a relay holds for one shard of table
 // t in database database (used when t names none). Named locks are
@@ -47,7 +54,7 @@ func currentDatabase(ctx context.Context, q interface {
 
 // Open implements dialects.Relayer. A MySQL pass takes one dedicated
 // connection from the pool and, on it, one GET_LOCK per shard it can get
-// (starting at a random shard, at most o.MaxShards): the locks belong to
+// (starting at a random shard, at most o.ShardLocks.Max): the locks belong to
 // that session, so every claim and mark of the pass runs on it, and a relay
 // that dies frees its shards when its session ends. Other relays take the
 // other shards; a key lives in one shard, so it stays with one relay.
@@ -63,7 +70,7 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	if p.database, err = currentDatabase(ctx, conn); err != nil {
 		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
 	}
-	limit := o.MaxShards
+	limit := o.ShardLocks.Max
 	if limit <= 0 || limit > o.Shards {
 		limit = o.Shards
 	}
@@ -85,10 +92,10 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 			p.held = append(p.held, s)
 		}
 	}
-	if len(p.held) == 0 && o.LockWait > 0 {
+	if len(p.held) == 0 && o.ShardLocks.Wait > 0 {
 		// Every shard is held by another relay: stand by on one of them,
 		// so that this relay takes over as soon as its holder dies.
-		secs := int((o.LockWait + time.Second - 1) / time.Second)
+		secs := int((o.ShardLocks.Wait + time.Second - 1) / time.Second)
 		ok, err := p.lock(ctx, start, secs)
 		if err != nil {
 			return nil, errors.Join(err, p.Close())

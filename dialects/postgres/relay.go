@@ -18,6 +18,8 @@ var _ dialects.Relayer = Dialect{}
 // FOR UPDATE SKIP LOCKED and ends in Finish (commit) or Close (rollback).
 // If the relay dies, its transaction is rolled back by the server and the
 // rows are free again; nothing was marked, so they are published again.
+// Relays share rows, not shards: o.ShardLocks is ignored (the dialect is
+// no dialects.ShardLocker).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
 	p := &pass{d: d, db: db, t: t}
 	if o.ShardMod > 1 {

@@ -293,24 +293,24 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 	if err := compare(ctx, o.Products, o.Orders, &res); err != nil {
 		return res, err
 	}
-	sqlDB, err := o.Products.DB()
+	// The outboxes' rows per state, read as an operator would (no SQL of
+	// our own): every event of the product service, and every answer the
+	// order service published.
+	events, err := topicStates(ctx, o.Products, TopicInventory)
 	if err != nil {
 		return res, err
 	}
-	if err := sqlDB.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(process_attempts - 1), 0),
-	COALESCE(SUM(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END), 0),
-	COALESCE(SUM(CASE WHEN failed_at IS NOT NULL THEN 1 ELSE 0 END), 0)
-FROM outbox WHERE topic = '`+TopicInventory+`'`).Scan(&res.Events, &res.Resent, &res.Processed, &res.Failed); err != nil {
-		return res, err
-	}
-	osqlDB, err := o.Orders.DB()
+	answers, err := topicStates(ctx, o.Orders, TopicAcks)
 	if err != nil {
 		return res, err
 	}
-	if err := osqlDB.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE topic = '`+TopicAcks+`' AND published_at IS NOT NULL`).
-		Scan(&res.Acks); err != nil {
-		return res, err
-	}
+	res.Events = events.Pending + events.Dead + events.Awaiting + events.Failed + events.Published + events.Processed
+	res.Processed, res.Failed = events.Processed, events.Failed
+	res.Acks = answers.Awaiting + answers.Failed + answers.Published + answers.Processed
+	// Each FAILED answer (or timeout) that sent an event again moved it to
+	// its next process attempt; the tracker's hook heard of each once, after
+	// its commit.
+	res.Resent = counter.resent.Load()
 	res.Duplicates = orderIn.Stats().Duplicates + ackIn.Stats().Duplicates
 
 	out.printf("\nCheck:\n")
@@ -333,6 +333,20 @@ FROM outbox WHERE topic = '`+TopicInventory+`'`).Scan(&res.Events, &res.Resent, 
 	}
 	out.printf("\nOK: both inventory tables are equal; every event was answered and processed.\n")
 	return res, nil
+}
+
+// topicStates returns the rows of topic per state in the outbox of db
+// (gormoutbox.Admin.CountStates: published and processed rows counted too).
+func topicStates(ctx context.Context, db *gorm.DB, topic string) (gormoutbox.Stats, error) {
+	admin, err := gormoutbox.NewAdmin(db, gormoutbox.AdminConfig{})
+	if err != nil {
+		return gormoutbox.Stats{}, err
+	}
+	states, err := admin.CountStates(ctx)
+	if err != nil {
+		return gormoutbox.Stats{}, err
+	}
+	return states[topic], nil
 }
 
 // compare reads both tables and reports differences.

@@ -1,0 +1,204 @@
+package gormoutbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+// batch publishes claimed rows and records the outcome.
+func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *passLog) (DrainResult, bool, error) {
+	res := DrainResult{Batches: 1}
+	msgs := make([]Message, len(rows))
+	for i := range rows {
+		msgs[i] = message(&rows[i])
+	}
+	errs := make([]error, len(rows))
+	// Hooks first: a veto keeps the message (and the later ones of its key)
+	// out of the call.
+	send := make([]int, 0, len(rows))
+	if len(r.cfg.Hooks) > 0 {
+		vetoed := make(map[string]error)
+		for i := range msgs {
+			tk := msgs[i].Topic + "\x00" + string(msgs[i].Key)
+			if verr, ok := vetoed[tk]; ok && msgs[i].Key != nil {
+				errs[i] = fmt.Errorf("%w (%v)", ErrHeldBack, verr)
+				continue
+			}
+			for _, h := range r.cfg.Hooks {
+				if err := h.BeforePublish(ctx, &msgs[i]); err != nil {
+					errs[i] = fmt.Errorf("vetoed by a hook: %w", err)
+					vetoed[tk] = err
+					break
+				}
+			}
+			if errs[i] == nil {
+				send = append(send, i)
+			}
+		}
+	} else {
+		for i := range msgs {
+			send = append(send, i)
+		}
+	}
+	var (
+		perr  error
+		took  time.Duration
+		batch = msgs
+	)
+	if len(send) > 0 {
+		if len(send) < len(msgs) {
+			batch = make([]Message, len(send))
+			for j, i := range send {
+				batch[j] = msgs[i]
+			}
+		}
+		start := time.Now()
+		perr = r.pub.Publish(ctx, batch)
+		took = time.Since(start)
+		var pe PublishErrors
+		switch {
+		case perr == nil:
+		case errors.As(perr, &pe) && len(pe) == len(batch):
+			for j, i := range send {
+				errs[i] = pe[j]
+			}
+		default:
+			for _, i := range send {
+				errs[i] = perr
+			}
+		}
+	} else {
+		perr = errors.New("every message of the batch was vetoed by a hook")
+	}
+	now := r.cfg.Now()
+	out := dialects.Outcome{Now: now, Delete: r.cfg.DeleteOnPublish}
+	failed := make(map[string]bool)
+	allFailed := perr != nil
+	var lb batchLog
+	if r.fails.watching() {
+		lb.ok = make(map[string]bool)
+	}
+	for i := range rows {
+		row, err := &rows[i], errs[i]
+		tk := row.Topic + "\x00" + string(row.Key)
+		if err == nil {
+			allFailed = false
+			if lb.ok != nil {
+				lb.ok[row.Topic] = true
+			}
+			for _, h := range r.cfg.Hooks {
+				h.AfterPublish(ctx, &msgs[i], took)
+			}
+			if row.Key != nil && failed[tk] {
+				// The publisher broke its contract: a later message of a
+				// failed key was written. It is out of order on the topic;
+				// say so loudly rather than hide it.
+				r.log.Error("outbox relay: publisher wrote a message after an earlier one of its key failed",
+					"event_id", row.EventID, "topic", row.Topic)
+			}
+			out.Published = append(out.Published, row.ID)
+			continue
+		}
+		if !errors.Is(err, ErrMessageTooLarge) {
+			// A message too large is dead-lettered at once and holds
+			// nothing back: the later ones of its key may be written.
+			failed[tk] = true
+		}
+		if errors.Is(err, ErrHeldBack) {
+			res.HeldBack++
+			for _, h := range r.cfg.Hooks {
+				h.OnError(ctx, &msgs[i], err, row.Attempts)
+			}
+			continue
+		}
+		rt := dialects.Retry{ID: row.ID, Attempts: row.Attempts + 1, Error: truncate(err.Error(), 2000)}
+		once := errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrDeadLetter)
+		switch {
+		case once:
+			rt.Dead = true
+		case rt.Attempts >= r.cfg.MaxAttempts:
+			rt.Dead = true
+		default:
+			rt.AvailableAt = now.Add(r.backoff(rt.Attempts))
+		}
+		lb.fail(row.Topic, once)
+		if rt.Dead {
+			res.Dead++
+			lb.dead(row, rt.Error)
+			// Each at debug; a rate-limited summary at warn (logPass).
+			r.log.Debug("outbox relay: dead-lettered", "id", row.ID, "event_id", row.EventID,
+				"topic", row.Topic, "attempts", rt.Attempts, "error", rt.Error)
+			for _, h := range r.cfg.Hooks {
+				h.OnDeadLetter(ctx, &msgs[i], err, rt.Attempts)
+			}
+		} else {
+			res.Retried++
+			for _, h := range r.cfg.Hooks {
+				h.OnError(ctx, &msgs[i], err, rt.Attempts)
+			}
+		}
+		out.Retries = append(out.Retries, rt)
+		out.Keys = append(out.Keys, dialects.TopicKey{Topic: row.Topic, Key: row.Key})
+	}
+	res.Published = len(out.Published)
+	if err := pass.Finish(ctx, out); err != nil {
+		// Nothing is lost: the rows stay pending and are claimed again;
+		// those already sent are sent twice (consumers dedupe by event id).
+		return DrainResult{Batches: 1}, allFailed, fmt.Errorf("gormoutbox: relay: %w", err)
+	}
+	pl.add(res, perr, &lb)
+	return res, allFailed, nil
+}
+
+// backoff returns the wait before attempt n+1: MinBackoff × 2^(n−1), capped
+// at MaxBackoff, with "equal jitter" (a random point in its upper half).
+func (r *Relay) backoff(n int) time.Duration {
+	d := r.cfg.MinBackoff
+	for i := 1; i < n && d < r.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.MaxBackoff)
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+func message(row *Row) Message {
+	h := make([]Header, 0, 5+len(row.Headers))
+	h = append(h,
+		Header{HeaderEventID, []byte(row.EventID)},
+		Header{HeaderEventType, []byte(row.EventType)},
+		Header{HeaderOccurredAt, []byte(row.CreatedAt.UTC().Format(time.RFC3339Nano))},
+	)
+	if row.AggregateType != "" {
+		h = append(h, Header{HeaderAggregateType, []byte(row.AggregateType)})
+	}
+	if row.AggregateID != "" {
+		h = append(h, Header{HeaderAggregateID, []byte(row.AggregateID)})
+	}
+	names := make([]string, 0, len(row.Headers))
+	for k := range row.Headers {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		h = append(h, Header{k, []byte(row.Headers[k])})
+	}
+	return Message{Topic: row.Topic, Key: row.Key, Value: row.Payload, Headers: h, EventID: row.EventID,
+		ID: row.ID, Attempts: row.Attempts, CreatedAt: row.CreatedAt}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

@@ -1,0 +1,194 @@
+package gormoutbox
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects"
+)
+
+// Defaults of RelayConfig.
+const (
+	DefaultBatchSize    = 500
+	DefaultMaxAttempts  = 10
+	DefaultMinBackoff   = time.Second
+	DefaultMaxBackoff   = 5 * time.Minute
+	DefaultBudget       = 10 * time.Second
+	DefaultCleanupBatch = 1000
+	DefaultLockWait     = time.Second
+	DefaultWorkers      = 2
+)
+
+// RelayConfig configures a Relay. The zero value is ready to use.
+type RelayConfig struct {
+	// Table and Shards must match the plugin's. Default: those of the
+	// plugin registered on the *gorm.DB given to NewRelay, else "outbox"
+	// and 16.
+	Table  string
+	Shards int
+
+	// BatchSize is the most rows one claim takes and one Publish call
+	// sends. Default 500.
+	BatchSize int
+
+	// MaxAttempts is how many failed publications dead-letter a row.
+	// Default 10.
+	MaxAttempts int
+
+	// MinBackoff and MaxBackoff bound the wait before a failed row is
+	// tried again: MinBackoff × 2^(attempts−1), capped at MaxBackoff, of
+	// which a random half is taken off (jitter). Defaults 1s and 5m.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+
+	// DeleteOnPublish deletes rows once published instead of marking them
+	// (then there is nothing for Cleanup to do). Default false.
+	DeleteOnPublish bool
+
+	// Budget bounds one Drain: it stops claiming once Budget has passed
+	// (the batch in flight is finished). Default 10s.
+	Budget time.Duration
+
+	// MaxShards bounds the shards one MySQL pass locks; with N relays, set
+	// it to Shards/N so that they split the work. Default 0: every free
+	// shard (other relays then stand by). Not used on PostgreSQL, where
+	// relays share rows through SKIP LOCKED. (MaxShards and LockWait
+	// reach the dialect as dialects.ClaimOptions.ShardLocks, which only
+	// the dialects that lock shards read: see dialects.ShardLocker.)
+	MaxShards int
+
+	// LockWait is how long a MySQL pass that finds every shard locked
+	// waits for one, so that a standby relay takes over within LockWait of
+	// the holder's death. Default 1s; negative means no wait.
+	LockWait time.Duration
+
+	// CleanupBatch is the most rows one cleanup statement deletes.
+	// Default 1000.
+	CleanupBatch int
+
+	// Workers is how many claim-publish-mark loops one Drain runs at once,
+	// each over its own part of the shards (shard % Workers), so that each
+	// key stays with one worker and keeps its order. While one worker waits
+	// for the database, another can publish: with 2 workers a relay
+	// overlaps its database round trips with its Kafka calls. Calls to the
+	// Publisher are made from several goroutines; the kafka Publisher
+	// serialises them. On MySQL each worker locks its own shards (at most
+	// MaxShards/Workers of them). Default 2 (1 when Shards is 1); at most
+	// Shards. One worker runs claim, publish and mark strictly in turn:
+	// about 30% slower here (docs/benchmarks.md).
+	Workers int
+
+	// Hooks are called, in order, around each message's publication (see
+	// Hook; package hooks has ready-made ones).
+	Hooks []Hook
+
+	// Dialect overrides the dialect picked from the GORM dialector.
+	Dialect dialects.Dialect
+
+	// Logger receives the relay's logs. Default: the plugin's
+	// Config.Logger, else slog.Default() (as it is when NewRelay runs).
+	// Failed Publish calls (with the topics and the error) and dead
+	// letters are logged at warn, at most one line of each kind per
+	// WarnInterval (30s), which counts the failures held back since the
+	// previous one; failing topics that publish again at info; passes at
+	// debug. Keys, payloads and header values are never logged.
+	Logger *slog.Logger
+
+	// Now returns the current time; for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// relayConfig fills in the defaults of cfg — those of the plugin
+// registered on db, if any, then the package's — and validates it: the
+// error joins one ErrInvalidConfig per field at fault, naming it.
+func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, error) {
+	p, _ := from(db)
+	if p != nil {
+		if cfg.Table == "" {
+			cfg.Table = p.Table()
+		}
+		if cfg.Shards == 0 {
+			cfg.Shards = p.Shards()
+		}
+		if cfg.Dialect == nil {
+			cfg.Dialect = p.Dialect()
+		}
+		if cfg.Logger == nil {
+			cfg.Logger = p.cfg.Logger
+		}
+	}
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = DefaultShards
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.BatchSize, DefaultBatchSize)
+	def(&cfg.MaxAttempts, DefaultMaxAttempts)
+	def(&cfg.CleanupBatch, DefaultCleanupBatch)
+	def(&cfg.Workers, min(DefaultWorkers, max(cfg.Shards, 1)))
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd(&cfg.MinBackoff, DefaultMinBackoff)
+	defd(&cfg.MaxBackoff, DefaultMaxBackoff)
+	defd(&cfg.Budget, DefaultBudget)
+	defd(&cfg.LockWait, DefaultLockWait)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: RelayConfig."+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	table, err := dialects.ParseTable(cfg.Table)
+	if err != nil {
+		bad("Table: %w", err)
+	}
+	if cfg.Shards < 1 || cfg.Shards > 1<<16 {
+		bad("Shards = %d, want 1..65536", cfg.Shards)
+	}
+	if cfg.BatchSize < 1 || cfg.BatchSize > 10000 {
+		bad("BatchSize = %d, want 1..10000", cfg.BatchSize)
+	}
+	if cfg.MaxAttempts < 1 {
+		bad("MaxAttempts = %d, want at least 1", cfg.MaxAttempts)
+	}
+	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff {
+		bad("MinBackoff = %v, MaxBackoff = %v: want 0 <= MinBackoff <= MaxBackoff", cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	if cfg.Budget < 0 {
+		bad("Budget = %v must not be negative", cfg.Budget)
+	}
+	if cfg.MaxShards < 0 || cfg.MaxShards > cfg.Shards {
+		bad("MaxShards = %d, want 0..Shards (%d)", cfg.MaxShards, cfg.Shards)
+	}
+	if cfg.CleanupBatch < 1 {
+		bad("CleanupBatch = %d, want at least 1", cfg.CleanupBatch)
+	}
+	if cfg.Workers < 1 || cfg.Workers > cfg.Shards {
+		bad("Workers = %d, want 1..Shards (%d)", cfg.Workers, cfg.Shards)
+	}
+	if cfg.Dialect == nil {
+		d, err := dialectFor(db)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		cfg.Dialect = d
+	}
+	if len(errs) > 0 {
+		return cfg, table, errors.Join(errs...)
+	}
+	return cfg, table, nil
+}
