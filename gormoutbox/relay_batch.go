@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/internal/backoff"
 )
 
 // batch publishes claimed rows and records the outcome.
@@ -160,15 +160,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 // backoff returns the wait before attempt n+1: MinBackoff × 2^(n−1), capped
 // at MaxBackoff, with "equal jitter" (a random point in its upper half).
 func (r *Relay) backoff(n int) time.Duration {
-	d := r.cfg.MinBackoff
-	for i := 1; i < n && d < r.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, r.cfg.MaxBackoff)
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2)
+	return backoff.Exponential(r.cfg.MinBackoff, r.cfg.MaxBackoff, n, nil)
 }
 
 func message(row *Row) Message {
