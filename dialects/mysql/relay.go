@@ -368,8 +368,9 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 	return retry(ctx, p.d, p.conn, p.t, o)
 }
 
-// retry records failed rows in one UPDATE joined to a derived table of the
-// new values, then pushes back the later rows of each failed key.
+// retry records failed rows in one UPDATE by primary key, each column set
+// by a CASE on the id (attempts, last_error, and available_at or dead_at),
+// then pushes back the later rows of each failed key.
 func retry(ctx context.Context, d Dialect, conn *sql.Conn, t dialects.Table, o dialects.Outcome) error {
 	q := t.Qualified(d)
 	ids := make([]int64, len(o.Retries))
