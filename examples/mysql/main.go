@@ -31,6 +31,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/go-outbox/outbox/dialects/dialecttest/provision"
 	"github.com/go-outbox/outbox/examples/internal/inventory"
 )
 
@@ -73,10 +74,8 @@ func run(ctx context.Context, dsn, database string, o inventory.Options) (invent
 	}
 	defer admin.Close()
 	open := func(name string) (*gorm.DB, error) {
-		for _, s := range []string{`DROP DATABASE IF EXISTS ` + name, `CREATE DATABASE ` + name} {
-			if _, err := admin.ExecContext(ctx, s); err != nil {
-				return nil, fmt.Errorf("recreate database %s: %w", name, err)
-			}
+		if err := (provision.MySQL{Conn: admin}).RecreateDatabase(ctx, name); err != nil {
+			return nil, err
 		}
 		c := *cfg
 		c.DBName = name

@@ -32,6 +32,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/go-outbox/outbox/dialects/dialecttest/provision"
 	"github.com/go-outbox/outbox/examples/internal/inventory"
 )
 
@@ -64,8 +65,8 @@ func run(ctx context.Context, dsn, schema string, o inventory.Options) (inventor
 	}
 	defer admin.Close()
 	open := func(s string) (*gorm.DB, error) {
-		if _, err := admin.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+s+` CASCADE; CREATE SCHEMA `+s); err != nil {
-			return nil, fmt.Errorf("recreate schema %s: %w", s, err)
+		if err := (provision.Postgres{Conn: admin}).RecreateSchema(ctx, s); err != nil {
+			return nil, err
 		}
 		u, err := url.Parse(dsn)
 		if err != nil {

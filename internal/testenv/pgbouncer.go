@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"net/url"
@@ -9,6 +10,8 @@ import (
 
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects/dialecttest/provision"
 )
 
 // PgBouncerEnv names a PgBouncer in transaction pooling mode in front of
@@ -79,8 +82,8 @@ func OpenPgBouncer(t testing.TB, cfg *gorm.Config) (*gorm.DB, PgBouncerURLs) {
 	}
 	defer admin.Close()
 	name := randomName("t_")
-	if _, err := admin.Exec(`CREATE DATABASE ` + name); err != nil {
-		t.Fatalf("testenv: create database on PostgreSQL (%s): %v", PostgresEnv, err)
+	if err := (provision.Postgres{Conn: admin}).CreateDatabase(context.Background(), name); err != nil {
+		t.Fatalf("testenv: on the PostgreSQL of %s: %v", PostgresEnv, err)
 	}
 	t.Cleanup(func() {
 		admin, err := sql.Open("pgx", directBase)
@@ -88,9 +91,9 @@ func OpenPgBouncer(t testing.TB, cfg *gorm.Config) (*gorm.DB, PgBouncerURLs) {
 			return
 		}
 		defer admin.Close()
-		// WITH (FORCE): PgBouncer may still hold server connections to it.
-		if _, err := admin.Exec(`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`); err != nil {
-			t.Logf("testenv: drop database %s: %v", name, err)
+		// Forced: PgBouncer may still hold server connections to it.
+		if err := (provision.Postgres{Conn: admin}).DropDatabase(context.Background(), name); err != nil {
+			t.Logf("testenv: %v", err)
 		}
 	})
 

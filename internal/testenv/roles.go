@@ -1,12 +1,12 @@
 package testenv
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +15,8 @@ import (
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/dialects/dialecttest/provision"
 )
 
 // Role is a login of its own on the server of a test database — a
@@ -36,8 +38,6 @@ type Role struct {
 	dbs []*gorm.DB
 }
 
-var privilegesRE = regexp.MustCompile(`^[A-Za-z ,]+$`)
-
 // NewRole creates a role named after purpose ("relay", "capture") on the
 // server of db, a *gorm.DB from OpenPostgres or OpenMySQL, able to log in
 // and reach db's schema (database) and nothing more. The role, its
@@ -54,11 +54,13 @@ func NewRole(t testing.TB, db *gorm.DB, purpose string) *Role {
 	_, _ = rand.Read(pw[:])
 	r := &Role{Name: strings.ToLower(purpose) + "_" + hex.EncodeToString(b[:]), dialect: db.Dialector.Name()}
 	password := hex.EncodeToString(pw[:])
+	ctx := context.Background()
 	switch r.dialect {
 	case "postgres":
 		r.base = PostgresURL(t)
-		if err := db.Raw(`SELECT current_schema()`).Scan(&r.schema).Error; err != nil || r.schema == "" {
-			t.Fatalf("testenv: current schema: %q, %v", r.schema, err)
+		var err error
+		if r.schema, err = (provision.Postgres{Conn: db.Statement.ConnPool}).CurrentSchema(ctx); err != nil {
+			t.Fatalf("testenv: %v", err)
 		}
 		u, err := url.Parse(r.base)
 		if err != nil {
@@ -70,12 +72,18 @@ func NewRole(t testing.TB, db *gorm.DB, purpose string) *Role {
 		q.Set("application_name", r.Name)
 		u.RawQuery = q.Encode()
 		r.dsn = u.String()
-		r.admin(t, `CREATE ROLE `+r.Name+` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '`+password+`'`)
-		r.admin(t, `GRANT USAGE ON SCHEMA `+r.schema+` TO `+r.Name)
+		r.asAdmin(t, func(ctx context.Context, db *sql.DB) error {
+			pg := provision.Postgres{Conn: db}
+			if err := pg.CreateRole(ctx, r.Name, password); err != nil {
+				return err
+			}
+			return pg.Grant(ctx, provision.Grant{Privileges: "USAGE", Schema: r.schema, Role: r.Name})
+		})
 	case "mysql":
 		r.base = MySQLDSN(t)
-		if err := db.Raw(`SELECT DATABASE()`).Scan(&r.schema).Error; err != nil || r.schema == "" {
-			t.Fatalf("testenv: current database: %q, %v", r.schema, err)
+		var err error
+		if r.schema, err = (provision.MySQL{Conn: db.Statement.ConnPool}).CurrentDatabase(ctx); err != nil {
+			t.Fatalf("testenv: %v", err)
 		}
 		mc, err := gomysql.ParseDSN(r.base)
 		if err != nil {
@@ -83,7 +91,9 @@ func NewRole(t testing.TB, db *gorm.DB, purpose string) *Role {
 		}
 		mc.User, mc.Passwd, mc.DBName, mc.ParseTime = r.Name, password, r.schema, true
 		r.dsn = mc.FormatDSN()
-		r.admin(t, `CREATE USER '`+r.Name+`'@'%' IDENTIFIED BY '`+password+`'`)
+		r.asAdmin(t, func(ctx context.Context, db *sql.DB) error {
+			return provision.MySQL{Conn: db}.CreateUser(ctx, r.Name, password)
+		})
 	default:
 		t.Fatalf("testenv: NewRole: unknown dialect %q", r.dialect)
 	}
@@ -123,53 +133,35 @@ func (r *Role) Open(t testing.TB, cfg *gorm.Config) *gorm.DB {
 // test's schema (database), to the role.
 func (r *Role) Grant(t testing.TB, privileges, table string) {
 	t.Helper()
-	r.admin(t, `GRANT `+r.privileges(t, privileges)+` ON `+r.table(table)+` TO `+r.grantee())
+	g := provision.Grant{Privileges: privileges, Schema: r.schema, Table: table, Role: r.Name}
+	r.asAdmin(t, func(ctx context.Context, db *sql.DB) error { return r.provisioner(db).Grant(ctx, g) })
 }
 
 // Revoke revokes privileges on table from the role.
 func (r *Role) Revoke(t testing.TB, privileges, table string) {
 	t.Helper()
-	r.admin(t, `REVOKE `+r.privileges(t, privileges)+` ON `+r.table(table)+` FROM `+r.grantee())
+	g := provision.Grant{Privileges: privileges, Schema: r.schema, Table: table, Role: r.Name}
+	r.asAdmin(t, func(ctx context.Context, db *sql.DB) error { return r.provisioner(db).Revoke(ctx, g) })
 }
 
 // GrantSchema grants privileges on the test's schema itself (PostgreSQL:
 // "CREATE") or on every table of its database (MySQL: "CREATE, ALTER").
 func (r *Role) GrantSchema(t testing.TB, privileges string) {
 	t.Helper()
-	on := `SCHEMA ` + r.schema
-	if r.dialect == "mysql" {
-		on = "`" + r.schema + "`.*"
-	}
-	r.admin(t, `GRANT `+r.privileges(t, privileges)+` ON `+on+` TO `+r.grantee())
+	g := provision.Grant{Privileges: privileges, Schema: r.schema, Role: r.Name}
+	r.asAdmin(t, func(ctx context.Context, db *sql.DB) error { return r.provisioner(db).Grant(ctx, g) })
 }
 
 // Admin runs stmt as the admin user of the test's server, in the test's
 // schema (database).
 func (r *Role) Admin(t testing.TB, stmt string) {
 	t.Helper()
-	r.admin(t, stmt)
-}
-
-func (r *Role) privileges(t testing.TB, p string) string {
-	t.Helper()
-	if !privilegesRE.MatchString(p) {
-		t.Fatalf("testenv: privileges %q: want names such as \"SELECT, UPDATE\"", p)
-	}
-	return p
-}
-
-func (r *Role) table(name string) string {
-	if r.dialect == "mysql" {
-		return "`" + r.schema + "`.`" + name + "`"
-	}
-	return r.schema + `."` + name + `"`
-}
-
-func (r *Role) grantee() string {
-	if r.dialect == "mysql" {
-		return "'" + r.Name + "'@'%'"
-	}
-	return r.Name
+	r.asAdmin(t, func(ctx context.Context, db *sql.DB) error {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+		return nil
+	})
 }
 
 // adminDB opens the admin's connection to the server, in the test's
@@ -193,16 +185,33 @@ func (r *Role) adminDB() (*sql.DB, error) {
 	return sql.Open("pgx", u.String())
 }
 
-func (r *Role) admin(t testing.TB, stmt string) {
+// asAdmin runs f on the admin's connection to the server, in the test's
+// schema (database), and fails the test with f's error.
+func (r *Role) asAdmin(t testing.TB, f func(ctx context.Context, db *sql.DB) error) {
 	t.Helper()
 	db, err := r.adminDB()
 	if err != nil {
 		t.Fatalf("testenv: admin connection: %v", err)
 	}
 	defer db.Close()
-	if _, err := db.Exec(stmt); err != nil {
-		t.Fatalf("testenv: as admin: %s: %v", stmt, err)
+	if err := f(context.Background(), db); err != nil {
+		t.Fatalf("testenv: as admin: %v", err)
 	}
+}
+
+// provisioner is what Role asks of provision.Postgres and provision.MySQL
+// alike.
+type provisioner interface {
+	Grant(ctx context.Context, g provision.Grant) error
+	Revoke(ctx context.Context, g provision.Grant) error
+}
+
+// provisioner returns the provisioning of the role's server on db.
+func (r *Role) provisioner(db *sql.DB) provisioner {
+	if r.dialect == "mysql" {
+		return provision.MySQL{Conn: db}
+	}
+	return provision.Postgres{Conn: db}
 }
 
 // drop closes the role's connections and drops it with its privileges
@@ -222,21 +231,14 @@ func (r *Role) drop(t testing.TB) {
 		return
 	}
 	defer db.Close()
-	var stmts []string
+	ctx := context.Background()
 	if r.dialect == "postgres" {
-		stmts = []string{
-			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '` + r.Name + `'`,
-			`DROP OWNED BY ` + r.Name,
-			`DROP ROLE ` + r.Name,
-		}
+		err = provision.Postgres{Conn: db}.DropRole(ctx, r.Name)
 	} else {
-		stmts = []string{`DROP USER IF EXISTS '` + r.Name + `'@'%'`}
+		err = provision.MySQL{Conn: db}.DropUser(ctx, r.Name)
 	}
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Errorf("testenv: drop role %s: %s: %v", r.Name, s, err)
-			return
-		}
+	if err != nil {
+		t.Errorf("testenv: %v", err)
 	}
 }
 

@@ -18,6 +18,7 @@ package testenv
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
@@ -35,6 +36,8 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/go-outbox/outbox/dialects/dialecttest/provision"
 )
 
 // Environment variables read by testenv.
@@ -192,8 +195,8 @@ func NewPostgres(cfg *gorm.Config) (*gorm.DB, func(), error) {
 	}
 	defer admin.Close()
 	schemaName := randomName("t_")
-	if _, err := admin.Exec(`CREATE SCHEMA ` + schemaName); err != nil {
-		return nil, nil, fmt.Errorf("testenv: create schema on PostgreSQL (%s): %v", PostgresEnv, err)
+	if err := (provision.Postgres{Conn: admin}).CreateSchema(context.Background(), schemaName); err != nil {
+		return nil, nil, fmt.Errorf("testenv: on the PostgreSQL of %s: %w", PostgresEnv, err)
 	}
 	u, err := url.Parse(base)
 	if err != nil {
@@ -216,7 +219,7 @@ func NewPostgres(cfg *gorm.Config) (*gorm.DB, func(), error) {
 			return
 		}
 		defer admin.Close()
-		_, _ = admin.Exec(`DROP SCHEMA ` + schemaName + ` CASCADE`)
+		_ = provision.Postgres{Conn: admin}.DropSchema(context.Background(), schemaName)
 	}, nil
 }
 
@@ -249,8 +252,8 @@ func openMySQL(t testing.TB, cfg *gorm.Config, disableReturning bool) *gorm.DB {
 	}
 	defer admin.Close()
 	dbName := randomName("t_")
-	if _, err := admin.Exec(`CREATE DATABASE ` + dbName + ` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`); err != nil {
-		t.Fatalf("testenv: create database on MySQL (%s): %v", MySQLEnv, err)
+	if err := (provision.MySQL{Conn: admin}).CreateDatabase(context.Background(), dbName); err != nil {
+		t.Fatalf("testenv: on the MySQL of %s: %v", MySQLEnv, err)
 	}
 	mc.DBName = dbName
 	db, err := gorm.Open(mysql.New(mysql.Config{DSN: mc.FormatDSN(), DisableWithReturning: disableReturning}), gormConfig(cfg))
@@ -267,7 +270,7 @@ func openMySQL(t testing.TB, cfg *gorm.Config, disableReturning bool) *gorm.DB {
 			return
 		}
 		defer admin.Close()
-		_, _ = admin.Exec(`DROP DATABASE IF EXISTS ` + dbName)
+		_ = provision.MySQL{Conn: admin}.DropDatabase(context.Background(), dbName)
 	})
 	return db
 }
