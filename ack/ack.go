@@ -44,10 +44,6 @@ import (
 // answered.
 const HeaderAckFor = "ack-for"
 
-// ErrNoAckTopic: Reply was given a message that asks for no answer (no
-// "ack-topic" header).
-var ErrNoAckTopic = errors.New("ack: the message asks for no acknowledgement (no ack-topic header)")
-
 // Reply answers m: it writes an acknowledgement event (type
 // gormoutbox.AckEventType, key the message's key, JSON gormoutbox.Ack) to
 // the topic m's "ack-topic" header names, through the outbox of tx's
