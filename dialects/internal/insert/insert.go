@@ -21,7 +21,9 @@ const numColumns = 12
 
 // Dialect is what the statement needs of a dialect.
 type Dialect interface {
+	// Quote quotes an identifier.
 	Quote(ident string) string
+	// Placeholder returns the bind variable for the n-th argument.
 	Placeholder(n int) string
 }
 
