@@ -21,7 +21,7 @@
 // handler's transaction, so it is sent if and only if the handler's writes
 // commit. Producing side, an inbox consumer of the answers:
 //
-//	t := ack.NewTracker(ack.Config{MaxAttempts: 3, Hooks: []gormoutbox.Hook{hooks.Slog(logger)}})
+//	t := ack.NewTracker(ack.Config{MaxAttempts: 3, Hooks: []gormoutbox.AckHook{hooks.Slog(logger)}})
 //	c, err := inbox.New(db, t.Handle, inbox.Config{GroupID: "products-acks", Topics: []string{"inventory-acks"}, ...})
 package ack
 
@@ -43,10 +43,6 @@ import (
 // HeaderAckFor carries, on an acknowledgement, the id of the event
 // answered.
 const HeaderAckFor = "ack-for"
-
-// ErrNoAckTopic: Reply was given a message that asks for no answer (no
-// "ack-topic" header).
-var ErrNoAckTopic = errors.New("ack: the message asks for no acknowledgement (no ack-topic header)")
 
 // Reply answers m: it writes an acknowledgement event (type
 // gormoutbox.AckEventType, key the message's key, JSON gormoutbox.Ack) to
@@ -90,10 +86,9 @@ type Config struct {
 	// to attempt MaxAttempts marks it failed (and notifies the hooks);
 	// earlier ones send it again. Default 3.
 	MaxAttempts int
-	// Hooks hear of every answer applied: those implementing
-	// gormoutbox.AckHook (hooks.Slog, hooks.OTel) get OnAck after the
-	// answer's transaction commits.
-	Hooks []gormoutbox.Hook
+	// Hooks hear of every answer applied (hooks.Slog, hooks.OTel): each
+	// gets OnAck after the answer's transaction commits.
+	Hooks []gormoutbox.AckHook
 	// Logger receives answers that are ignored (unknown events, stale
 	// attempts). Default slog.Default().
 	Logger *slog.Logger
@@ -127,8 +122,8 @@ func NewTracker(cfg Config) *Tracker {
 	}
 	t := &Tracker{cfg: cfg}
 	for _, h := range cfg.Hooks {
-		if ah, ok := h.(gormoutbox.AckHook); ok {
-			t.hooks = append(t.hooks, ah)
+		if h != nil {
+			t.hooks = append(t.hooks, h)
 		}
 	}
 	return t

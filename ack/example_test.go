@@ -39,7 +39,7 @@ func ExampleNewTracker() {
 	}
 	t := ack.NewTracker(ack.Config{
 		MaxAttempts: 3,
-		Hooks:       []gormoutbox.Hook{hooks.Slog(slog.Default())},
+		Hooks:       []gormoutbox.AckHook{hooks.Slog(slog.Default())},
 	})
 	c, err := inbox.New(db, t.Handle, inbox.Config{
 		Brokers: []string{"kafka:9092"}, GroupID: "products-acks", Topics: []string{"inventory-acks"},

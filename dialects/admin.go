@@ -3,9 +3,6 @@ package dialects
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
-	"slices"
 	"time"
 )
 
@@ -34,7 +31,7 @@ type Admin interface {
 	// published before p.Before, oldest first.
 	Unanswered(ctx context.Context, db *sql.DB, p UnansweredParams) ([]Unanswered, error)
 	// Acknowledge applies a consumer's answer to the row of its event, on
-	// q (a transaction): the row is read FOR UPDATE and a.Decide says what
+	// q (a transaction): the row is read FOR UPDATE and its state says what
 	// to do. An event not in the table is ErrNoRow.
 	Acknowledge(ctx context.Context, q Conn, t Table, a Ack) (AckOutcome, AckRow, error)
 	// InState returns those of p.IDs that are rows of t in state p.State,
@@ -78,26 +75,6 @@ const (
 	StateFailed RowState = "failed"
 )
 
-// ErrUnknownState reports a RowState InState does not know.
-var ErrUnknownState = errors.New("unknown outbox row state")
-
-// Where returns the SQL predicate of the state (ErrUnknownState for
-// another).
-func (s RowState) Where() (string, error) {
-	switch s {
-	case StatePending:
-		return PendingWhere, nil
-	case StateDead:
-		return DeadWhere, nil
-	case StateAwaiting:
-		return AwaitingWhere, nil
-	case StateFailed:
-		return FailedWhere, nil
-	}
-	return "", fmt.Errorf("%w %q (want %s, %s, %s or %s)", ErrUnknownState, string(s),
-		StatePending, StateDead, StateAwaiting, StateFailed)
-}
-
 // InStateParams are the parameters of Admin.InState.
 type InStateParams struct {
 	// Table is the outbox table.
@@ -106,38 +83,4 @@ type InStateParams struct {
 	State RowState
 	// IDs are the row ids asked about.
 	IDs []int64
-}
-
-// inStateChunk bounds the ids of one InState query.
-const inStateChunk = 1000
-
-// QueryInState implements Admin.InState for both dialects (SQL both
-// accept), in queries of at most 1000 ids.
-func QueryInState(ctx context.Context, db *sql.DB, d interface{ Quote(string) string }, p InStateParams) ([]int64, error) {
-	where, err := p.State.Where()
-	if err != nil {
-		return nil, err
-	}
-	var found []int64
-	for chunk := range slices.Chunk(p.IDs, inStateChunk) {
-		rows, err := db.QueryContext(ctx, `SELECT id FROM `+p.Table.Qualified(d)+
-			` WHERE `+where+` AND id IN (`+IDList(chunk)+`)`)
-		if err != nil {
-			return nil, fmt.Errorf("look up ids in %s: %w", p.Table, err)
-		}
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("look up ids in %s: %w", p.Table, err)
-			}
-			found = append(found, id)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("look up ids in %s: %w", p.Table, err)
-		}
-	}
-	return found, nil
 }

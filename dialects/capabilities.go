@@ -3,14 +3,9 @@ package dialects
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"strconv"
 	"time"
 )
-
-// ErrUnsupported is returned by an optional method of a Dialect (SetNotify)
-// on a database without the feature; its Capabilities say so beforehand.
-var ErrUnsupported = errors.New("not supported by this database")
 
 // Capabilities declares how a database (with the driver and GORM
 // dialector the library runs it through) differs from the others where the
@@ -53,6 +48,12 @@ type Capabilities struct {
 	// on and off). A CommitListener receives them. When false, SetNotify
 	// returns ErrUnsupported and there is nothing to listen to.
 	Notify bool
+
+	// LocksShards reports that the dialect's relay passes lock the shards
+	// they claim from, and so read ClaimOptions.ShardLocks (MySQL, with
+	// GET_LOCK). When false the dialect shares rows among relays another
+	// way (PostgreSQL: FOR UPDATE SKIP LOCKED) and ignores ShardLocks.
+	LocksShards bool
 }
 
 // UpsertCount says how a database counts the rows affected by an upsert

@@ -12,10 +12,7 @@ package dialects
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -94,10 +91,6 @@ type Dialect interface {
 	Inboxer
 	// Capable declares the database's capabilities and optional features.
 	Capable
-	// ProcessAttemptHeaders returns SQL for the headers column with its
-	// "process-attempt" header set to the text of the integer SQL
-	// expression expr (see Acknowledge and Resend).
-	ProcessAttemptHeaders(expr string) string
 }
 
 // Conn runs statements and queries: a transaction.
@@ -105,9 +98,6 @@ type Conn interface {
 	Execer
 	Querier
 }
-
-// ErrInvalidTable reports a table name that is not a plain SQL identifier.
-var ErrInvalidTable = errors.New("invalid outbox table name")
 
 // MaxTableNameLen bounds the table name so that index names derived from it
 // (name + "_pending_key_idx") stay within PostgreSQL's 63-byte limit.
@@ -167,88 +157,9 @@ func (t Table) Sibling(suffix string) Table {
 	return Table{Schema: t.Schema, Name: t.Name + suffix}
 }
 
-// Columns lists the outbox columns written at capture, in Insert order.
-var Columns = []string{
-	"event_id", "topic", "msg_key", "event_type", "aggregate_type", "aggregate_id",
-	"payload", "headers", "shard", "available_at", "created_at", "ack_topic",
-}
-
 // MaxInsertRows bounds the rows of one INSERT statement so that its bind
 // variables stay well under the 65,535 both databases allow.
 const MaxInsertRows = 1000
-
-// InsertSQL builds "INSERT INTO table (cols) VALUES (...), (...)" for n rows
-// with d's placeholders.
-func InsertSQL(d Dialect, table Table, n int) string {
-	var b strings.Builder
-	b.Grow(64 + n*len(Columns)*5)
-	b.WriteString("INSERT INTO ")
-	b.WriteString(table.Qualified(d))
-	b.WriteString(" (")
-	for i, c := range Columns {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(c)
-	}
-	b.WriteString(") VALUES ")
-	arg := 1
-	for r := 0; r < n; r++ {
-		if r > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for i := range Columns {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(d.Placeholder(arg))
-			arg++
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
-}
-
-// InsertArgs flattens recs into bind arguments in Columns order.
-func InsertArgs(recs []Record) ([]any, error) {
-	args := make([]any, 0, len(recs)*len(Columns))
-	var he HeadersEncoder
-	for i := range recs {
-		r := &recs[i]
-		h, err := he.Encode(r.Headers)
-		if err != nil {
-			return nil, fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
-		}
-		var key any
-		if r.Key != nil {
-			key = r.Key
-		}
-		var ack any
-		if r.AckTopic != "" {
-			ack = r.AckTopic
-		}
-		args = append(args, r.EventID, r.Topic, key, r.EventType, r.AggregateType, r.AggregateID,
-			r.Payload, h, r.Shard, r.AvailableAt, r.CreatedAt, ack)
-	}
-	return args, nil
-}
-
-// InsertChunked runs Insert in chunks of MaxInsertRows, in order.
-func InsertChunked(ctx context.Context, d Dialect, q Execer, table Table, recs []Record) error {
-	for len(recs) > 0 {
-		n := min(len(recs), MaxInsertRows)
-		args, err := InsertArgs(recs[:n])
-		if err != nil {
-			return err
-		}
-		if _, err := q.ExecContext(ctx, InsertSQL(d, table, n), args...); err != nil {
-			return fmt.Errorf("insert %d outbox rows into %s: %w", n, table, err)
-		}
-		recs = recs[n:]
-	}
-	return nil
-}
 
 // Migration is one versioned step of the outbox schema. Its statements must
 // be idempotent (IF NOT EXISTS and the like): on MySQL DDL is not
@@ -262,27 +173,6 @@ type Migration struct {
 	Ignore func(error) bool
 }
 
-// ApplyMigrations runs, on q, the steps of ms whose version is above
-// current, in order, recording each in the migrations table with record
-// (which receives the version). It returns the version reached.
-func ApplyMigrations(ctx context.Context, q Execer, current int, ms []Migration, record string) (int, error) {
-	for _, m := range ms {
-		if m.Version <= current {
-			continue
-		}
-		for _, s := range m.Statements {
-			if _, err := q.ExecContext(ctx, s); err != nil && (m.Ignore == nil || !m.Ignore(err)) {
-				return current, fmt.Errorf("migration %d: %w", m.Version, err)
-			}
-		}
-		if _, err := q.ExecContext(ctx, record, m.Version); err != nil {
-			return current, fmt.Errorf("record migration %d: %w", m.Version, err)
-		}
-		current = m.Version
-	}
-	return current, nil
-}
-
 // HashKey is the 32-bit FNV-1a hash used for shards and lock ids.
 func HashKey(b []byte) uint32 {
 	h := uint32(2166136261)
@@ -291,49 +181,6 @@ func HashKey(b []byte) uint32 {
 		h *= 16777619
 	}
 	return h
-}
-
-// HeadersEncoder encodes headers for the JSON headers column ("{}" when
-// there are none). The records of one captured statement share one headers
-// map, so it encodes a map once and reuses the result while the same map
-// comes back. The zero value is ready to use.
-type HeadersEncoder struct {
-	last map[string]string
-	enc  string
-}
-
-// Encode returns the JSON text of h.
-func (e *HeadersEncoder) Encode(h map[string]string) (string, error) {
-	if len(h) == 0 {
-		return "{}", nil
-	}
-	if e.last != nil && reflect.ValueOf(e.last).UnsafePointer() == reflect.ValueOf(h).UnsafePointer() {
-		return e.enc, nil
-	}
-	b, err := json.Marshal(h)
-	if err != nil {
-		return "", err
-	}
-	e.last, e.enc = h, string(b)
-	return e.enc, nil
-}
-
-// Scripter is implemented by the dialects whose migrations can be written
-// out as SQL (postgres and mysql), for migration tools such as goose or
-// golang-migrate: their Migrate and MigrateSteps run exactly these
-// statements.
-type Scripter interface {
-	Dialect
-	// OutboxMigrations returns the versioned steps Migrate runs on the
-	// outbox table t.
-	OutboxMigrations(t Table) []Migration
-	// CreateMigrationsTable returns the statement that creates the
-	// migrations table of t (idempotent), which MigrateSteps runs first.
-	CreateMigrationsTable(t Table) string
-	// RecordMigration returns the statement that records version as
-	// applied in the migrations table of t, as MigrateSteps does after
-	// each step.
-	RecordMigration(t Table, version int) string
 }
 
 // Script is the DDL of one table of the library — what Migrate runs on a
@@ -364,7 +211,7 @@ type ScriptStep struct {
 // "outbox", "inbox"), as MigrateSteps
 // runs them on a database without t: the migrations table, then each
 // step's statements and the record of its version.
-func NewScript(d Scripter, kind string, t Table, steps []Migration) Script {
+func NewScript(d Dialect, kind string, t Table, steps []Migration) Script {
 	s := Script{Kind: kind, Dialect: d.Name(), Table: t}
 	for i, m := range steps {
 		var stmts []string

@@ -100,13 +100,6 @@ type AckHook interface {
 	OnAck(ctx context.Context, r AckResult)
 }
 
-// ErrUnknownEvent: Acknowledge found no outbox row with the event id (it
-// was never written here, or cleaned up).
-var ErrUnknownEvent = errors.New("gormoutbox: no outbox row for the acknowledged event")
-
-// ErrInvalidAck reports an acknowledgement that cannot be applied.
-var ErrInvalidAck = errors.New("gormoutbox: invalid acknowledgement")
-
 // Acknowledge applies a consumer's answer to the event's outbox row, in tx
 // (a transaction, normally the inbox's, which deduplicates the answers):
 // SUCCESS marks it processed; FAILED sends it again with the next

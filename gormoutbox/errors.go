@@ -43,6 +43,30 @@ var (
 	ErrListenerNotLinked = errors.New(`gormoutbox: LISTEN needs pgx: set ListenOptions.Listener to pgxlisten.New() (package "github.com/go-outbox/outbox/dialects/postgres/pgxlisten")`)
 )
 
+// Errors of the relay's hooks and publishers: they tell the relay what
+// became of a message.
+var (
+	// ErrDeadLetter, wrapped in an error a BeforePublish hook returns,
+	// dead-letters the message at once instead of retrying it.
+	ErrDeadLetter = errors.New("gormoutbox: dead-lettered by a hook")
+	// ErrMessageTooLarge: the broker (or the client's batch limit) cannot
+	// take the message; retrying cannot help, so it is dead-lettered at
+	// once.
+	ErrMessageTooLarge = errors.New("gormoutbox: message too large")
+	// ErrHeldBack: the message was not sent because an earlier message of
+	// its key failed; it is left as it was, with no attempt counted.
+	ErrHeldBack = errors.New("gormoutbox: held back behind a failed message of the same key")
+)
+
+// Errors of acknowledgements (Acknowledge, ack.Tracker).
+var (
+	// ErrUnknownEvent: Acknowledge found no outbox row with the event id
+	// (it was never written here, or cleaned up).
+	ErrUnknownEvent = errors.New("gormoutbox: no outbox row for the acknowledged event")
+	// ErrInvalidAck reports an acknowledgement that cannot be applied.
+	ErrInvalidAck = errors.New("gormoutbox: invalid acknowledgement")
+)
+
 // ErrTransactionPooler: Relay.ListenWith was given a connection that goes
 // through a connection pooler in transaction or statement pooling mode
 // (PgBouncer's pool_mode = transaction, and the like), where LISTEN cannot

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,8 +108,17 @@ var topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 func validTopic(t string) bool { return topicRE.MatchString(t) && t != "." && t != ".." }
 
-var knownSettings = []string{"topic", "aggregate", "events", "key",
-	"create_type", "update_type", "delete_type", "purge_type", "version", "ack"}
+// knownSettings lists the settings of an outbox tag, for error messages.
+const knownSettings = "topic, aggregate, events, key, create_type, update_type, delete_type, purge_type, version, ack"
+
+// knownSetting reports whether k is a setting of an outbox tag.
+func knownSetting(k string) bool {
+	switch k {
+	case "topic", "aggregate", "events", "key", "create_type", "update_type", "delete_type", "purge_type", "version", "ack":
+		return true
+	}
+	return false
+}
 
 // findSource returns the tag of the embedded Source, looking through
 // anonymous embedded structs.
@@ -179,8 +187,8 @@ func parseModel(sch *schema.Schema) (*model, error) {
 		}
 		k, v, _ := strings.Cut(part, ":")
 		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
-		if !slices.Contains(knownSettings, k) {
-			return nil, tagError(name, "", "unknown outbox setting %q (known: %s)", k, strings.Join(knownSettings, ", "))
+		if !knownSetting(k) {
+			return nil, tagError(name, "", "unknown outbox setting %q (known: %s)", k, knownSettings)
 		}
 		if seen[k] {
 			return nil, tagError(name, "", "outbox setting %q given twice", k)

@@ -269,19 +269,6 @@ func (p *Plugin) Validate(models ...any) error {
 	return errors.Join(errs...)
 }
 
-// IsSource reports whether model is a valid, tagged event source.
-func (p *Plugin) IsSource(model any) bool {
-	if p.db == nil {
-		return false
-	}
-	sch, err := parseSchema(p.db, model)
-	if err != nil {
-		return false
-	}
-	m, err := p.models.lookup(sch)
-	return err == nil && m != nil
-}
-
 // from returns the plugin registered on db.
 func from(db *gorm.DB) (*Plugin, error) {
 	if db == nil || db.Config == nil {

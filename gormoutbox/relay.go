@@ -3,7 +3,6 @@ package gormoutbox
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -120,20 +119,6 @@ func (HookBase) OnError(context.Context, *Message, error, int) {}
 
 // OnDeadLetter implements Hook.
 func (HookBase) OnDeadLetter(context.Context, *Message, error, int) {}
-
-// ErrDeadLetter, wrapped in an error a BeforePublish hook returns,
-// dead-letters the message at once instead of retrying it.
-var ErrDeadLetter = errors.New("dead-lettered by a hook")
-
-// Publisher error kinds.
-var (
-	// ErrMessageTooLarge: the broker (or the client's batch limit) cannot
-	// take the message; retrying cannot help, so it is dead-lettered at once.
-	ErrMessageTooLarge = errors.New("message too large")
-	// ErrHeldBack: the message was not sent because an earlier message of
-	// its key failed; it is left as it was, with no attempt counted.
-	ErrHeldBack = errors.New("held back behind a failed message of the same key")
-)
 
 // Relay moves committed outbox rows to a Publisher: it claims due rows,
 // publishes them in outbox order, and marks them published, schedules a

@@ -58,7 +58,8 @@ type RelayConfig struct {
 	// shard (other relays then stand by). Not used on PostgreSQL, where
 	// relays share rows through SKIP LOCKED. (MaxShards and LockWait
 	// reach the dialect as dialects.ClaimOptions.ShardLocks, which only
-	// the dialects that lock shards read: see dialects.ShardLocker.)
+	// the dialects that lock shards read: see
+	// dialects.Capabilities.LocksShards.)
 	MaxShards int
 
 	// LockWait is how long a MySQL pass that finds every shard locked

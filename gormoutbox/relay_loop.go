@@ -34,7 +34,8 @@ func (a *DrainResult) add(b DrainResult) {
 // into a duplicate.
 func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 	start := time.Now()
-	// ShardLocks matter to dialects that lock shards (dialects.ShardLocker);
+	// ShardLocks matter to dialects that lock shards
+	// (dialects.Capabilities.LocksShards);
 	// the others ignore them.
 	opts := dialects.ClaimOptions{Shards: r.cfg.Shards,
 		ShardLocks: dialects.ShardLocks{Max: r.cfg.MaxShards, Wait: max(r.cfg.LockWait, 0)}}

@@ -11,7 +11,9 @@ func (p *Plugin) wake() {
 
 // wakeLaterDelays are when wakeLater calls Wake after outbox rows were
 // written in a transaction the plugin does not see commit.
-var wakeLaterDelays = [...]time.Duration{5 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond}
+func wakeLaterDelays() [3]time.Duration {
+	return [...]time.Duration{5 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond}
+}
 
 // wakeLater wakes the relay a few times shortly after outbox rows were
 // written in a transaction the caller commits (db.Transaction, Begin):
@@ -21,7 +23,7 @@ func (p *Plugin) wakeLater() {
 	if p.cfg.Wake == nil {
 		return
 	}
-	for _, d := range wakeLaterDelays {
+	for _, d := range wakeLaterDelays() {
 		time.AfterFunc(d, p.cfg.Wake)
 	}
 }

@@ -15,17 +15,27 @@ import (
 // attempt failed at error, as the notification for the team ("outbox:
 // event could not be processed; notify the team"). It logs ids, topic, event type and attempts — never keys,
 // payloads or header values, which may hold personal data.
-func Slog(l *slog.Logger) gormoutbox.Hook {
+func Slog(l *slog.Logger) SlogHook {
 	if l == nil {
 		l = slog.Default()
 	}
-	return slogHook{l: l}
+	return SlogHook{l: l}
 }
 
-type slogHook struct {
+// SlogHook is the hook Slog returns: a gormoutbox.Hook of the relay
+// (RelayConfig.Hooks) and a gormoutbox.AckHook of the tracker
+// (ack.Config.Hooks).
+type SlogHook struct {
 	gormoutbox.HookBase
 	l *slog.Logger
 }
+
+var (
+	_ gormoutbox.Hook    = SlogHook{}
+	_ gormoutbox.AckHook = SlogHook{}
+	_ gormoutbox.Hook    = (*OTel)(nil)
+	_ gormoutbox.AckHook = (*OTel)(nil)
+)
 
 func attrs(m *gormoutbox.Message) []any {
 	typ := ""
@@ -38,23 +48,23 @@ func attrs(m *gormoutbox.Message) []any {
 	return []any{"outbox_id", m.ID, "event_id", m.EventID, "topic", m.Topic, "event_type", typ}
 }
 
-func (h slogHook) AfterPublish(ctx context.Context, m *gormoutbox.Message, took time.Duration) {
+func (h SlogHook) AfterPublish(ctx context.Context, m *gormoutbox.Message, took time.Duration) {
 	if h.l.Enabled(ctx, slog.LevelDebug) {
 		h.l.DebugContext(ctx, "outbox: published", append(attrs(m), "publish_took", took,
 			"lag", time.Since(m.CreatedAt))...)
 	}
 }
 
-func (h slogHook) OnError(ctx context.Context, m *gormoutbox.Message, err error, attempt int) {
+func (h SlogHook) OnError(ctx context.Context, m *gormoutbox.Message, err error, attempt int) {
 	h.l.WarnContext(ctx, "outbox: publish failed, will retry", append(attrs(m), "attempt", attempt, "error", err)...)
 }
 
-func (h slogHook) OnDeadLetter(ctx context.Context, m *gormoutbox.Message, err error, attempts int) {
+func (h SlogHook) OnDeadLetter(ctx context.Context, m *gormoutbox.Message, err error, attempts int) {
 	h.l.ErrorContext(ctx, "outbox: dead-lettered", append(attrs(m), "attempts", attempts, "error", err)...)
 }
 
 // OnAck implements gormoutbox.AckHook.
-func (h slogHook) OnAck(ctx context.Context, r gormoutbox.AckResult) {
+func (h SlogHook) OnAck(ctx context.Context, r gormoutbox.AckResult) {
 	a := []any{"outbox_id", r.ID, "event_id", r.Ack.EventID, "topic", r.Topic, "event_type", r.EventType,
 		"aggregate_type", r.AggregateType, "aggregate_id", r.AggregateID, "consumer", r.Ack.Consumer,
 		"process_attempt", r.Ack.Attempt}

@@ -36,11 +36,7 @@ func DDL(driver, table string) (dialects.Script, error) {
 	if err != nil {
 		return dialects.Script{}, err
 	}
-	sc, ok := s.d.(dialects.Scripter)
-	if !ok {
-		return dialects.Script{}, fmt.Errorf("%w: the %s dialect cannot write out its DDL", ErrInvalidConfig, driver)
-	}
-	return dialects.NewScript(sc, "inbox", s.table, s.migrations()), nil
+	return dialects.NewScript(s.d, "inbox", s.table, s.migrations()), nil
 }
 
 // MigrateTable creates or upgrades the inbox table named table ("" is

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/pick"
 )
 
@@ -22,7 +21,7 @@ func TestDDL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc := s.d.(dialects.Scripter)
+		sc := s.d
 		want := []string{sc.CreateMigrationsTable(s.table)}
 		for _, m := range s.migrations() {
 			want = append(want, m.Statements...)

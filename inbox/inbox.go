@@ -29,7 +29,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"strconv"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -44,14 +43,6 @@ const (
 	// answered FAILED to (see package ack): a re-send is a new delivery to
 	// process, so it is deduplicated apart from the first.
 	HeaderProcessAttempt = "process-attempt"
-)
-
-// Errors.
-var (
-	// ErrInvalidConfig reports a Config field that cannot be used.
-	ErrInvalidConfig = errors.New("inbox: invalid config")
-	// ErrNoHandler: New was given a nil handler.
-	ErrNoHandler = errors.New("inbox: no handler")
 )
 
 // Message is a Kafka message handed to the handler.

@@ -3,16 +3,11 @@ package inbox
 import (
 	"context"
 	"database/sql"
-	"errors"
 
 	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/dialects"
 )
-
-// errTxOwned is returned when a handler commits or rolls back the
-// transaction it was given: the inbox owns it.
-var errTxOwned = errors.New("inbox: the handler's transaction belongs to the inbox; return an error to undo the handler's writes")
 
 const savepointName = "inbox_msg"
 
@@ -137,10 +132,6 @@ func (p *savepointPool) keep(ctx context.Context) error {
 	}
 	return p.d.ReleaseSavepoint(ctx, p.raw, savepointName)
 }
-
-// ErrNotInHandler: OnCommit was called with a *gorm.DB that is not a
-// handler's transaction.
-var ErrNotInHandler = errors.New("inbox: not the transaction of an inbox handler")
 
 // OnCommit registers f to run after the transaction of tx commits, if the
 // handler that got tx succeeds: for effects outside the database that must

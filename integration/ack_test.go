@@ -100,7 +100,7 @@ func newAckFlow(t *testing.T, d testenv.Dialect, maxAttempts int, h inbox.Handle
 	if f.orders, err = inbox.New(db, h, ocfg); err != nil {
 		t.Fatal(err)
 	}
-	tr := ack.NewTracker(ack.Config{MaxAttempts: maxAttempts, Hooks: []gormoutbox.Hook{f.hook}, Logger: quiet})
+	tr := ack.NewTracker(ack.Config{MaxAttempts: maxAttempts, Hooks: []gormoutbox.AckHook{f.hook}, Logger: quiet})
 	if f.tracker, err = inbox.New(db, tr.Handle, pcfg); err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +406,7 @@ func TestAckTimeout(t *testing.T) {
 		}
 		hook := &ackRecorder{}
 		var clock atomic.Int64 // offset from the wall clock
-		tr := ack.NewTracker(ack.Config{MaxAttempts: 2, Timeout: time.Minute, Hooks: []gormoutbox.Hook{hook},
+		tr := ack.NewTracker(ack.Config{MaxAttempts: 2, Timeout: time.Minute, Hooks: []gormoutbox.AckHook{hook},
 			Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return time.Now().Add(time.Duration(clock.Load())) }})
 		r := newRelay(t, db, newPublisher(t, brokers, kafka.Config{}), gormoutbox.RelayConfig{})
 		drainUntilEmpty(t, r, 30*time.Second)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,13 @@ func adminExec(t *testing.T, db *gorm.DB, query string, args ...any) {
 	}
 }
 
-func idIn(ids ...int64) string { return "(" + dialects.IDList(ids) + ")" }
+func idIn(ids ...int64) string {
+	list := make([]string, len(ids))
+	for i, id := range ids {
+		list[i] = strconv.FormatInt(id, 10)
+	}
+	return "(" + strings.Join(list, ",") + ")"
+}
 
 // The Admin operates the outbox with no Publisher anywhere: counts per
 // state (every state with CountStates), dead letters and failed rows,

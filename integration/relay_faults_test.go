@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -44,8 +45,39 @@ type outboxState struct {
 	Attempts    int
 	AvailableAt time.Time
 	LastError   sql.NullString
-	PublishedAt dialects.Time
-	DeadAt      dialects.Time
+	PublishedAt dbTime
+	DeadAt      dbTime
+}
+
+// dbTime scans a time column from drivers that return time.Time and from
+// those that return text (MySQL without parseTime). The zero value is NULL.
+type dbTime struct {
+	Time  time.Time
+	Valid bool
+}
+
+func (t *dbTime) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*t = dbTime{}
+		return nil
+	case time.Time:
+		*t = dbTime{Time: x.UTC(), Valid: true}
+		return nil
+	case []byte:
+		v = string(x)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("cannot scan %T into a time", v)
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05.999999999", time.RFC3339Nano} {
+		if p, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			*t = dbTime{Time: p, Valid: true}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot parse %q as a time", s)
 }
 
 func readStates(t *testing.T, db *gorm.DB) []outboxState {
@@ -59,7 +91,7 @@ func readStates(t *testing.T, db *gorm.DB) []outboxState {
 	var out []outboxState
 	for rows.Next() {
 		var s outboxState
-		var avail dialects.Time
+		var avail dbTime
 		if err := rows.Scan(&s.ID, &s.Attempts, &avail, &s.LastError, &s.PublishedAt, &s.DeadAt); err != nil {
 			t.Fatal(err)
 		}

@@ -78,7 +78,7 @@ func TestConfigsPrintNoSecret(t *testing.T) {
 		"gormoutbox.Config":          gormoutbox.Config{Logger: logger, Wake: func() {}},
 		"gormoutbox.RelayConfig":     gormoutbox.RelayConfig{Hooks: []gormoutbox.Hook{hooks.Slog(logger)}, Logger: logger},
 		"scheduler.Config":           scheduler.Config{Logger: logger, Location: time.UTC},
-		"ack.Config":                 ack.Config{Hooks: []gormoutbox.Hook{hooks.Slog(logger)}, Logger: logger},
+		"ack.Config":                 ack.Config{Hooks: []gormoutbox.AckHook{hooks.Slog(logger)}, Logger: logger},
 		"kafka.Dialer (from Config)": dialer,
 		"kafka.Dialer (PLAIN)":       plainDialer,
 	}

@@ -169,9 +169,6 @@ type Publisher struct {
 
 var _ gormoutbox.Publisher = (*Publisher)(nil)
 
-// ErrInvalidConfig reports a Config field the Publisher cannot use.
-var ErrInvalidConfig = errors.New("kafka: invalid config")
-
 // NewPublisher returns a Publisher for cfg.
 func NewPublisher(cfg Config) (*Publisher, error) {
 	if len(cfg.Brokers) == 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/rowscan"
 )
 
 // shards is the shard count of the suite's outbox tables.
@@ -128,11 +129,11 @@ type outboxRow struct {
 func (e *outboxEnv) rows() []outboxRow {
 	e.t.Helper()
 	q := e.table.Qualified(e.d)
-	rs, err := e.db.QueryContext(e.ctx, `SELECT `+dialects.RowColumns+` FROM `+q+` ORDER BY id`)
+	rs, err := e.db.QueryContext(e.ctx, `SELECT `+rowscan.Columns+` FROM `+q+` ORDER BY id`)
 	if err != nil {
 		e.t.Fatalf("read %s: %v", e.table, err)
 	}
-	all, err := dialects.ScanRows(rs, false, 16)
+	all, err := rowscan.Rows(rs, 16)
 	if err != nil {
 		e.t.Fatalf("read %s: %v", e.table, err)
 	}
@@ -146,7 +147,7 @@ func (e *outboxEnv) rows() []outboxRow {
 		var (
 			id  int64
 			ack sql.NullString
-			at  dialects.Time
+			at  rowscan.Time
 		)
 		if err := extra.Scan(&id, &ack, &at); err != nil {
 			e.t.Fatalf("read %s: %v", e.table, err)

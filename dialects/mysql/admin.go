@@ -5,41 +5,42 @@ import (
 	"database/sql"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/rowsql"
 )
 
 var _ dialects.Admin = Dialect{}
 
 // TopicStats implements dialects.Admin.
 func (d Dialect) TopicStats(ctx context.Context, db *sql.DB, t dialects.Table) (map[string]dialects.Stats, error) {
-	return dialects.QueryTopicStats(ctx, db, d, t)
+	return rowsql.TopicStats(ctx, db, d, t)
 }
 
 // CountDone implements dialects.Admin.
 func (d Dialect) CountDone(ctx context.Context, db *sql.DB, t dialects.Table, stats map[string]dialects.Stats) error {
-	return dialects.CountDone(ctx, db, d, t, stats)
+	return rowsql.CountDone(ctx, db, d, t, stats)
 }
 
 // FailedRows implements dialects.Admin.
 func (d Dialect) FailedRows(ctx context.Context, db *sql.DB, t dialects.Table, q dialects.DeadQuery) ([]dialects.Row, error) {
-	return dialects.QueryFailed(ctx, db, d, t, q)
+	return rowsql.Failed(ctx, db, d, t, q)
 }
 
 // Resend implements dialects.Admin.
 func (d Dialect) Resend(ctx context.Context, db *sql.DB, p dialects.ResendParams) (int64, error) {
-	return dialects.Resend(ctx, db, d, p)
+	return rowsql.Resend(ctx, db, d, p)
 }
 
 // Unanswered implements dialects.Admin.
 func (d Dialect) Unanswered(ctx context.Context, db *sql.DB, p dialects.UnansweredParams) ([]dialects.Unanswered, error) {
-	return dialects.QueryUnanswered(ctx, db, d, p)
+	return rowsql.Unanswered(ctx, db, d, p)
 }
 
 // Acknowledge implements dialects.Admin.
 func (d Dialect) Acknowledge(ctx context.Context, q dialects.Conn, t dialects.Table, a dialects.Ack) (dialects.AckOutcome, dialects.AckRow, error) {
-	return dialects.Acknowledge(ctx, q, d, t, a)
+	return rowsql.Acknowledge(ctx, q, d, t, a)
 }
 
 // InState implements dialects.Admin.
 func (d Dialect) InState(ctx context.Context, db *sql.DB, p dialects.InStateParams) ([]int64, error) {
-	return dialects.QueryInState(ctx, db, d, p)
+	return rowsql.InState(ctx, db, d, p)
 }

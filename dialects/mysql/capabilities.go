@@ -19,6 +19,9 @@ func (Dialect) Capabilities() dialects.Capabilities {
 	return dialects.Capabilities{
 		ConsecutiveInsertIDs: true,
 		UpsertCount:          dialects.UpsertCountsChanges,
+		// A pass locks the shards it claims from (see Open), so it reads
+		// ClaimOptions.ShardLocks.
+		LocksShards: true,
 	}
 }
 

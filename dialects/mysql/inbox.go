@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/headers"
+	"github.com/go-outbox/outbox/dialects/internal/rowscan"
 )
 
 // InboxMigrations implements dialects.Inboxer. One index on (status,
@@ -111,7 +113,7 @@ func (d Dialect) InboxUnrecord(ctx context.Context, q dialects.Execer, p dialect
 
 // InboxPark implements dialects.Inboxer.
 func (d Dialect) InboxPark(ctx context.Context, q dialects.Execer, t dialects.Table, dl dialects.InboxDeadLetter) error {
-	var he dialects.HeadersEncoder
+	var he headers.Encoder
 	h, err := he.Encode(dl.Headers)
 	if err != nil {
 		return fmt.Errorf("encode headers of %s: %w", dl.EventID, err)
@@ -148,7 +150,7 @@ FROM ` + p.Table.Qualified(d) + ` WHERE status = 'dead' AND consumer = ?`
 		var (
 			dl dialects.InboxDeadLetter
 			h  []byte
-			at dialects.Time
+			at rowscan.Time
 		)
 		if err := rows.Scan(&dl.Consumer, &dl.EventID, &dl.Topic, &dl.Partition, &dl.Offset, &dl.Key, &dl.Value, &h,
 			&dl.Attempts, &dl.LastError, &at); err != nil {

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/insert"
+	"github.com/go-outbox/outbox/dialects/internal/migrate"
 )
 
 // Dialect implements dialects.Dialect for MySQL and MariaDB.
@@ -121,18 +123,18 @@ func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
 }
 
-var _ dialects.Scripter = Dialect{}
+var _ dialects.Capable = Dialect{}
 
-// OutboxMigrations implements dialects.Scripter: the steps Migrate runs.
+// OutboxMigrations implements dialects.Capable: the steps Migrate runs.
 func (d Dialect) OutboxMigrations(t dialects.Table) []dialects.Migration { return migrations(d, t) }
 
-// CreateMigrationsTable implements dialects.Scripter.
+// CreateMigrationsTable implements dialects.Capable.
 func (d Dialect) CreateMigrationsTable(t dialects.Table) string {
 	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable(d, t) +
 		` (version INT NOT NULL PRIMARY KEY, applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB`
 }
 
-// RecordMigration implements dialects.Scripter.
+// RecordMigration implements dialects.Capable.
 func (d Dialect) RecordMigration(t dialects.Table, version int) string {
 	return recordMigration(d, t, strconv.Itoa(version))
 }
@@ -191,7 +193,7 @@ func (d Dialect) MigrateSteps(ctx context.Context, db *sql.DB, t dialects.Table,
 	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+migrationsTable(d, t)).Scan(&cur); err != nil {
 		return fmt.Errorf("migrate %s: read version: %w", t, err)
 	}
-	if _, err := dialects.ApplyMigrations(ctx, conn, cur, steps, recordMigration(d, t, "?")); err != nil {
+	if _, err := migrate.Apply(ctx, conn, cur, steps, recordMigration(d, t, "?")); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	return nil
@@ -219,5 +221,5 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 				recs[i].EventID, len(recs[i].Key), MaxKeyLen)
 		}
 	}
-	return dialects.InsertChunked(ctx, d, q, t, recs)
+	return insert.Chunked(ctx, d, q, t, recs)
 }

@@ -12,16 +12,12 @@ import (
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/claim"
+	"github.com/go-outbox/outbox/dialects/internal/rowscan"
+	"github.com/go-outbox/outbox/dialects/internal/rowsql"
 )
 
-var (
-	_ dialects.Relayer     = Dialect{}
-	_ dialects.ShardLocker = Dialect{}
-)
-
-// LocksShards implements dialects.ShardLocker: a MySQL pass locks the
-// shards it claims from (see Open), so it reads ClaimOptions.ShardLocks.
-func (Dialect) LocksShards() bool { return true }
+var _ dialects.Relayer = Dialect{}
 
 // ShardLockName is the GET_LOCK name a relay holds for one shard of table
 // t in database database (used when t names none). Named locks are
@@ -150,15 +146,15 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
 		args = append(args, now.UTC())
 	}
-	stmt := `SELECT ` + dialects.RowColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + b.String() +
+	stmt := `SELECT ` + rowscan.ColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + b.String() +
 		`) c ON c.id = o.id ORDER BY o.id LIMIT ` + strconv.Itoa(limit)
 	var out []dialects.Row
-	for round := 0; round < dialects.MaxClaimRounds; round++ {
+	for round := 0; round < claim.MaxRounds; round++ {
 		rows, err := p.conn.QueryContext(ctx, stmt, args...)
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
-		all, err := dialects.ScanRows(rows, false, limit)
+		all, err := rowscan.Candidates(rows, false, limit)
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
@@ -166,7 +162,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			return nil, fmt.Errorf("claim from %s: order guard: %w", p.t, err)
 		}
 		p.learn(all, quota)
-		kept, park := dialects.OrderedPrefix(all, now)
+		kept, park := claim.OrderedPrefix(all, now)
 		if len(park) > 0 {
 			if err := p.park(ctx, park); err != nil {
 				return nil, err
@@ -221,7 +217,7 @@ func (p *pass) quotas(limit int) []int {
 
 // learn records, per held shard, how many rows the claim got (or -1 when
 // the shard filled its quota and may hold more).
-func (p *pass) learn(rows []dialects.Row, quota []int) {
+func (p *pass) learn(rows []claim.Candidate, quota []int) {
 	got := make(map[int]int, len(p.held))
 	for i := range rows {
 		got[rows[i].Shard]++
@@ -251,12 +247,12 @@ func (p *pass) learn(rows []dialects.Row, quota []int) {
 // which normally finds nothing. (A correlated "MAX(id) … id < o.id" per
 // row, the obvious SQL, made MariaDB read every pending row of the key for
 // each claimed row: 90% of the claim's time on a 100k-row backlog.)
-func (p *pass) prevs(ctx context.Context, rows []dialects.Row, now time.Time) error {
+func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time) error {
 	type span struct {
 		topic   string
 		key     []byte
 		max     int64
-		pending []dialects.Pending
+		pending []claim.Pending
 	}
 	spans := map[string]*span{}
 	var order []*span
@@ -296,8 +292,8 @@ func (p *pass) prevs(ctx context.Context, rows []dialects.Row, now time.Time) er
 	for res.Next() {
 		var (
 			k  int
-			pd dialects.Pending
-			av dialects.Time
+			pd claim.Pending
+			av rowscan.Time
 		)
 		if err := res.Scan(&k, &pd.ID, &av); err != nil {
 			return err
@@ -312,13 +308,13 @@ func (p *pass) prevs(ctx context.Context, rows []dialects.Row, now time.Time) er
 		return err
 	}
 	for _, sp := range order {
-		dialects.SetPrevs(rows, sp.topic, sp.key, sp.pending)
+		claim.SetPrevs(rows, sp.topic, sp.key, sp.pending)
 	}
 	return nil
 }
 
 // park makes held-back rows due when the row they wait for is.
-func (p *pass) park(ctx context.Context, park []dialects.Park) error {
+func (p *pass) park(ctx context.Context, park []claim.Park) error {
 	if err := parkRows(ctx, p.conn, p.t.Qualified(p.d), park); err != nil {
 		return fmt.Errorf("claim from %s: park held-back rows: %w", p.t, err)
 	}
@@ -348,10 +344,10 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 	for _, a := range order {
 		for ids := groups[a]; len(ids) > 0; {
 			n := min(len(ids), 5000)
-			stmt := `UPDATE ` + q + ` SET published_at = ? WHERE id IN (` + dialects.IDList(ids[:n]) + `) AND process_attempts = ?`
+			stmt := `UPDATE ` + q + ` SET published_at = ? WHERE id IN (` + rowsql.IDList(ids[:n]) + `) AND process_attempts = ?`
 			if o.Delete {
 				// Rows waiting for an acknowledgement are kept (marked).
-				if err := execRetry(ctx, p.conn, `DELETE FROM `+q+` WHERE id IN (`+dialects.IDList(ids[:n])+`) AND ack_topic IS NULL`); err != nil {
+				if err := execRetry(ctx, p.conn, `DELETE FROM `+q+` WHERE id IN (`+rowsql.IDList(ids[:n])+`) AND ack_topic IS NULL`); err != nil {
 					return fmt.Errorf("delete published rows of %s: %w", p.t, err)
 				}
 				stmt += ` AND ack_topic IS NOT NULL`
@@ -385,7 +381,7 @@ func retry(ctx context.Context, d Dialect, conn *sql.Conn, t dialects.Table, o d
 			avail.when(r.ID, r.AvailableAt.UTC())
 		}
 	}
-	list := dialects.IDList(ids)
+	list := rowsql.IDList(ids)
 	set := []string{"attempts = " + attempts.sql("attempts"), "last_error = " + errs.sql("last_error")}
 	args := append(attempts.args, errs.args...)
 	if len(avail.args) > 0 {
@@ -403,7 +399,7 @@ func retry(ctx context.Context, d Dialect, conn *sql.Conn, t dialects.Table, o d
 	// plain read and updated by primary key: a range UPDATE on the key
 	// index would take gap locks that collide with other workers and with
 	// new outbox rows.
-	var push []dialects.Park
+	var push []claim.Park
 	for i, r := range o.Retries {
 		if r.Dead || i >= len(o.Keys) || o.Keys[i].Key == nil {
 			continue
@@ -421,7 +417,7 @@ WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL
 				rows.Close()
 				return err
 			}
-			push = append(push, dialects.Park{ID: id, Until: r.AvailableAt})
+			push = append(push, claim.Park{ID: id, Until: r.AvailableAt})
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -438,7 +434,7 @@ WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL
 
 // parkRows sets available_at of rows by primary key, never earlier than
 // it is.
-func parkRows(ctx context.Context, conn *sql.Conn, q string, park []dialects.Park) error {
+func parkRows(ctx context.Context, conn *sql.Conn, q string, park []claim.Park) error {
 	ids := make([]int64, len(park))
 	var until caseBuilder
 	for i, pk := range park {
@@ -446,7 +442,7 @@ func parkRows(ctx context.Context, conn *sql.Conn, q string, park []dialects.Par
 		until.when(pk.ID, pk.Until.UTC())
 	}
 	return execRetry(ctx, conn, `UPDATE `+q+` SET available_at = GREATEST(available_at, `+until.sql("available_at")+
-		`) WHERE id IN (`+dialects.IDList(ids)+`)`, until.args...)
+		`) WHERE id IN (`+rowsql.IDList(ids)+`)`, until.args...)
 }
 
 // caseBuilder builds "CASE id WHEN ? THEN ? … ELSE col END".
@@ -512,7 +508,7 @@ func (d Dialect) Replay(ctx context.Context, db *sql.DB, t dialects.Table, now t
 		return 0, dialects.ErrNoIDs
 	}
 	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+
-		` SET dead_at = NULL, attempts = 0, available_at = ? WHERE dead_at IS NOT NULL AND id IN (`+dialects.IDList(ids)+`)`,
+		` SET dead_at = NULL, attempts = 0, available_at = ? WHERE dead_at IS NOT NULL AND id IN (`+rowsql.IDList(ids)+`)`,
 		now.UTC())
 	if err != nil {
 		return 0, fmt.Errorf("replay on %s: %w", t, err)
@@ -525,13 +521,13 @@ func (d Dialect) DeadLetters(ctx context.Context, db *sql.DB, t dialects.Table, 
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	rows, err := db.QueryContext(ctx, `SELECT `+dialects.RowColumns+` FROM `+t.Qualified(d)+
+	rows, err := db.QueryContext(ctx, `SELECT `+rowscan.Columns+` FROM `+t.Qualified(d)+
 		` WHERE dead_at IS NOT NULL AND id > ? AND (? = '' OR topic = ?) ORDER BY id LIMIT ?`,
 		q.AfterID, q.Topic, q.Topic, q.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("dead letters of %s: %w", t, err)
 	}
-	return dialects.ScanRows(rows, false, q.Limit)
+	return rowscan.Rows(rows, q.Limit)
 }
 
 // Cleanup implements dialects.Relayer. It runs at READ COMMITTED so that
@@ -562,10 +558,12 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 
 // Stats implements dialects.Relayer.
 func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
-	return dialects.QueryStats(ctx, db, d, t)
+	return rowsql.Stats(ctx, db, d, t)
 }
 
-// ProcessAttemptHeaders implements dialects.Dialect.
+// ProcessAttemptHeaders returns SQL for the headers column with its
+// "process-attempt" header set to the text of the integer SQL expression
+// expr (the shared acknowledge and resend statements use it).
 func (Dialect) ProcessAttemptHeaders(expr string) string {
 	return `JSON_SET(headers, '$."process-attempt"', CAST(` + expr + ` AS CHAR))`
 }

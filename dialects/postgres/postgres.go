@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/headers"
+	"github.com/go-outbox/outbox/dialects/internal/insert"
+	"github.com/go-outbox/outbox/dialects/internal/migrate"
 )
 
 // Dialect implements dialects.Dialect for PostgreSQL (11 and later).
@@ -136,18 +139,18 @@ func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
 }
 
-var _ dialects.Scripter = Dialect{}
+var _ dialects.Capable = Dialect{}
 
-// OutboxMigrations implements dialects.Scripter: the steps Migrate runs.
+// OutboxMigrations implements dialects.Capable: the steps Migrate runs.
 func (d Dialect) OutboxMigrations(t dialects.Table) []dialects.Migration { return migrations(d, t) }
 
-// CreateMigrationsTable implements dialects.Scripter.
+// CreateMigrationsTable implements dialects.Capable.
 func (d Dialect) CreateMigrationsTable(t dialects.Table) string {
 	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable(d, t) +
 		` (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`
 }
 
-// RecordMigration implements dialects.Scripter.
+// RecordMigration implements dialects.Capable.
 func (d Dialect) RecordMigration(t dialects.Table, version int) string {
 	return recordMigration(d, t, strconv.Itoa(version))
 }
@@ -194,7 +197,7 @@ func (d Dialect) MigrateSteps(ctx context.Context, db *sql.DB, t dialects.Table,
 	if err = tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+migrationsTable(d, t)).Scan(&cur); err != nil {
 		return fmt.Errorf("migrate %s: read version: %w", t, err)
 	}
-	if _, err = dialects.ApplyMigrations(ctx, tx, cur, steps, recordMigration(d, t, "$1")); err != nil {
+	if _, err = migrate.Apply(ctx, tx, cur, steps, recordMigration(d, t, "$1")); err != nil {
 		return fmt.Errorf("migrate %s: %w", t, err)
 	}
 	if err = tx.Commit(); err != nil {
@@ -221,7 +224,7 @@ func (d Dialect) SchemaVersion(ctx context.Context, db *sql.DB, t dialects.Table
 // Insert implements dialects.Dialect.
 func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table, recs []dialects.Record) error {
 	if !d.Unnest {
-		return dialects.InsertChunked(ctx, d, q, t, recs)
+		return insert.Chunked(ctx, d, q, t, recs)
 	}
 	n := len(recs)
 	var (
@@ -232,13 +235,13 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 		aggT    = make([]string, n)
 		aggID   = make([]string, n)
 		payload = make([][]byte, n)
-		headers = make([]string, n)
+		hdrs    = make([]string, n)
 		shards  = make([]int32, n)
 		avail   = make([]time.Time, n)
 		created = make([]time.Time, n)
 		acks    = make([]string, n)
 	)
-	var he dialects.HeadersEncoder
+	var he headers.Encoder
 	for i := range recs {
 		r := &recs[i]
 		ids[i], topics[i], keys[i], types[i] = r.EventID, r.Topic, r.Key, r.EventType
@@ -248,14 +251,14 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table
 		if err != nil {
 			return fmt.Errorf("encode headers of event %s: %w", r.EventID, err)
 		}
-		headers[i] = h
+		hdrs[i] = h
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+strings.Join(dialects.Columns, ", ")+`)
+	_, err := q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+insert.ColumnList+`)
 SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, NULLIF(c12, '')
 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
 	$7::bytea[], $8::jsonb[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[])
 	AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12)`,
-		ids, topics, keys, types, aggT, aggID, payload, headers, shards, avail, created, acks)
+		ids, topics, keys, types, aggT, aggID, payload, hdrs, shards, avail, created, acks)
 	if err != nil {
 		return fmt.Errorf("insert %d outbox rows into %s: %w", n, t, err)
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/claim"
+	"github.com/go-outbox/outbox/dialects/internal/rowscan"
+	"github.com/go-outbox/outbox/dialects/internal/rowsql"
 )
 
 var _ dialects.Relayer = Dialect{}
@@ -18,8 +21,8 @@ var _ dialects.Relayer = Dialect{}
 // FOR UPDATE SKIP LOCKED and ends in Finish (commit) or Close (rollback).
 // If the relay dies, its transaction is rolled back by the server and the
 // rows are free again; nothing was marked, so they are published again.
-// Relays share rows, not shards: o.ShardLocks is ignored (the dialect is
-// no dialects.ShardLocker).
+// Relays share rows, not shards: o.ShardLocks is ignored (its
+// Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
 	p := &pass{d: d, db: db, t: t}
 	if o.ShardMod > 1 {
@@ -39,7 +42,7 @@ type pass struct {
 // claimSQL locks the first due pending rows in id order, skipping rows
 // other relays hold, and reads for each the id and available_at of the
 // previous pending row of its topic and key (a backward probe of the
-// pending-key index, LIMIT 1), from which dialects.OrderedPrefix drops the
+// pending-key index, LIMIT 1), from which claim.OrderedPrefix drops the
 // rows whose earlier rows are held elsewhere or not due. The rows it drops
 // stay locked until the claim ends.
 //
@@ -49,12 +52,12 @@ type pass struct {
 func (p *pass) claimSQL() string {
 	q := p.t.Qualified(p.d)
 	return `WITH c AS MATERIALIZED (
-	SELECT ` + dialects.RowColumns + ` FROM ` + q + `
+	SELECT ` + rowscan.Columns + ` FROM ` + q + `
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + p.shardFilter + `
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
 )
-SELECT ` + dialects.RowColumnsOf("c") + `, pv.id, pv.available_at
+SELECT ` + rowscan.ColumnsOf("c") + `, pv.id, pv.available_at
 FROM c LEFT JOIN LATERAL (
 	SELECT p.id, p.available_at FROM ` + q + ` p
 	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
@@ -83,16 +86,16 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		out    []dialects.Row
 		parked bool
 	)
-	for round := 0; round < dialects.MaxClaimRounds; round++ {
+	for round := 0; round < claim.MaxRounds; round++ {
 		rows, err := tx.QueryContext(ctx, p.claimSQL(), now.UTC(), limit)
 		if err != nil {
 			return fail(err)
 		}
-		all, err := dialects.ScanRows(rows, true, limit)
+		all, err := rowscan.Candidates(rows, true, limit)
 		if err != nil {
 			return fail(err)
 		}
-		kept, park := dialects.OrderedPrefix(all, now)
+		kept, park := claim.OrderedPrefix(all, now)
 		if len(park) > 0 {
 			parked = true
 			ids := make([]int64, len(park))
@@ -234,13 +237,13 @@ func (d Dialect) DeadLetters(ctx context.Context, db *sql.DB, t dialects.Table, 
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	rows, err := db.QueryContext(ctx, `SELECT `+dialects.RowColumns+` FROM `+t.Qualified(d)+
+	rows, err := db.QueryContext(ctx, `SELECT `+rowscan.Columns+` FROM `+t.Qualified(d)+
 		` WHERE dead_at IS NOT NULL AND id > $1 AND ($2 = '' OR topic = $2) ORDER BY id LIMIT $3`,
 		q.AfterID, q.Topic, q.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("dead letters of %s: %w", t, err)
 	}
-	return dialects.ScanRows(rows, false, q.Limit)
+	return rowscan.Rows(rows, q.Limit)
 }
 
 // Cleanup implements dialects.Relayer. The rows to delete are picked
@@ -260,10 +263,12 @@ func (d Dialect) Cleanup(ctx context.Context, db *sql.DB, t dialects.Table, befo
 
 // Stats implements dialects.Relayer.
 func (d Dialect) Stats(ctx context.Context, db *sql.DB, t dialects.Table) (dialects.Stats, error) {
-	return dialects.QueryStats(ctx, db, d, t)
+	return rowsql.Stats(ctx, db, d, t)
 }
 
-// ProcessAttemptHeaders implements dialects.Dialect.
+// ProcessAttemptHeaders returns SQL for the headers column with its
+// "process-attempt" header set to the text of the integer SQL expression
+// expr (the shared acknowledge and resend statements use it).
 func (Dialect) ProcessAttemptHeaders(expr string) string {
 	return `headers || jsonb_build_object('process-attempt', (` + expr + `)::text)`
 }

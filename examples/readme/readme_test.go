@@ -187,8 +187,8 @@ func answering() inbox.Handler {
 func tracking(ctx context.Context, db *gorm.DB, brokers []string) error {
 	// readme:begin
 	tracker := ack.NewTracker(ack.Config{
-		MaxAttempts: 3,                                             // process attempts; then the row is failed
-		Hooks:       []gormoutbox.Hook{hooks.Slog(slog.Default())}, // logs "notify the team" at error level
+		MaxAttempts: 3,                                                // process attempts; then the row is failed
+		Hooks:       []gormoutbox.AckHook{hooks.Slog(slog.Default())}, // logs "notify the team" at error level
 	})
 	answers, err := inbox.New(db, tracker.Handle,
 		inbox.Config{Brokers: brokers, GroupID: "products-acks", Topics: []string{"orders-acks"}})

@@ -15,7 +15,7 @@ import (
 
 // Topics of the example: Item's outbox tag names "inventory" for the
 // stock events and "inventory-acks" for the order service's answers.
-var Topics = []string{TopicInventory, TopicAcks}
+func Topics() []string { return []string{TopicInventory, TopicAcks} }
 
 // The topics.
 const (
@@ -43,7 +43,7 @@ type kafkaEnv struct {
 func openKafka(ctx context.Context, brokers string, log *slog.Logger) (*kafkaEnv, error) {
 	k := &kafkaEnv{log: log}
 	if strings.TrimSpace(brokers) == "" {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(Partitions, Topics...))
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(Partitions, Topics()...))
 		if err != nil {
 			return nil, fmt.Errorf("start an in-process kfake cluster: %w", err)
 		}
@@ -62,7 +62,7 @@ func openKafka(ctx context.Context, brokers string, log *slog.Logger) (*kafkaEnv
 	k.client = &kafkago.Client{Addr: kafkago.TCP(k.addrs...), Timeout: 10 * time.Second, Transport: k.tr}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := k.client.Metadata(cctx, &kafkago.MetadataRequest{Topics: Topics}); err != nil {
+	if _, err := k.client.Metadata(cctx, &kafkago.MetadataRequest{Topics: Topics()}); err != nil {
 		k.Close()
 		return nil, fmt.Errorf("kafka brokers %s do not answer: %w", strings.Join(k.addrs, ","), err)
 	}
@@ -86,14 +86,14 @@ func (k *kafkaEnv) createTopics(ctx context.Context) (map[string][]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req := &kafkago.CreateTopicsRequest{}
-	for _, t := range Topics {
+	for _, t := range Topics() {
 		req.Topics = append(req.Topics, kafkago.TopicConfig{Topic: t, NumPartitions: Partitions, ReplicationFactor: -1})
 	}
 	res, err := k.client.CreateTopics(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("create topics %v: %w", Topics, err)
+		return nil, fmt.Errorf("create topics %v: %w", Topics(), err)
 	}
-	for _, t := range Topics {
+	for _, t := range Topics() {
 		if err := res.Errors[t]; err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
 			return nil, fmt.Errorf("create topic %s: %w", t, err)
 		}
@@ -106,7 +106,7 @@ func (k *kafkaEnv) createTopics(ctx context.Context) (map[string][]int, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("topics %v not ready: %w", Topics, err)
+			return nil, fmt.Errorf("topics %v not ready: %w", Topics(), err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -115,7 +115,7 @@ func (k *kafkaEnv) createTopics(ctx context.Context) (map[string][]int, error) {
 // partitions returns the partitions of each of Topics, or an error if a
 // topic or a partition is not ready.
 func (k *kafkaEnv) partitions(ctx context.Context) (map[string][]int, error) {
-	md, err := k.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: Topics})
+	md, err := k.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: Topics()})
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +132,7 @@ func (k *kafkaEnv) partitions(ctx context.Context) (map[string][]int, error) {
 		}
 		slices.Sort(out[t.Name])
 	}
-	for _, t := range Topics {
+	for _, t := range Topics() {
 		if len(out[t]) == 0 {
 			return nil, fmt.Errorf("topic %s has no partitions yet", t)
 		}
@@ -163,7 +163,7 @@ func (k *kafkaEnv) endOffsets(ctx context.Context, parts map[string][]int) ([]pa
 		return nil, fmt.Errorf("list offsets: %w", err)
 	}
 	var out []partitionOffset
-	for _, t := range Topics {
+	for _, t := range Topics() {
 		got := make(map[int]int64)
 		for _, po := range res.Topics[t] {
 			if po.Error != nil {

@@ -159,7 +159,7 @@ func Sync(ctx context.Context, o Options) (Result, error) {
 	tracker := ack.NewTracker(ack.Config{MaxAttempts: o.MaxAttempts, Logger: o.Logger, Timeout: time.Minute,
 		// The log hook at error level: the notification of an event that
 		// failed for good (re-sends show in the progress lines).
-		Hooks: []gormoutbox.Hook{hooks.Slog(slog.New(minLevel{o.Logger.Handler(), slog.LevelError})), counter}})
+		Hooks: []gormoutbox.AckHook{hooks.Slog(slog.New(minLevel{o.Logger.Handler(), slog.LevelError})), counter}})
 	ackIn, err := inbox.New(o.Products, tracker.Handle, inbox.Config{Brokers: k.addrs, GroupID: productsGroup,
 		Topics: []string{TopicAcks}, Logger: o.Logger, Workers: 4})
 	if err != nil {

@@ -1,0 +1,156 @@
+// Package rowscan reads outbox rows (and time columns) the way both
+// dialects select them.
+package rowscan
+
+import (
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/internal/claim"
+)
+
+// Columns are the columns Rows reads, in order.
+const Columns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
+	shard, attempts, available_at, created_at, last_error, published_at, dead_at, process_attempts, failed_at`
+
+// ColumnsOf is Columns with each column qualified by alias.
+func ColumnsOf(alias string) string {
+	cols := strings.Split(Columns, ",")
+	for i, c := range cols {
+		cols[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// scanner scans rows with reused destinations and decodes each distinct
+// headers text once: the rows of one statement, and most rows of a
+// service, share their headers (content type, schema version).
+type scanner struct {
+	r                               dialects.Row
+	key, headers                    []byte
+	lastErr                         sql.NullString
+	avail, created, published, dead Time
+	failed                          Time
+	prev                            sql.NullInt64
+	prevAvail                       Time
+	dest                            []any
+	lastHeaders                     string
+	lastMap                         map[string]string
+}
+
+func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) {
+	if sc.dest == nil {
+		r := &sc.r
+		sc.dest = []any{&r.ID, &r.EventID, &r.Topic, &sc.key, &r.EventType, &r.AggregateType, &r.AggregateID,
+			&r.Payload, &sc.headers, &r.Shard, &r.Attempts, &sc.avail, &sc.created, &sc.lastErr, &sc.published, &sc.dead,
+			&r.ProcessAttempts, &sc.failed, &sc.prev, &sc.prevAvail}
+	}
+	dest := sc.dest
+	if !withPrev {
+		dest = dest[:len(dest)-2]
+	}
+	// Scan copies []byte columns into fresh slices, so these can be kept.
+	sc.r.Payload, sc.key = nil, nil
+	sc.prev, sc.prevAvail = sql.NullInt64{}, Time{}
+	if err := rows.Scan(dest...); err != nil {
+		return claim.Candidate{}, err
+	}
+	r := sc.r
+	r.Key = sc.key
+	if len(sc.headers) > 0 && string(sc.headers) != "{}" {
+		if string(sc.headers) != sc.lastHeaders || sc.lastMap == nil {
+			m := map[string]string{}
+			if err := json.Unmarshal(sc.headers, &m); err != nil {
+				return claim.Candidate{}, fmt.Errorf("outbox row %d: headers: %w", r.ID, err)
+			}
+			sc.lastHeaders, sc.lastMap = string(sc.headers), m
+		}
+		r.Headers = sc.lastMap // shared between rows with the same headers: read-only
+	}
+	r.AvailableAt, r.CreatedAt, r.LastError = sc.avail.Time, sc.created.Time, sc.lastErr.String
+	if sc.published.Valid {
+		t := sc.published.Time
+		r.PublishedAt = &t
+	}
+	if sc.dead.Valid {
+		t := sc.dead.Time
+		r.DeadAt = &t
+	}
+	r.FailedAt = nil
+	if sc.failed.Valid {
+		t := sc.failed.Time
+		r.FailedAt = &t
+	}
+	return claim.Candidate{Row: r, Prev: sc.prev.Int64, PrevAvail: sc.prevAvail.Time}, nil
+}
+
+// Rows reads every row of rows (Columns) and closes rows. sizeHint is the
+// expected row count.
+func Rows(rows *sql.Rows, sizeHint int) ([]dialects.Row, error) {
+	defer rows.Close()
+	out := make([]dialects.Row, 0, sizeHint)
+	var sc scanner
+	for rows.Next() {
+		c, err := sc.scan(rows, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c.Row)
+	}
+	return out, rows.Err()
+}
+
+// Candidates reads every row of rows — Columns, followed, when withPrev,
+// by the id and the available_at of the previous pending row of the same
+// topic and key — and closes rows. sizeHint is the expected row count.
+func Candidates(rows *sql.Rows, withPrev bool, sizeHint int) ([]claim.Candidate, error) {
+	defer rows.Close()
+	out := make([]claim.Candidate, 0, sizeHint)
+	var sc scanner
+	for rows.Next() {
+		c, err := sc.scan(rows, withPrev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Time scans a time column from drivers that return time.Time and from
+// those that return text (MySQL without parseTime). The zero value is NULL.
+type Time struct {
+	Time  time.Time
+	Valid bool
+}
+
+// Scan implements sql.Scanner.
+func (t *Time) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*t = Time{}
+	case time.Time:
+		*t = Time{Time: x.UTC(), Valid: true}
+	case []byte:
+		return t.parse(string(x))
+	case string:
+		return t.parse(x)
+	default:
+		return fmt.Errorf("cannot scan %T into a time", v)
+	}
+	return nil
+}
+
+func (t *Time) parse(s string) error {
+	for _, layout := range []string{"2006-01-02 15:04:05.999999999", time.RFC3339Nano} {
+		if p, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			*t = Time{Time: p, Valid: true}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot parse %q as a time", s)
+}
