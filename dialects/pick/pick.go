@@ -16,7 +16,7 @@ import (
 )
 
 // ErrUnsupported reports a database that has no dialect.
-var ErrUnsupported = errors.New("unsupported database")
+var ErrUnsupported = errors.New("pick: unsupported database")
 
 // For returns the dialect for name — a GORM dialector name ("postgres",
 // "mysql") or a database/sql driver name ("pgx", "postgresql" for
