@@ -54,6 +54,13 @@ type Capabilities struct {
 	// GET_LOCK). When false the dialect shares rows among relays another
 	// way (PostgreSQL: FOR UPDATE SKIP LOCKED) and ignores ShardLocks.
 	LocksShards bool
+
+	// TransactionalDDL reports that schema changes run inside a
+	// transaction and roll back with it (PostgreSQL), so a migration
+	// script can be applied in one transaction; when false (MySQL) each
+	// DDL statement commits by itself and a script cut short leaves what
+	// it created.
+	TransactionalDDL bool
 }
 
 // UpsertCount says how a database counts the rows affected by an upsert

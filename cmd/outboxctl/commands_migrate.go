@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/go-outbox/outbox/dialects"
+	"github.com/go-outbox/outbox/dialects/pick"
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/inbox"
 )
@@ -81,7 +82,7 @@ func printDDL(c *cli, inboxT dialects.Table) error {
 	}
 	fmt.Fprintf(c.stdout, "-- Printed by outboxctl migrate -print -driver %s. Apply it to a database without\n", driver)
 	fmt.Fprintln(c.stdout, "-- these tables; \"outboxctl migrate\" and Migrate then find nothing to do.")
-	if driver == "postgres" {
+	if d, err := pick.For(driver, nil); err == nil && d.Capabilities().TransactionalDDL {
 		fmt.Fprintln(c.stdout, "-- In one transaction: psql -v ON_ERROR_STOP=1 -1 -f FILE")
 	} else {
 		fmt.Fprintln(c.stdout, "-- MySQL commits each DDL statement: if one fails, drop what it created before the next try.")

@@ -196,8 +196,9 @@ func TestMigratePrintUsage(t *testing.T) {
 		{"", []string{"-driver", "pgx", "migrate", "-print"}, 0, []string{`"outbox"`}, nil},
 		{"", []string{"migrate", "-print", "-driver", "mysql", "-table", "events.outbox", "-inbox-table", "events.consumed"}, 0,
 			[]string{"CREATE TABLE IF NOT EXISTS `events`.`outbox` (", "`events`.`outbox_migrations`",
-				"CREATE TABLE IF NOT EXISTS `events`.`consumed` (", "INSERT INTO `events`.`consumed_migrations` (version) VALUES (1);"},
-			[]string{`"events"`, `"outbox"`}},
+				"CREATE TABLE IF NOT EXISTS `events`.`consumed` (", "INSERT INTO `events`.`consumed_migrations` (version) VALUES (1);",
+				"MySQL commits each DDL statement"},
+			[]string{`"events"`, `"outbox"`, "psql"}},
 		// The driver guessed from a DSN, which is never used.
 		{mysqlDSN, []string{"migrate", "-print"}, 0, []string{"ENGINE=InnoDB"}, []string{pw}},
 		{"", []string{"migrate", "-print"}, 2, []string{"-driver postgres or -driver mysql"}, nil},

@@ -11,7 +11,7 @@ import (
 // pgx truncates what it sends to it, generated keys come back only from
 // RETURNING, ON CONFLICT DO UPDATE counts every row it touched, and the
 // outbox table's trigger sends NOTIFY at commit (package pgxlisten
-// receives it).
+// receives it); DDL is transactional.
 func (Dialect) Capabilities() dialects.Capabilities {
 	return dialects.Capabilities{
 		ReturnsDefaults: true,
@@ -19,5 +19,7 @@ func (Dialect) Capabilities() dialects.Capabilities {
 		TimesTruncated:  true,
 		UpsertCount:     dialects.UpsertCountsRows,
 		Notify:          true,
+		// DDL is transactional: migrations run in one transaction.
+		TransactionalDDL: true,
 	}
 }
