@@ -34,25 +34,27 @@ for r in $(seq 1 "$rounds"); do
 		dir=$work/base/integration
 		[ "$side" = new ] && dir=$PWD/integration
 		echo "+ round $r: $side" >&2
-		(cd "$dir" && "$work/$side.test" "${args[@]}") | tee /dev/stderr |
-			awk -v side="$side" '/^Benchmark/ { print side, $0 }' >>"$work/results"
+		(cd "$dir" && "$work/$side.test" "${args[@]}") >"$work/out" 2>&1 || { cat "$work/out" >&2; exit 1; }
+		cat "$work/out" >&2
+		awk -v side="$side" '/^Benchmark/ { print side, $0 }' "$work/out" >>"$work/results"
 	done
 done
 
 echo
-echo "mean of $rounds rounds; new ÷ base ($base → working tree)"
+echo "mean of $rounds rounds; new ÷ base ($base → working tree); then each round's values"
 awk '
 {
 	side = $1; name = $2; sub(/-[0-9]+$/, "", name)
 	for (i = 4; i < NF; i += 2) {
 		k = name "\t" $(i + 1)
 		sum[side, k] += $i; n[side, k]++; keys[k] = 1
+		vals[side, k] = vals[side, k] " " sprintf("%.4g", $i)
 	}
 }
 END {
 	for (k in keys) {
 		if (n["base", k] == 0 || n["new", k] == 0) continue
 		b = sum["base", k] / n["base", k]; m = sum["new", k] / n["new", k]
-		printf "%-70s %14.5g %14.5g  %.3f\n", k, b, m, (b == 0 ? 0 : m / b)
+		printf "%-62s %12.5g %12.5g  %.3f   base:%s  new:%s\n", k, b, m, (b == 0 ? 0 : m / b), vals["base", k], vals["new", k]
 	}
 }' "$work/results" | sort
