@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compare benchmarks of ./integration between a base commit and the working
 # tree, in one run: both test binaries are built first, then run in turn
-# (base, new, base, new, …) so that the machine's drift hits both alike.
+# (base, new; new, base; …) so that the machine's drift hits both alike.
 #
 #   scripts/bench-compare.sh BASE [ROUNDS]
 #
@@ -30,7 +30,12 @@ echo "+ building the benchmarks at $base and at the working tree" >&2
 args=(-test.run '^$' -test.bench "$bench" -test.count 1)
 if [ -n "$benchtime" ]; then args+=(-test.benchtime "$benchtime"); fi
 for r in $(seq 1 "$rounds"); do
-	for side in base new; do
+	# Odd rounds run the base first, even rounds the new code first, so
+	# that what the first run leaves behind (a checkpoint, a purge, a
+	# warmer cache) does not always fall on the same side.
+	order="base new"
+	[ $((r % 2)) -eq 0 ] && order="new base"
+	for side in $order; do
 		dir=$work/base/integration
 		[ "$side" = new ] && dir=$PWD/integration
 		echo "+ round $r: $side" >&2
