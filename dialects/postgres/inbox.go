@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -107,8 +106,7 @@ VALUES (`+inboxPlaceholders(1, 12)+`) ON CONFLICT DO NOTHING`,
 
 // InboxDeadLetters implements dialects.Inboxer.
 func (d Dialect) InboxDeadLetters(ctx context.Context, q dialects.Querier, p dialects.InboxDeadQuery) ([]dialects.InboxDeadLetter, error) {
-	s := `SELECT consumer, event_id, topic, kafka_partition, kafka_offset, msg_key, payload, headers,
-	attempts, COALESCE(last_error, ''), processed_at
+	s := `SELECT ` + rowscan.InboxColumns + `
 FROM ` + p.Table.Qualified(d) + ` WHERE status = 'dead' AND consumer = $1`
 	args := inboxArgs(p.Consumer, p.EventIDs)
 	if len(p.EventIDs) > 0 {
@@ -120,27 +118,7 @@ FROM ` + p.Table.Qualified(d) + ` WHERE status = 'dead' AND consumer = $1`
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []dialects.InboxDeadLetter
-	for rows.Next() {
-		var (
-			dl dialects.InboxDeadLetter
-			h  []byte
-			at rowscan.Time
-		)
-		if err := rows.Scan(&dl.Consumer, &dl.EventID, &dl.Topic, &dl.Partition, &dl.Offset, &dl.Key, &dl.Value, &h,
-			&dl.Attempts, &dl.LastError, &at); err != nil {
-			return nil, err
-		}
-		dl.ParkedAt = at.Time
-		if len(h) > 0 {
-			if err := json.Unmarshal(h, &dl.Headers); err != nil {
-				return nil, fmt.Errorf("headers of dead letter %s: %w", dl.EventID, err)
-			}
-		}
-		out = append(out, dl)
-	}
-	return out, rows.Err()
+	return rowscan.InboxDeadLetters(rows)
 }
 
 // InboxRevive implements dialects.Inboxer.
