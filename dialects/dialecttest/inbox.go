@@ -28,7 +28,7 @@ func runInbox(t *testing.T, h Harness) {
 }
 
 // inboxT0 is the suite's clock: microseconds, as both databases keep.
-var inboxT0 = time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+func inboxT0() time.Time { return time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC) }
 
 // inboxEnv is a migrated inbox table on a fresh database.
 type inboxEnv struct {
@@ -169,7 +169,7 @@ func inboxMigrate(t *testing.T, h Harness) {
 	}
 	// The table holds what the inbox writes.
 	e := &inboxEnv{h: h, d: d, db: db, table: other, ctx: ctx}
-	if got := e.record(t, "c", inboxT0, "a"); !slices.Equal(got, []string{"a"}) {
+	if got := e.record(t, "c", inboxT0(), "a"); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("record on the migrated table: fresh %v", got)
 	}
 }
@@ -178,21 +178,21 @@ func inboxMigrate(t *testing.T, h Harness) {
 // an earlier batch, but those another consumer did.
 func inboxRecord(t *testing.T, h Harness) {
 	e := newInboxEnv(t, h)
-	if got := e.record(t, "c1", inboxT0); len(got) != 0 {
+	if got := e.record(t, "c1", inboxT0()); len(got) != 0 {
 		t.Fatalf("empty batch: fresh %v", got)
 	}
-	if got := e.record(t, "c1", inboxT0, "a", "b", "c"); !slices.Equal(got, []string{"a", "b", "c"}) {
+	if got := e.record(t, "c1", inboxT0(), "a", "b", "c"); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("first batch: fresh %v, want [a b c]", got)
 	}
 	// Duplicates and new ids in one batch: only the new are fresh.
-	if got := e.record(t, "c1", inboxT0, "b", "d", "a", "e"); !slices.Equal(got, []string{"d", "e"}) {
+	if got := e.record(t, "c1", inboxT0(), "b", "d", "a", "e"); !slices.Equal(got, []string{"d", "e"}) {
 		t.Fatalf("second batch: fresh %v, want [d e]", got)
 	}
-	if got := e.record(t, "c1", inboxT0, "a", "b", "c", "d", "e"); len(got) != 0 {
+	if got := e.record(t, "c1", inboxT0(), "a", "b", "c", "d", "e"); len(got) != 0 {
 		t.Fatalf("all duplicates: fresh %v, want none", got)
 	}
 	// Consumers deduplicate apart.
-	if got := e.record(t, "c2", inboxT0, "a", "z"); !slices.Equal(got, []string{"a", "z"}) {
+	if got := e.record(t, "c2", inboxT0(), "a", "z"); !slices.Equal(got, []string{"a", "z"}) {
 		t.Fatalf("other consumer: fresh %v, want [a z]", got)
 	}
 	if n := e.count(t, "done"); n != 7 {
@@ -203,13 +203,13 @@ func inboxRecord(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.d.InboxRecord(e.ctx, tx, dialects.InboxRecordParams{Table: e.table, Consumer: "c1", Messages: inboxMsgs("f"), Now: inboxT0}); err != nil {
+	if _, err := e.d.InboxRecord(e.ctx, tx, dialects.InboxRecordParams{Table: e.table, Consumer: "c1", Messages: inboxMsgs("f"), Now: inboxT0()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.record(t, "c1", inboxT0, "f"); !slices.Equal(got, []string{"f"}) {
+	if got := e.record(t, "c1", inboxT0(), "f"); !slices.Equal(got, []string{"f"}) {
 		t.Fatalf("after a rolled-back record: fresh %v, want [f]", got)
 	}
 	// A large batch (the inbox's BatchSize goes up to 1,000).
@@ -217,7 +217,7 @@ func inboxRecord(t *testing.T, h Harness) {
 	for i := range ids {
 		ids[i] = "big-" + time.Duration(i).String()
 	}
-	if got := e.record(t, "c3", inboxT0, ids...); len(got) != len(ids) {
+	if got := e.record(t, "c3", inboxT0(), ids...); len(got) != len(ids) {
 		t.Fatalf("batch of %d: %d fresh", len(ids), len(got))
 	}
 }
@@ -226,13 +226,13 @@ func inboxRecord(t *testing.T, h Harness) {
 // in the batch's transaction: they are fresh again.
 func inboxUnrecord(t *testing.T, h Harness) {
 	e := newInboxEnv(t, h)
-	e.record(t, "c2", inboxT0, "a")
+	e.record(t, "c2", inboxT0(), "a")
 	tx, err := e.db.BeginTx(e.ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	fresh, err := e.d.InboxRecord(e.ctx, tx, dialects.InboxRecordParams{Table: e.table, Consumer: "c1", Messages: inboxMsgs("a", "b", "c"), Now: inboxT0})
+	fresh, err := e.d.InboxRecord(e.ctx, tx, dialects.InboxRecordParams{Table: e.table, Consumer: "c1", Messages: inboxMsgs("a", "b", "c"), Now: inboxT0()})
 	if err != nil || len(fresh) != 3 {
 		t.Fatalf("record: %v, %v", fresh, err)
 	}
@@ -245,11 +245,11 @@ func inboxUnrecord(t *testing.T, h Harness) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.record(t, "c1", inboxT0, "a", "b", "c"); !slices.Equal(got, []string{"b", "c"}) {
+	if got := e.record(t, "c1", inboxT0(), "a", "b", "c"); !slices.Equal(got, []string{"b", "c"}) {
 		t.Fatalf("after unrecord: fresh %v, want [b c]", got)
 	}
 	// Another consumer's record of the same id stays.
-	if got := e.record(t, "c2", inboxT0, "a"); len(got) != 0 {
+	if got := e.record(t, "c2", inboxT0(), "a"); len(got) != 0 {
 		t.Fatalf("c2's record of a is gone: fresh %v", got)
 	}
 }
@@ -258,18 +258,18 @@ func inboxUnrecord(t *testing.T, h Harness) {
 // that exists (done or dead) is left as it is.
 func inboxPark(t *testing.T, h Harness) {
 	e := newInboxEnv(t, h)
-	want := inboxLetter("c1", "p1", inboxT0)
+	want := inboxLetter("c1", "p1", inboxT0())
 	e.park(t, want)
-	noKey := inboxLetter("c1", "p2", inboxT0.Add(time.Second))
+	noKey := inboxLetter("c1", "p2", inboxT0().Add(time.Second))
 	noKey.Key, noKey.Headers, noKey.LastError = nil, nil, ""
 	e.park(t, noKey)
 	// Parked again (another process, say): the first content stays.
-	again := inboxLetter("c1", "p1", inboxT0.Add(time.Hour))
+	again := inboxLetter("c1", "p1", inboxT0().Add(time.Hour))
 	again.Attempts, again.LastError, again.Value = 3, "other", []byte("other")
 	e.park(t, again)
 	// A message recorded done is not parked over.
-	e.record(t, "c1", inboxT0, "done1")
-	e.park(t, inboxLetter("c1", "done1", inboxT0))
+	e.record(t, "c1", inboxT0(), "done1")
+	e.park(t, inboxLetter("c1", "done1", inboxT0()))
 
 	got := e.dead(t, "c1", 10)
 	if len(got) != 2 {
@@ -286,7 +286,7 @@ func inboxPark(t *testing.T, h Harness) {
 		t.Errorf("%d done records, want 1 (done1)", n)
 	}
 	// A parked message is a record: recording it again is a duplicate.
-	if got := e.record(t, "c1", inboxT0, "p1", "new"); !slices.Equal(got, []string{"new"}) {
+	if got := e.record(t, "c1", inboxT0(), "p1", "new"); !slices.Equal(got, []string{"new"}) {
 		t.Errorf("record after park: fresh %v, want [new]", got)
 	}
 }
@@ -310,10 +310,10 @@ func inboxDeadLetters(t *testing.T, h Harness) {
 		id string
 		at time.Duration
 	}{{"d3", 3}, {"d1", 1}, {"d5", 5}, {"d2b", 2}, {"d2a", 2}, {"d4", 4}} {
-		e.park(t, inboxLetter("c1", p.id, inboxT0.Add(p.at*time.Minute)))
+		e.park(t, inboxLetter("c1", p.id, inboxT0().Add(p.at*time.Minute)))
 	}
-	e.park(t, inboxLetter("c2", "other", inboxT0))
-	e.record(t, "c1", inboxT0, "done1")
+	e.park(t, inboxLetter("c2", "other", inboxT0()))
+	e.record(t, "c1", inboxT0(), "done1")
 
 	all := []string{"d1", "d2a", "d2b", "d3", "d4", "d5"}
 	if got := deadIDs(e.dead(t, "c1", 100)); !slices.Equal(got, all) {
@@ -337,13 +337,13 @@ func inboxDeadLetters(t *testing.T, h Harness) {
 // done one, in the caller's transaction.
 func inboxRevive(t *testing.T, h Harness) {
 	e := newInboxEnv(t, h)
-	e.park(t, inboxLetter("c1", "p1", inboxT0))
-	e.park(t, inboxLetter("c1", "p2", inboxT0))
-	e.park(t, inboxLetter("c2", "p1", inboxT0))
-	e.record(t, "c1", inboxT0, "done1")
+	e.park(t, inboxLetter("c1", "p1", inboxT0()))
+	e.park(t, inboxLetter("c1", "p2", inboxT0()))
+	e.park(t, inboxLetter("c2", "p1", inboxT0()))
+	e.record(t, "c1", inboxT0(), "done1")
 	revive := func(q dialects.Execer, consumer, id string) bool {
 		t.Helper()
-		ok, err := e.d.InboxRevive(e.ctx, q, dialects.InboxReviveParams{Table: e.table, Consumer: consumer, EventID: id, Now: inboxT0.Add(time.Hour)})
+		ok, err := e.d.InboxRevive(e.ctx, q, dialects.InboxReviveParams{Table: e.table, Consumer: consumer, EventID: id, Now: inboxT0().Add(time.Hour)})
 		if err != nil {
 			t.Fatalf("revive %s of %s: %v", id, consumer, err)
 		}
@@ -377,13 +377,13 @@ func inboxRevive(t *testing.T, h Harness) {
 	}
 	// The revived message is done: a redelivery is a duplicate, and
 	// cleanup removes it in its time.
-	if got := e.record(t, "c1", inboxT0, "p1"); len(got) != 0 {
+	if got := e.record(t, "c1", inboxT0(), "p1"); len(got) != 0 {
 		t.Fatalf("record after revive: fresh %v", got)
 	}
 	if n := e.count(t, "done"); n != 2 {
 		t.Fatalf("%d done records, want 2", n)
 	}
-	n, err := e.d.InboxCleanup(e.ctx, e.db, dialects.InboxCleanupParams{Table: e.table, Before: inboxT0.Add(time.Hour + time.Second), Limit: 10})
+	n, err := e.d.InboxCleanup(e.ctx, e.db, dialects.InboxCleanupParams{Table: e.table, Before: inboxT0().Add(time.Hour + time.Second), Limit: 10})
 	if err != nil || n != 2 {
 		t.Fatalf("cleanup after revive: %d, %v; want 2", n, err)
 	}
@@ -398,11 +398,11 @@ func inboxCleanup(t *testing.T, h Harness) {
 		old = append(old, "old-"+time.Duration(i).String())
 		recent = append(recent, "new-"+time.Duration(i).String())
 	}
-	e.record(t, "c1", inboxT0, old[:4]...)
-	e.record(t, "c2", inboxT0.Add(time.Minute), old[4:]...)
-	e.record(t, "c1", inboxT0.Add(2*time.Hour), recent...)
-	e.park(t, inboxLetter("c1", "parked", inboxT0))
-	cutoff := inboxT0.Add(time.Hour)
+	e.record(t, "c1", inboxT0(), old[:4]...)
+	e.record(t, "c2", inboxT0().Add(time.Minute), old[4:]...)
+	e.record(t, "c1", inboxT0().Add(2*time.Hour), recent...)
+	e.park(t, inboxLetter("c1", "parked", inboxT0()))
+	cutoff := inboxT0().Add(time.Hour)
 	clean := func(limit int) int64 {
 		t.Helper()
 		n, err := e.d.InboxCleanup(e.ctx, e.db, dialects.InboxCleanupParams{Table: e.table, Before: cutoff, Limit: limit})
@@ -421,7 +421,7 @@ func inboxCleanup(t *testing.T, h Harness) {
 		t.Fatalf("dead letters after cleanup: %v, want [parked]", got)
 	}
 	// Cleaned up records are gone: the messages are fresh again.
-	if got := e.record(t, "c1", inboxT0, old[0], recent[0]); !slices.Equal(got, []string{old[0]}) {
+	if got := e.record(t, "c1", inboxT0(), old[0], recent[0]); !slices.Equal(got, []string{old[0]}) {
 		t.Fatalf("record after cleanup: fresh %v, want [%s]", got, old[0])
 	}
 }

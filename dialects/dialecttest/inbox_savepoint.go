@@ -75,7 +75,7 @@ func inboxSavepoints(t *testing.T, h Harness) {
 	}
 	// The batch records its messages, then runs each handler behind the
 	// savepoint.
-	fresh, err := d.InboxRecord(ctx, tx, dialects.InboxRecordParams{Table: e.table, Consumer: "c1", Messages: inboxMsgs("m1", "m2", "m3", "m4"), Now: inboxT0})
+	fresh, err := d.InboxRecord(ctx, tx, dialects.InboxRecordParams{Table: e.table, Consumer: "c1", Messages: inboxMsgs("m1", "m2", "m3", "m4"), Now: inboxT0()})
 	must("record", err)
 	if len(fresh) != 4 {
 		t.Fatalf("record: fresh %v", inboxSet(fresh))
@@ -116,7 +116,7 @@ func inboxSavepoints(t *testing.T, h Harness) {
 	if got, want := w.ids(t), []int{1, 10, 30, 50}; !slices.Equal(got, want) {
 		t.Fatalf("committed writes %v, want %v", got, want)
 	}
-	if got := e.record(t, "c1", inboxT0, "m1", "m2", "m3", "m4"); !slices.Equal(got, []string{"m2"}) {
+	if got := e.record(t, "c1", inboxT0(), "m1", "m2", "m3", "m4"); !slices.Equal(got, []string{"m2"}) {
 		t.Fatalf("after the batch: fresh %v, want [m2] (the only one unrecorded)", got)
 	}
 
