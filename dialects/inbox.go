@@ -126,3 +126,56 @@ type Inboxer interface {
 	// COMMIT, which ends the savepoints still set).
 	FoldsRelease() bool
 }
+
+// InboxErrorClass is what an error of the database means to the inbox
+// (Inboxer.InboxClassify).
+type InboxErrorClass int
+
+const (
+	// InboxErrorOther is any other error (connection refused, server
+	// gone, a constraint): an outage, the batch is retried with backoff
+	// and no message loses an attempt.
+	InboxErrorOther InboxErrorClass = iota
+	// InboxErrorData reports data a column cannot hold (PostgreSQL
+	// SQLSTATE class 22, MySQL 1264, 1265, 1292, 1366, 1367, 1406, 3140):
+	// the failure of the message whose data it is, not an outage.
+	InboxErrorData
+	// InboxErrorRolledBack reports a transaction the database rolled back
+	// or must be rolled back as a whole (a deadlock, a serialization
+	// failure, a lock wait timeout, a savepoint gone with its
+	// transaction): the batch is retried whole, and no message loses an
+	// attempt.
+	InboxErrorRolledBack
+)
+
+// String returns the class's name.
+func (c InboxErrorClass) String() string {
+	switch c {
+	case InboxErrorData:
+		return "data"
+	case InboxErrorRolledBack:
+		return "rolled back"
+	}
+	return "other"
+}
+
+// InboxClassifier is implemented by an Inboxer whose database errors the
+// inbox can tell apart; a dialect without it classifies nothing
+// (ClassifyInboxError returns InboxErrorOther).
+type InboxClassifier interface {
+	// InboxClassify returns what err (anywhere in its chain) means to the
+	// inbox.
+	InboxClassify(err error) InboxErrorClass
+}
+
+// ClassifyInboxError returns d's class of err: InboxErrorOther for nil
+// or when d is not an InboxClassifier.
+func ClassifyInboxError(d Inboxer, err error) InboxErrorClass {
+	if err == nil {
+		return InboxErrorOther
+	}
+	if c, ok := d.(InboxClassifier); ok {
+		return c.InboxClassify(err)
+	}
+	return InboxErrorOther
+}

@@ -2,12 +2,16 @@ package inbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"gorm.io/gorm"
 
+	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/internal/backoff"
 )
 
@@ -27,14 +31,17 @@ func (r *run) step(ctx context.Context) {
 		return
 	}
 	var batch []*slice
-	n := 0
-	for i := 0; i < len(r.order) && n < c.cfg.BatchSize; i++ {
+	n, limit := 0, c.cfg.BatchSize
+	if r.isolate > 0 {
+		limit = 1 // looking for the message whose data the database refused
+	}
+	for i := 0; i < len(r.order) && n < limit; i++ {
 		p := r.order[(r.next+i)%len(r.order)]
 		if len(p.msgs) == 0 || now.Before(p.notBefore) {
 			continue
 		}
 		if p.fails >= c.cfg.MaxAttempts {
-			if err := r.park(ctx, p); err != nil {
+			if err := r.park(ctx, p, "after repeated handler failures"); err != nil {
 				r.dbFailed(err)
 				return
 			}
@@ -42,7 +49,7 @@ func (r *run) step(ctx context.Context) {
 				continue
 			}
 		}
-		take := min(len(p.msgs), c.cfg.BatchSize-n)
+		take := min(len(p.msgs), limit-n)
 		batch = append(batch, &slice{p: p, msgs: p.msgs[:take]})
 		n += take
 	}
@@ -56,10 +63,15 @@ func (r *run) step(ctx context.Context) {
 	err := r.handle(ctx, batch)
 	c.stats.inTx.Add(int64(time.Since(t0)))
 	if err != nil {
-		r.dbFailed(err)
+		if !r.dataError(ctx, batch, n, err) {
+			r.dbFailed(err)
+		}
 		return
 	}
 	r.dbFails, r.dbWait = 0, time.Time{}
+	if r.isolate > 0 {
+		r.isolate--
+	}
 	// Commit the offsets of what is done, partition by partition.
 	var done []*Message
 	var commit []kafkago.Message
@@ -98,14 +110,56 @@ func (r *run) commit(ctx context.Context, ms ...kafkago.Message) error {
 }
 
 // dbFailed backs the whole consumer off after a failed transaction: the
-// database (not a handler) failed, so no message loses an attempt.
+// database (not a handler) failed, so no message loses an attempt. A
+// transaction the database rolled back (a deadlock) is retried the same
+// way: the batch, whole, and no message loses an attempt.
 func (r *run) dbFailed(err error) {
 	r.c.stats.txFailures.Add(1)
 	r.dbFails++
 	d := backoff.Exponential(r.c.cfg.MinBackoff, r.c.cfg.MaxBackoff, r.dbFails, nil)
 	r.dbWait = r.c.cfg.Now().Add(d)
-	r.c.cfg.Logger.Warn("inbox: batch transaction failed; retrying", "group", r.c.cfg.GroupID,
-		"failures", r.dbFails, "retry_in", d, "error", err)
+	msg := "inbox: batch transaction failed; retrying"
+	if dialects.ClassifyInboxError(r.c.st.d, err) == dialects.InboxErrorRolledBack {
+		msg = "inbox: the database rolled the batch's transaction back (deadlock or lock wait timeout); retrying the batch"
+	}
+	r.c.cfg.Logger.Warn(msg, "group", r.c.cfg.GroupID, "failures", r.dbFails, "retry_in", d, "error", err)
+}
+
+// recordError is a failure to record a batch's messages in the inbox
+// table.
+type recordError struct{ err error }
+
+func (e *recordError) Error() string { return e.err.Error() }
+func (e *recordError) Unwrap() error { return e.err }
+
+// dataError handles a batch whose record the database refused for the
+// data of a message (the dialect's InboxErrorData): that message's
+// failure, not an outage. A batch of several messages is tried again
+// one message at a time (the next n steps take one each); a batch of one
+// parks its message at once with the reason, and its partition goes on.
+// It reports whether err was such an error.
+func (r *run) dataError(ctx context.Context, batch []*slice, n int, err error) bool {
+	c := r.c
+	var re *recordError
+	if !errors.As(err, &re) || dialects.ClassifyInboxError(c.st.d, err) != dialects.InboxErrorData {
+		return false
+	}
+	if n > 1 {
+		r.isolate = n
+		c.cfg.Logger.Warn("inbox: the database refused the data of a message of the batch; recording the messages one at a time",
+			"group", c.cfg.GroupID, "messages", n, "error", err)
+		return true
+	}
+	p := batch[0].p
+	p.lastErr = "inbox: the database cannot store the record of this message: " + err.Error()
+	if perr := r.park(ctx, p, "because the database cannot store its record"); perr != nil {
+		r.dbFailed(perr)
+		return true
+	}
+	if r.isolate > 0 {
+		r.isolate--
+	}
+	return true
 }
 
 // handle runs one batch in one transaction.
@@ -140,7 +194,7 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 	}
 	fresh, err := c.st.claim(ctx, pool, c.cfg.GroupID, ms, now)
 	if err != nil {
-		return fmt.Errorf("record %d messages in %s: %w", len(ms), c.st.table, err)
+		return &recordError{fmt.Errorf("record %d messages in %s: %w", len(ms), c.st.table, err)}
 	}
 	var handled, dups int64
 	var retries int64
@@ -172,8 +226,16 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 				}
 				continue
 			}
+			if dialects.ClassifyInboxError(c.st.d, herr) == dialects.InboxErrorRolledBack {
+				// The transaction is gone (a deadlock: InnoDB rolls it
+				// back whole, savepoint included) or must go: the batch
+				// is retried, and the message loses no attempt.
+				return fmt.Errorf("handler of %s: %w", m.EventID, herr)
+			}
 			if uerr := sp.undo(ctx); uerr != nil {
-				return fmt.Errorf("undo handler of %s: %w", m.EventID, uerr)
+				// The handler's error first: it is the cause (a savepoint
+				// that does not exist is the effect).
+				return fmt.Errorf("handler of %s failed (%w), then undoing it failed: %w", m.EventID, herr, uerr)
 			}
 			// Unrecord this message and the later ones of its partition:
 			// they wait for it.
@@ -224,19 +286,29 @@ func (c *Consumer) call(ctx context.Context, tx *gorm.DB, m *Message) (err error
 }
 
 // park records p's head message as a dead letter, commits its offset and
-// moves the partition on.
-func (r *run) park(ctx context.Context, p *partition) error {
+// moves the partition on; why completes the log line.
+func (r *run) park(ctx context.Context, p *partition, why string) error {
 	c := r.c
 	m := p.msgs[0]
 	sqlDB, err := c.db.DB()
 	if err != nil {
 		return err
 	}
-	if err := c.st.park(ctx, sqlDB, c.cfg.GroupID, m, p.fails, p.lastErr, c.cfg.Now().UTC()); err != nil {
+	err = c.st.park(ctx, sqlDB, c.cfg.GroupID, m, p.fails, p.lastErr, c.cfg.Now().UTC())
+	if err != nil && dialects.ClassifyInboxError(c.st.d, err) == dialects.InboxErrorData {
+		// The id itself cannot be stored (a Config.EventID's, or a
+		// column narrower than the inbox's): park under its hash, the
+		// raw id named in the error.
+		sum := sha256.Sum256([]byte(m.EventID))
+		p.lastErr = fmt.Sprintf("%s (event id %q replaced by its hash: %v)", p.lastErr, m.EventID, err)
+		m.EventID = "sha256:" + hex.EncodeToString(sum[:])
+		err = c.st.park(ctx, sqlDB, c.cfg.GroupID, m, p.fails, p.lastErr, c.cfg.Now().UTC())
+	}
+	if err != nil {
 		return fmt.Errorf("park %s: %w", m.EventID, err)
 	}
 	c.stats.parked.Add(1)
-	c.cfg.Logger.Error("inbox: message parked as a dead letter after repeated handler failures",
+	c.cfg.Logger.Error("inbox: message parked as a dead letter "+why,
 		"group", c.cfg.GroupID, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
 		"event_id", m.EventID, "attempts", p.fails, "error", p.lastErr)
 	if c.cfg.AfterCommit != nil {

@@ -59,7 +59,10 @@ type Config struct {
 	// settings.
 	Dialer *kafkago.Dialer
 	// EventID returns the id a message is deduplicated on. Default
-	// DefaultEventID.
+	// DefaultEventID. What it returns is made storable as DefaultEventID
+	// does: "" becomes "topic/partition/offset", an id over MaxIDLen
+	// bytes, not valid UTF-8 or holding a NUL becomes "sha256:" and its
+	// hex SHA-256.
 	EventID func(*Message) string
 	// AfterCommit, when set, is called after a batch's transaction commits
 	// and before its offsets are committed, with the messages it handled

@@ -30,6 +30,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"gorm.io/gorm"
@@ -78,15 +80,34 @@ type Handler func(ctx context.Context, tx *gorm.DB, m *Message) error
 
 // DefaultEventID is the event-id header (with "#n" appended for the n-th
 // process attempt of a re-sent event, n ≥ 2), or "topic/partition/offset"
-// for messages without one. Ids over MaxIDLen bytes are hashed.
+// for messages without one or with an empty one. An id the inbox table
+// cannot store as it is (over MaxIDLen bytes, not valid UTF-8, or holding
+// a NUL byte) is replaced by "sha256:" and the hex SHA-256 of its bytes: a
+// stable id (every redelivery gets the same), while the raw value stays in
+// the message's headers (and in the dead-letter row if it is parked).
 func DefaultEventID(m *Message) string {
 	id := m.Header(HeaderEventID)
 	if id == "" {
-		id = m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+		return offsetID(m)
 	} else if a := m.Header(HeaderProcessAttempt); a != "" && a != "1" {
 		id += "#" + a
 	}
-	if len(id) > MaxIDLen {
+	return storableID(m, id)
+}
+
+// offsetID is the id of a message without one: "topic/partition/offset".
+func offsetID(m *Message) string {
+	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+}
+
+// storableID returns id if the inbox table can store it; the
+// "topic/partition/offset" of m for an empty one; else "sha256:" and the
+// hex SHA-256 of id. It applies to what Config.EventID returns too.
+func storableID(m *Message, id string) string {
+	if id == "" {
+		id = offsetID(m)
+	}
+	if len(id) > MaxIDLen || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
 		sum := sha256.Sum256([]byte(id))
 		id = "sha256:" + hex.EncodeToString(sum[:])
 	}

@@ -34,6 +34,9 @@ type run struct {
 	// dbFails counts consecutive batches whose transaction failed.
 	dbFails int
 	dbWait  time.Time
+	// isolate counts the steps that take one message each, after the
+	// database refused the data of a message of a batch.
+	isolate int
 }
 
 func (r *run) add(km kafkago.Message) {
@@ -56,7 +59,7 @@ func (r *run) add(km kafkago.Message) {
 		}
 	}
 	m := &Message{Message: km, Consumer: r.c.cfg.GroupID}
-	m.EventID = r.c.cfg.EventID(m)
+	m.EventID = storableID(m, r.c.cfg.EventID(m))
 	p.msgs = append(p.msgs, m)
 	r.queued++
 }

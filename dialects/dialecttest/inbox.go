@@ -25,6 +25,7 @@ func runInbox(t *testing.T, h Harness) {
 	t.Run("Cleanup", func(t *testing.T) { inboxCleanup(t, h) })
 	t.Run("Savepoints", func(t *testing.T) { inboxSavepoints(t, h) })
 	t.Run("FoldsRelease", func(t *testing.T) { inboxFoldsRelease(t, h) })
+	t.Run("Hostile", func(t *testing.T) { runInboxHostile(t, h) })
 }
 
 // inboxT0 is the suite's clock: microseconds, as both databases keep.

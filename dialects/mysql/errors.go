@@ -3,6 +3,8 @@ package mysql
 import (
 	"errors"
 	"reflect"
+
+	"github.com/go-outbox/outbox/dialects"
 )
 
 // errorNumber returns the server error number of a MySQL error in err's
@@ -48,3 +50,27 @@ func isErrorNumber(err error, numbers ...uint16) bool {
 	}
 	return false
 }
+
+// InboxClassify implements dialects.InboxClassifier. Data errors of a
+// message: 1264 (out of range), 1265 (data truncated), 1292 (incorrect
+// value), 1366 (incorrect string value: invalid UTF-8), 1367 (illegal
+// value), 1406 (data too long), 3140 (invalid JSON). The transaction
+// rolled back: 1213 (deadlock: InnoDB rolls the whole transaction back,
+// savepoints included), 1205 (lock wait timeout: the statement only,
+// unless innodb_rollback_on_timeout; the inbox retries the batch either
+// way), 1305 (a savepoint that does not exist: its transaction is gone).
+func (Dialect) InboxClassify(err error) dialects.InboxErrorClass {
+	n, ok := errorNumber(err)
+	if !ok {
+		return dialects.InboxErrorOther
+	}
+	switch n {
+	case 1264, 1265, 1292, 1366, 1367, 1406, 3140:
+		return dialects.InboxErrorData
+	case 1213, 1205, 1305:
+		return dialects.InboxErrorRolledBack
+	}
+	return dialects.InboxErrorOther
+}
+
+var _ dialects.InboxClassifier = Dialect{}

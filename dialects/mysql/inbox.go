@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/internal/headers"
+	"github.com/go-outbox/outbox/dialects/internal/inboxtext"
 	"github.com/go-outbox/outbox/dialects/internal/rowscan"
 )
 
@@ -110,10 +111,12 @@ func (d Dialect) InboxUnrecord(ctx context.Context, q dialects.Execer, p dialect
 	return err
 }
 
-// InboxPark implements dialects.Inboxer.
+// InboxPark implements dialects.Inboxer. Headers whose name or value is
+// not valid UTF-8 or holds a NUL are stored in base64 (InboxDeadLetters
+// gives them back as they were); the last error is made valid text.
 func (d Dialect) InboxPark(ctx context.Context, q dialects.Execer, t dialects.Table, dl dialects.InboxDeadLetter) error {
 	var he headers.Encoder
-	h, err := he.Encode(dl.Headers)
+	h, err := he.Encode(inboxtext.EncodeHeaders(dl.Headers))
 	if err != nil {
 		return fmt.Errorf("encode headers of %s: %w", dl.EventID, err)
 	}
@@ -124,7 +127,7 @@ func (d Dialect) InboxPark(ctx context.Context, q dialects.Execer, t dialects.Ta
 	_, err = q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (consumer, event_id, topic, kafka_partition, kafka_offset, status, processed_at, attempts, last_error, msg_key, payload, headers)
 VALUES (`+inboxPlaceholders(12)+`) ON DUPLICATE KEY UPDATE event_id = event_id`,
 		dl.Consumer, dl.EventID, dl.Topic, dl.Partition, dl.Offset, "dead", dl.ParkedAt,
-		dl.Attempts, dl.LastError, key, dl.Value, h)
+		dl.Attempts, inboxtext.Text(dl.LastError), key, dl.Value, h)
 	return err
 }
 
@@ -142,7 +145,11 @@ FROM ` + p.Table.Qualified(d) + ` WHERE status = 'dead' AND consumer = ?`
 	if err != nil {
 		return nil, err
 	}
-	return rowscan.InboxDeadLetters(rows)
+	out, err := rowscan.InboxDeadLetters(rows)
+	for i := range out {
+		out[i].Headers = inboxtext.DecodeHeaders(out[i].Headers)
+	}
+	return out, err
 }
 
 // InboxRevive implements dialects.Inboxer.

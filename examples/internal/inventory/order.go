@@ -88,16 +88,21 @@ func apply(tx *gorm.DB, m *inbox.Message) error {
 		return fmt.Errorf("%w: payload %.100q: %v", errBadEvent, m.Value, err)
 	}
 	typ := m.Header(gormoutbox.HeaderEventType)
+	deleted := strings.HasSuffix(typ, "Deleted")
+	// A new SKU is inserted first, and only a row that exists is locked:
+	// SELECT … FOR UPDATE of a missing row takes a gap lock (InnoDB), and
+	// two workers' gap locks in the same gap, each followed by an INSERT
+	// into it, deadlock.
+	res := tx.Clauses(clause.OnConflict{DoNothing: true}).
+		Create(&Copy{SKU: it.SKU, Name: it.Name, Quantity: it.Quantity, Version: it.Version, Deleted: deleted})
+	if res.Error != nil || res.RowsAffected == 1 {
+		return res.Error
+	}
 	var cur Copy
-	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("sku = ?", it.SKU).Take(&cur).Error
-	found := err == nil
-	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+	if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("sku = ?", it.SKU).Take(&cur).Error; err != nil {
 		return err
 	}
-	deleted := strings.HasSuffix(typ, "Deleted")
 	switch {
-	case !found:
-		return tx.Create(&Copy{SKU: it.SKU, Name: it.Name, Quantity: it.Quantity, Version: it.Version, Deleted: deleted}).Error
 	case deleted && it.Version >= cur.Version:
 		return tx.Model(&cur).Updates(map[string]any{"deleted": true, "version": it.Version}).Error
 	case !deleted && it.Version > cur.Version && !cur.Deleted:
