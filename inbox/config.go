@@ -61,7 +61,7 @@ type Config struct {
 	// EventID returns the id a message is deduplicated on. Default
 	// DefaultEventID. What it returns is made storable as DefaultEventID
 	// does: "" becomes "topic/partition/offset", an id over MaxIDLen
-	// bytes, not valid UTF-8 or holding a NUL becomes "sha256:" and its
+	// bytes, not valid UTF-8, holding a NUL or ending in a space becomes "sha256:" and its
 	// hex SHA-256.
 	EventID func(*Message) string
 	// AfterCommit, when set, is called after a batch's transaction commits

@@ -81,8 +81,9 @@ type Handler func(ctx context.Context, tx *gorm.DB, m *Message) error
 // DefaultEventID is the event-id header (with "#n" appended for the n-th
 // process attempt of a re-sent event, n ≥ 2), or "topic/partition/offset"
 // for messages without one or with an empty one. An id the inbox table
-// cannot store as it is (over MaxIDLen bytes, not valid UTF-8, or holding
-// a NUL byte) is replaced by "sha256:" and the hex SHA-256 of its bytes: a
+// cannot store as it is (over MaxIDLen bytes, not valid UTF-8, holding a
+// NUL byte, or ending in a space, which MySQL compares as if absent) is
+// replaced by "sha256:" and the hex SHA-256 of its bytes: a
 // stable id (every redelivery gets the same), while the raw value stays in
 // the message's headers (and in the dead-letter row if it is parked).
 func DefaultEventID(m *Message) string {
@@ -107,7 +108,9 @@ func storableID(m *Message, id string) string {
 	if id == "" {
 		id = offsetID(m)
 	}
-	if len(id) > MaxIDLen || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+	// A trailing space is hashed too: MySQL's PAD SPACE collations compare
+	// "x " equal to "x", so such an id would meet the record of its twin.
+	if len(id) > MaxIDLen || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 || strings.HasSuffix(id, " ") {
 		sum := sha256.Sum256([]byte(id))
 		id = "sha256:" + hex.EncodeToString(sum[:])
 	}

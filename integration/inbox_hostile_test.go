@@ -74,6 +74,12 @@ func TestInboxHostileMessages(t *testing.T) {
 			{"NUL", []kafkago.Header{{Key: "event-id", Value: []byte("id\x00nul")}}, func(int64) string { return hashID("id\x00nul") }},
 			{"invalid UTF-8", []kafkago.Header{{Key: "event-id", Value: []byte("id\xff\xfe")}}, func(int64) string { return hashID("id\xff\xfe") }},
 		}
+		// MySQL's PAD SPACE collations compare "x " equal to "x": an id
+		// with a trailing space would meet its twin's record.
+		twinID := ids.New()
+		hostiles = append(hostiles,
+			hostile{"twin", []kafkago.Header{{Key: "event-id", Value: []byte(twinID)}}, func(int64) string { return twinID }},
+			hostile{"trailing space", []kafkago.Header{{Key: "event-id", Value: []byte(twinID + " ")}}, func(int64) string { return hashID(twinID + " ") }})
 		badHeadersID := ids.New()
 		hostiles = append(hostiles, hostile{"bad headers", append([]kafkago.Header{{Key: "event-id", Value: []byte(badHeadersID)}}, badHeaders...),
 			func(int64) string { return badHeadersID }})
