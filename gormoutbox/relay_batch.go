@@ -121,7 +121,8 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			continue
 		}
 		if !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrInvalidRow) {
-			// A message too large is dead-lettered at once and holds
+			// A message too large (or a row that cannot be published as
+			// stored) is dead-lettered at once and holds
 			// nothing back: the later ones of its key may be written.
 			failed[tk] = true
 		}
