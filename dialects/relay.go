@@ -36,6 +36,14 @@ type Row struct {
 	// FailedAt is set on rows whose last process attempt was answered
 	// FAILED.
 	FailedAt *time.Time
+	// Invalid, when set, says why the row cannot be published as stored
+	// (written by hand, by an older version or by another program):
+	// headers that are not a JSON object of strings, a topic that is not a
+	// valid Kafka topic name, a NULL payload, a key over the limit. The
+	// error names the row and the column ("outbox row 42: column headers:
+	// …"); the columns it concerns may be empty or partial. The relay
+	// dead-letters such a row at once, alone.
+	Invalid error
 }
 
 // Retry is the new state of a row whose publication failed.
@@ -87,6 +95,13 @@ type ClaimOptions struct {
 	// ShardLocks bound the shard locks of a pass, for the dialects that
 	// lock shards.
 	ShardLocks ShardLocks
+	// MaxBytes, when positive, bounds the payload bytes of one claim as
+	// well as its rows: a claim returns the rows, in id order, while the
+	// running sum of their payload lengths stays within MaxBytes — and
+	// always its first row, however large — so that a backlog of large
+	// rows is read a few at a time. The rows cut off are left untouched.
+	// Every dialect reads it. 0 means no bound.
+	MaxBytes int64
 }
 
 // ShardLocks tune the passes of a dialect that takes a lock per shard

@@ -24,6 +24,10 @@ var (
 	ErrInvalidTag = errors.New("gormoutbox: invalid outbox tag")
 	// ErrInvalidEvent: an event given to Publish is incomplete or malformed.
 	ErrInvalidEvent = errors.New("gormoutbox: invalid event")
+	// ErrPayloadTooLarge: an event's payload is over Config.MaxPayloadBytes;
+	// the write (or Publish) was refused and nothing was written. The
+	// error is a *PayloadTooLargeError.
+	ErrPayloadTooLarge = errors.New("gormoutbox: payload too large")
 	// ErrEncodePayload: an entity or event payload cannot be encoded.
 	ErrEncodePayload = errors.New("gormoutbox: cannot encode payload")
 	// ErrNoTransaction: Publish was called outside a transaction.
@@ -53,6 +57,11 @@ var (
 	// take the message; retrying cannot help, so it is dead-lettered at
 	// once.
 	ErrMessageTooLarge = errors.New("gormoutbox: message too large")
+	// ErrInvalidRow: an outbox row cannot be published as stored (headers
+	// that are not a JSON object of strings, an invalid topic, a NULL
+	// payload, a key over MaxKeyLen: see Row.Invalid); it is dead-lettered
+	// at once, alone, with an error naming the row and the column.
+	ErrInvalidRow = errors.New("gormoutbox: outbox row cannot be published as stored")
 	// ErrHeldBack: the message was not sent because an earlier message of
 	// its key failed; it is left as it was, with no attempt counted.
 	ErrHeldBack = errors.New("gormoutbox: held back behind a failed message of the same key")
@@ -139,3 +148,42 @@ func (e *UncapturedError) Error() string {
 // Unwrap returns ErrUncapturedWrite, so that errors.Is(err,
 // ErrUncapturedWrite) holds.
 func (e *UncapturedError) Unwrap() error { return ErrUncapturedWrite }
+
+// invalidRowError is the error of a row the relay cannot publish as
+// stored: its message is the dialect's (naming the row and the column) and
+// it matches ErrInvalidRow.
+type invalidRowError struct{ err error }
+
+func (e invalidRowError) Error() string        { return e.err.Error() }
+func (e invalidRowError) Unwrap() error        { return e.err }
+func (e invalidRowError) Is(target error) bool { return target == ErrInvalidRow }
+
+// PayloadTooLargeError reports an event whose payload is over
+// Config.MaxPayloadBytes: the captured write or the Publish call was
+// refused in the caller's transaction, and nothing was written. It wraps
+// ErrPayloadTooLarge.
+type PayloadTooLargeError struct {
+	// Model is the Go type name of the model written; empty for Publish.
+	Model string
+	// Event names the event: the row's primary key for a captured write
+	// ("row 42"), its position, type and topic for Publish.
+	Event string
+	// Size is the payload's size and Limit Config.MaxPayloadBytes, in
+	// bytes.
+	Size, Limit int
+}
+
+// Error implements error: "gormoutbox: payload too large: model M row 42:
+// payload is N bytes, over Config.MaxPayloadBytes (L)".
+func (e *PayloadTooLargeError) Error() string {
+	where := e.Event
+	if e.Model != "" {
+		where = "model " + e.Model + " " + where
+	}
+	return fmt.Sprintf("%s: %s: payload is %d bytes, over Config.MaxPayloadBytes (%d)",
+		ErrPayloadTooLarge, where, e.Size, e.Limit)
+}
+
+// Unwrap returns ErrPayloadTooLarge, so that errors.Is(err,
+// ErrPayloadTooLarge) holds.
+func (e *PayloadTooLargeError) Unwrap() error { return ErrPayloadTooLarge }

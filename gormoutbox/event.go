@@ -103,6 +103,10 @@ func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e, befo
 	}
 	pk := fieldValues(ctx, m.pkFields, e)
 	aggID := keyString(pk)
+	if len(payload) > p.cfg.MaxPayloadBytes {
+		return dialects.Record{}, &PayloadTooLargeError{Model: m.name, Event: "row " + aggID,
+			Size: len(payload), Limit: p.cfg.MaxPayloadBytes}
+	}
 	key := aggID
 	if !sameFields(m.keyFields, m.pkFields) {
 		key = keyString(fieldValues(ctx, m.keyFields, e))

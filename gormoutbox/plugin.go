@@ -41,6 +41,13 @@ const (
 	DefaultShards = 16
 	// MaxKeyLen is the longest message key accepted, in bytes.
 	MaxKeyLen = 1024
+	// DefaultMaxPayloadBytes is the default Config.MaxPayloadBytes: the
+	// kafka Publisher's default BatchBytes (kafka.DefaultBatchBytes), the
+	// most one message may take there.
+	DefaultMaxPayloadBytes = 1_000_000
+	// maxMaxPayloadBytes bounds Config.MaxPayloadBytes: 1 GiB, PostgreSQL's
+	// limit for a field and MySQL's for a packet.
+	maxMaxPayloadBytes = 1 << 30
 )
 
 // Config configures the plugin. The zero value is ready to use.
@@ -103,6 +110,17 @@ type Config struct {
 	// none.
 	Models []any
 
+	// MaxPayloadBytes bounds an event's payload, in bytes: a captured
+	// write or a Publish whose payload is larger is refused with a
+	// *PayloadTooLargeError (ErrPayloadTooLarge) in the caller's
+	// transaction, and nothing is written — rather than written and
+	// dead-lettered by the relay when the broker cannot take it. Set it to
+	// the broker's limit (message.max.bytes) or the Publisher's
+	// (kafka.Config.BatchBytes) if you raised those. Default
+	// DefaultMaxPayloadBytes (1,000,000, the kafka Publisher's default
+	// BatchBytes); at most 1 GiB.
+	MaxPayloadBytes int
+
 	// Logger receives the plugin's logs. Default: no logging.
 	Logger *slog.Logger
 
@@ -143,6 +161,9 @@ func New(cfg Config) *Plugin {
 	if p.cfg.Now == nil {
 		p.cfg.Now = time.Now
 	}
+	if p.cfg.MaxPayloadBytes == 0 {
+		p.cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
 	p.log = p.cfg.Logger
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -154,6 +175,10 @@ func New(cfg Config) *Plugin {
 	p.table = t
 	if p.cfg.Shards < 1 || p.cfg.Shards > 1<<16 {
 		p.cfgErr = errors.Join(p.cfgErr, fmt.Errorf("%w: Shards = %d, want 1..65536", ErrInvalidConfig, p.cfg.Shards))
+	}
+	if p.cfg.MaxPayloadBytes < 0 || p.cfg.MaxPayloadBytes > maxMaxPayloadBytes {
+		p.cfgErr = errors.Join(p.cfgErr, fmt.Errorf("%w: MaxPayloadBytes = %d, want 0 (the default, %d) to %d",
+			ErrInvalidConfig, p.cfg.MaxPayloadBytes, DefaultMaxPayloadBytes, maxMaxPayloadBytes))
 	}
 	return p
 }

@@ -62,7 +62,8 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 // nothing, since an event written apart from its business writes is the
 // dual write the outbox exists to prevent. Every event is checked before
 // any is written; an invalid one fails the call with ErrInvalidEvent,
-// naming it by its position.
+// naming it by its position, and one whose payload is over
+// Config.MaxPayloadBytes with a *PayloadTooLargeError (ErrPayloadTooLarge).
 func Publish(tx *gorm.DB, events ...Event) error {
 	p, err := from(tx)
 	if err != nil {
@@ -84,6 +85,10 @@ func Publish(tx *gorm.DB, events ...Event) error {
 		r, err := p.eventRecord(ctx, &events[i], now)
 		if err != nil {
 			return fmt.Errorf("%w: event %d (type %q, topic %q): %v", ErrInvalidEvent, i, events[i].Type, events[i].Topic, err)
+		}
+		if len(r.Payload) > p.cfg.MaxPayloadBytes {
+			return &PayloadTooLargeError{Event: fmt.Sprintf("event %d (type %q, topic %q)", i, events[i].Type, events[i].Topic),
+				Size: len(r.Payload), Limit: p.cfg.MaxPayloadBytes}
 		}
 		recs[i] = r
 	}

@@ -20,12 +20,24 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 		msgs[i] = message(&rows[i])
 	}
 	errs := make([]error, len(rows))
+	invalid := 0
+	for i := range rows {
+		if rows[i].Invalid != nil {
+			invalid++
+			// A row that cannot be published as stored is dead-lettered at
+			// once and is neither given to hooks nor sent.
+			errs[i] = invalidRowError{rows[i].Invalid}
+		}
+	}
 	// Hooks first: a veto keeps the message (and the later ones of its key)
 	// out of the call.
 	send := make([]int, 0, len(rows))
 	if len(r.cfg.Hooks) > 0 {
 		vetoed := make(map[string]error)
 		for i := range msgs {
+			if errs[i] != nil {
+				continue
+			}
 			tk := msgs[i].Topic + "\x00" + string(msgs[i].Key)
 			if verr, ok := vetoed[tk]; ok && msgs[i].Key != nil {
 				errs[i] = fmt.Errorf("%w (%v)", ErrHeldBack, verr)
@@ -44,7 +56,9 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 		}
 	} else {
 		for i := range msgs {
-			send = append(send, i)
+			if errs[i] == nil {
+				send = append(send, i)
+			}
 		}
 	}
 	var (
@@ -74,7 +88,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 				errs[i] = perr
 			}
 		}
-	} else {
+	} else if invalid < len(rows) {
 		perr = errors.New("every message of the batch was vetoed by a hook")
 	}
 	now := r.cfg.Now()
@@ -106,8 +120,9 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			out.Published = append(out.Published, row.ID)
 			continue
 		}
-		if !errors.Is(err, ErrMessageTooLarge) {
-			// A message too large is dead-lettered at once and holds
+		if !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrInvalidRow) {
+			// A message too large (or a row that cannot be published as
+			// stored) is dead-lettered at once and holds
 			// nothing back: the later ones of its key may be written.
 			failed[tk] = true
 		}
@@ -119,7 +134,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			continue
 		}
 		rt := dialects.Retry{ID: row.ID, Attempts: row.Attempts + 1, Error: truncate(err.Error(), 2000)}
-		once := errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrDeadLetter)
+		once := errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrDeadLetter) || errors.Is(err, ErrInvalidRow)
 		switch {
 		case once:
 			rt.Dead = true

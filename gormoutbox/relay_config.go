@@ -21,6 +21,8 @@ const (
 	DefaultCleanupBatch = 1000
 	DefaultLockWait     = time.Second
 	DefaultWorkers      = 2
+	// DefaultBatchBytes is the default RelayConfig.BatchBytes: 16 MiB.
+	DefaultBatchBytes = 16 << 20
 )
 
 // RelayConfig configures a Relay. The zero value is ready to use.
@@ -34,6 +36,14 @@ type RelayConfig struct {
 	// BatchSize is the most rows one claim takes and one Publish call
 	// sends. Default 500.
 	BatchSize int
+
+	// BatchBytes bounds the payload bytes of one claim as well as its
+	// rows: a claim stops before the running sum of its rows' payloads
+	// passes BatchBytes (it always takes its first row, however large),
+	// so that a backlog of large rows is read a few at a time rather
+	// than BatchSize at once. Default 16 MiB (DefaultBatchBytes);
+	// negative means no bound.
+	BatchBytes int64
 
 	// MaxAttempts is how many failed publications dead-letter a row.
 	// Default 10.
@@ -134,6 +144,9 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 		}
 	}
 	def(&cfg.BatchSize, DefaultBatchSize)
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = DefaultBatchBytes
+	}
 	def(&cfg.MaxAttempts, DefaultMaxAttempts)
 	def(&cfg.CleanupBatch, DefaultCleanupBatch)
 	def(&cfg.Workers, min(DefaultWorkers, max(cfg.Shards, 1)))

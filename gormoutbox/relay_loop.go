@@ -37,7 +37,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 	// ShardLocks matter to dialects that lock shards
 	// (dialects.Capabilities.LocksShards);
 	// the others ignore them.
-	opts := dialects.ClaimOptions{Shards: r.cfg.Shards,
+	opts := dialects.ClaimOptions{Shards: r.cfg.Shards, MaxBytes: max(r.cfg.BatchBytes, 0),
 		ShardLocks: dialects.ShardLocks{Max: r.cfg.MaxShards, Wait: max(r.cfg.LockWait, 0)}}
 	var (
 		total DrainResult

@@ -12,4 +12,6 @@ func runOutbox(t *testing.T, h Harness) {
 	t.Run("Finish", func(t *testing.T) { runFinish(t, h) })
 	t.Run("Admin", func(t *testing.T) { runAdmin(t, h) })
 	t.Run("Ack", func(t *testing.T) { runAck(t, h) })
+	t.Run("Hostile", func(t *testing.T) { runHostile(t, h) })
+	t.Run("Bytes", func(t *testing.T) { runBytes(t, h) })
 }

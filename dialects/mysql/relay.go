@@ -62,7 +62,7 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	if err != nil {
 		return nil, fmt.Errorf("relay on %s: %w", t, err)
 	}
-	p := &pass{d: d, t: t, conn: conn}
+	p := &pass{d: d, t: t, conn: conn, maxBytes: o.MaxBytes}
 	if p.database, err = currentDatabase(ctx, conn); err != nil {
 		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
 	}
@@ -109,6 +109,7 @@ type pass struct {
 	database string
 	conn     *sql.Conn
 	held     []int
+	maxBytes int64 // ClaimOptions.MaxBytes
 	last     []int // rows per held shard in the last claim; -1: it filled its quota
 	claimed  bool
 	// attempt is the process attempt of each row of the last claim: the
@@ -146,7 +147,17 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
 		args = append(args, now.UTC())
 	}
-	stmt := `SELECT ` + rowscan.ColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + b.String() +
+	ids := b.String()
+	if p.maxBytes > 0 {
+		// The bytes bound (ClaimOptions.MaxBytes): of those ids, the
+		// id-order prefix whose running sum of payload lengths stays
+		// within the bound, and always the first.
+		ids = `SELECT id FROM (SELECT x.id, COALESCE(LENGTH(x.payload), 0) AS n,
+	SUM(COALESCE(LENGTH(x.payload), 0)) OVER (ORDER BY x.id ROWS UNBOUNDED PRECEDING) AS run
+	FROM ` + q + ` x JOIN (` + ids + `) u ON u.id = x.id) w
+WHERE run <= ` + strconv.FormatInt(p.maxBytes, 10) + ` OR run = n`
+	}
+	stmt := `SELECT ` + rowscan.ColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + ids +
 		`) c ON c.id = o.id ORDER BY o.id LIMIT ` + strconv.Itoa(limit)
 	var out []dialects.Row
 	for round := 0; round < claim.MaxRounds; round++ {

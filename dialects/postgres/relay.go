@@ -28,6 +28,23 @@ func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialect
 	if o.ShardMod > 1 {
 		p.shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
 	}
+	if o.MaxBytes > 0 {
+		// The bytes bound (ClaimOptions.MaxBytes) keeps the locked rows'
+		// id-order prefix whose running sum of payload lengths stays
+		// within the bound, and always the first row. octet_length reads
+		// a TOASTed payload's length from its pointer, not the payload.
+		// The rows cut off stay locked, untouched, until the claim ends.
+		p.bytesCut = `,
+cut AS (
+	SELECT id FROM (
+		SELECT id, coalesce(octet_length(payload), 0) AS n,
+			sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS run
+		FROM c) w
+	WHERE run <= ` + strconv.FormatInt(o.MaxBytes, 10) + ` OR run = n
+)`
+		p.bytesWhere = `
+WHERE c.id IN (SELECT id FROM cut)`
+	}
 	return p, nil
 }
 
@@ -37,6 +54,8 @@ type pass struct {
 	t           dialects.Table
 	tx          *sql.Tx
 	shardFilter string
+	// bytesCut and bytesWhere apply ClaimOptions.MaxBytes ("" when 0).
+	bytesCut, bytesWhere string
 }
 
 // claimSQL locks the first due pending rows in id order, skipping rows
@@ -56,14 +75,14 @@ func (p *pass) claimSQL() string {
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + p.shardFilter + `
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
-)
+)` + p.bytesCut + `
 SELECT ` + rowscan.ColumnsOf("c") + `, pv.id, pv.available_at
 FROM c LEFT JOIN LATERAL (
 	SELECT p.id, p.available_at FROM ` + q + ` p
 	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
 	  AND p.published_at IS NULL AND p.dead_at IS NULL
 	ORDER BY p.id DESC LIMIT 1
-) pv ON true
+) pv ON true` + p.bytesWhere + `
 ORDER BY c.id`
 }
 

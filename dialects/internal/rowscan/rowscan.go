@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +41,7 @@ type scanner struct {
 	dest                            []any
 	lastHeaders                     string
 	lastMap                         map[string]string
+	lastTopic                       string // the last valid topic seen
 }
 
 func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) {
@@ -61,15 +63,22 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) 
 	}
 	r := sc.r
 	r.Key = sc.key
+	r.Headers, r.Invalid = nil, nil
 	if len(sc.headers) > 0 && string(sc.headers) != "{}" {
 		if string(sc.headers) != sc.lastHeaders || sc.lastMap == nil {
-			m := map[string]string{}
-			if err := json.Unmarshal(sc.headers, &m); err != nil {
-				return claim.Candidate{}, fmt.Errorf("outbox row %d: headers: %w", r.ID, err)
+			m, err := decodeHeaders(sc.headers)
+			if err != nil {
+				r.Invalid = fmt.Errorf("outbox row %d: column headers: not a JSON object of strings: %v", r.ID, err)
+			} else {
+				sc.lastHeaders, sc.lastMap = string(sc.headers), m
 			}
-			sc.lastHeaders, sc.lastMap = string(sc.headers), m
 		}
-		r.Headers = sc.lastMap // shared between rows with the same headers: read-only
+		if r.Invalid == nil {
+			r.Headers = sc.lastMap // shared between rows with the same headers: read-only
+		}
+	}
+	if r.Invalid == nil {
+		r.Invalid = sc.check(&r)
 	}
 	r.AvailableAt, r.CreatedAt, r.LastError = sc.avail.Time, sc.created.Time, sc.lastErr.String
 	if sc.published.Valid {
@@ -86,6 +95,67 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) 
 		r.FailedAt = &t
 	}
 	return claim.Candidate{Row: r, Prev: sc.prev.Int64, PrevAvail: sc.prevAvail.Time}, nil
+}
+
+// MaxKeyLen is the longest message key a row may carry, in bytes (the
+// plugin's gormoutbox.MaxKeyLen, the MySQL msg_key column's width).
+const MaxKeyLen = 1024
+
+// decodeHeaders decodes a headers column, which must hold a JSON object
+// whose values are strings.
+func decodeHeaders(b []byte) (map[string]string, error) {
+	m := map[string]string{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%v (%s)", err, quote(b))
+	}
+	if m == nil { // JSON null
+		return nil, fmt.Errorf("null (%s)", quote(b))
+	}
+	return m, nil
+}
+
+// quote shows the start of a column's bytes in an error.
+func quote(b []byte) string {
+	const n = 64
+	if len(b) > n {
+		return strconv.Quote(string(b[:n])) + "…"
+	}
+	return strconv.Quote(string(b))
+}
+
+// check returns why r cannot be published as stored (see
+// dialects.Row.Invalid), nil when it can. The headers were checked by the
+// caller.
+func (sc *scanner) check(r *dialects.Row) error {
+	if r.Topic != sc.lastTopic || r.Topic == "" {
+		if !ValidTopic(r.Topic) {
+			return fmt.Errorf("outbox row %d: column topic: %s is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])",
+				r.ID, quote([]byte(r.Topic)))
+		}
+		sc.lastTopic = r.Topic
+	}
+	if r.Payload == nil {
+		return fmt.Errorf("outbox row %d: column payload: NULL", r.ID)
+	}
+	if len(r.Key) > MaxKeyLen {
+		return fmt.Errorf("outbox row %d: column msg_key: %d bytes, over the limit of %d", r.ID, len(r.Key), MaxKeyLen)
+	}
+	return nil
+}
+
+// ValidTopic reports whether t is a valid Kafka topic name: 1 to 249
+// characters of [a-zA-Z0-9._-], and neither "." nor "..".
+func ValidTopic(t string) bool {
+	if len(t) == 0 || len(t) > 249 || t == "." || t == ".." {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Rows reads every row of rows (Columns) and closes rows. sizeHint is the
