@@ -87,6 +87,22 @@ type ClaimOptions struct {
 	// ShardLocks bound the shard locks of a pass, for the dialects that
 	// lock shards.
 	ShardLocks ShardLocks
+	// TxTimeout, when positive, bounds how long a claim may hold its rows
+	// (claim, publish, finish): a dialect whose claim is a transaction
+	// held open while publishing sets the server's own timeouts for it
+	// (PostgreSQL: idle_in_transaction_session_timeout and
+	// statement_timeout, SET LOCAL), so that a hung relay cannot hold row
+	// locks and the vacuum horizon indefinitely.
+	TxTimeout time.Duration
+	// SkipDeadKeys lets rows go past a dead-lettered row of their topic
+	// and key. By default a dead row blocks its key: Claim holds back
+	// (and parks until BlockedRecheck from now) the later rows of a key
+	// that has a dead row, until the dead row is replayed or deleted.
+	SkipDeadKeys bool
+	// BlockedRecheck is how long a row blocked behind a dead row of its
+	// key is parked before a claim looks at it again (default 1 minute).
+	// Replay makes the blocked rows of a replayed row's key due at once.
+	BlockedRecheck time.Duration
 }
 
 // ShardLocks tune the passes of a dialect that takes a lock per shard

@@ -58,6 +58,21 @@ type Header struct {
 // of the same topic and key failed in the same call: return ErrHeldBack for
 // those instead. Messages the broker refuses as too large should fail with
 // an error wrapping ErrMessageTooLarge, which dead-letters them at once.
+//
+// Errors say whose fault a failure is. An error wrapping
+// ErrBrokerUnavailable (for the whole call, or for a message in
+// PublishErrors) belongs to the broker or the network: the relay counts no
+// attempt for it, keeps the rows pending and backs off as a whole
+// (MinBackoff doubling up to MaxBackoff, with jitter) until a batch
+// publishes again, however long that takes. An error wrapping
+// ErrUnknownTopic is treated so for RelayConfig.UnknownTopicGrace. Any
+// other error is the message's: it counts toward MaxAttempts, after which
+// the row is dead-lettered. A custom Publisher should wrap its
+// connection, timeout and availability errors in ErrBrokerUnavailable;
+// the kafka package does (see its classify rules).
+//
+// ctx carries RelayConfig.PublishTimeout's deadline: a call that outlives
+// it should give up with ctx's error (wrapped in ErrBrokerUnavailable).
 // A Relay with several Workers calls Publish from several goroutines, with
 // disjoint keys; a Publisher shared by relays is called concurrently too.
 type Publisher interface {
@@ -139,6 +154,7 @@ type Relay struct {
 	log    *slog.Logger
 	warn   logLimiter // rate-limits warnings (relay_log.go)
 	fails  failWatch  // topics failing, to say when they publish again
+	outage outage     // the backoff as a whole while the broker is down (relay_outage.go)
 	admin  *Admin     // the admin calls (admin.go)
 }
 

@@ -404,7 +404,7 @@ func (p *Publisher) write(ctx context.Context, msgs []gormoutbox.Message, idx []
 	if errors.As(err, &we) && len(we) == len(idx) {
 		for j := range out {
 			if we[j] != nil {
-				out[j] = p.explain(msgs[idx[j]].Topic, we[j])
+				out[j] = classify(p.explain(msgs[idx[j]].Topic, we[j]))
 			}
 		}
 		return out
@@ -413,7 +413,7 @@ func (p *Publisher) write(ctx context.Context, msgs []gormoutbox.Message, idx []
 	// sizes with an over-estimate first); were it to, every message of the
 	// call is retried rather than all dead-lettered.
 	for j := range out {
-		out[j] = p.explain(msgs[idx[j]].Topic, err)
+		out[j] = classify(p.explain(msgs[idx[j]].Topic, err))
 	}
 	return out
 }

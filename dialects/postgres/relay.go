@@ -24,7 +24,7 @@ var _ dialects.Relayer = Dialect{}
 // Relays share rows, not shards: o.ShardLocks is ignored (its
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
-	p := &pass{d: d, db: db, t: t}
+	p := &pass{d: d, db: db, t: t, o: o}
 	if o.ShardMod > 1 {
 		p.shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
 	}
@@ -37,6 +37,7 @@ type pass struct {
 	t           dialects.Table
 	tx          *sql.Tx
 	shardFilter string
+	o           dialects.ClaimOptions
 }
 
 // claimSQL locks the first due pending rows in id order, skipping rows
@@ -81,6 +82,16 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 	fail := func(err error) ([]dialects.Row, error) {
 		_ = tx.Rollback()
 		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+	}
+	if p.o.TxTimeout > 0 {
+		// The transaction holds its rows while the batch is published:
+		// the server ends it if the relay hangs (both settings are this
+		// transaction's only).
+		ms := strconv.FormatInt(max(p.o.TxTimeout.Milliseconds(), 1), 10)
+		if _, err := tx.ExecContext(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+	set_config('statement_timeout', $1, true)`, ms); err != nil {
+			return fail(err)
+		}
 	}
 	var (
 		out    []dialects.Row
@@ -145,6 +156,11 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 // retries are disjoint, so one data-modifying CTE per kind runs them
 // together in a single round trip.
 //
+// The push-back of a failed key's later rows takes them FOR UPDATE SKIP
+// LOCKED: it never waits on a row another relay holds (such a row is in
+// that relay's claim, whose own guard holds it back). Waiting there
+// deadlocked two relays pushing back each other's rows during outages.
+//
 // The statement also turns synchronous_commit off for the commit that
 // follows (this transaction only): the commit then does not wait for the
 // WAL flush. A server crash in the next few hundred milliseconds can lose
@@ -188,11 +204,16 @@ retry AS (
 	WHERE o.id = u.id
 ),
 push AS (
-	UPDATE ` + q + ` o SET available_at = u.until
-	FROM unnest($8::text[], $9::bytea[], $10::bigint[], $11::timestamptz[]) AS u(topic, key, from_id, until)
-	WHERE o.topic = u.topic AND o.msg_key = u.key AND o.id > u.from_id
-	  AND o.published_at IS NULL AND o.dead_at IS NULL AND o.available_at < u.until
-	  AND o.id <> ALL($2) AND o.id <> ALL($3)
+	UPDATE ` + q + ` o SET available_at = s.until
+	FROM (
+		SELECT p.id, u.until
+		FROM ` + q + ` p JOIN unnest($8::text[], $9::bytea[], $10::bigint[], $11::timestamptz[]) AS u(topic, key, from_id, until)
+		  ON p.topic = u.topic AND p.msg_key = u.key AND p.id > u.from_id
+		WHERE p.published_at IS NULL AND p.dead_at IS NULL AND p.available_at < u.until
+		  AND p.id <> ALL($2) AND p.id <> ALL($3)
+		FOR UPDATE OF p SKIP LOCKED
+	) s
+	WHERE o.id = s.id
 )
 SELECT set_config('synchronous_commit', 'off', true)`
 	if len(pushTopics) == 0 {
