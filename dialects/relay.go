@@ -156,6 +156,10 @@ type Stats struct {
 	Awaiting int64
 	// Failed rows were answered FAILED on their last process attempt.
 	Failed int64
+	// Blocked rows are pending rows behind a dead row of their topic and
+	// key (counted in Pending too): the relay holds them back until the
+	// dead row is replayed or deleted, unless RelayConfig.SkipDeadKeys.
+	Blocked int64
 	// Published rows that wait for nothing, and Processed rows
 	// (acknowledged): filled only by CountDone, which reads them all.
 	Published, Processed int64

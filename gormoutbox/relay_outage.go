@@ -23,13 +23,18 @@ type outage struct {
 }
 
 // fail records a batch that failed with a broker error at now and returns
-// when the relay may claim again.
+// when its failed rows are due again: after the backoff d of the n-th
+// failure in a row. The relay claims nothing for d/2: the next claim after
+// the pause takes other rows first, so that a topic the broker keeps
+// refusing (a partition without leader) does not starve the others, while
+// an unreachable broker fails those too and lengthens the backoff.
 func (o *outage) fail(now time.Time, lo, hi time.Duration) time.Time {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.n++
-	o.until = now.Add(backoff.Exponential(lo, hi, o.n, nil))
-	return o.until
+	d := backoff.Exponential(lo, hi, o.n, nil)
+	o.until = now.Add(d / 2)
+	return now.Add(d)
 }
 
 // ok records a batch that published something: the outage is over.

@@ -2,13 +2,17 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/go-outbox/outbox/gormoutbox"
 	"github.com/go-outbox/outbox/integration/kafkaenv"
@@ -251,6 +255,113 @@ func TestRelayPostgresClaimTimeout(t *testing.T) {
 		}
 		if n := countRows(t, db, "published_at IS NULL"); n != 3 {
 			t.Errorf("%d rows pending after the claim was ended, want 3 (published again later)", n)
+		}
+	})
+}
+
+// A dead row blocks its key: the later rows stay pending, counted as
+// blocked, while other keys flow; Replay of the dead row releases the
+// key, in order. With SkipDeadKeys the later rows go past it.
+func TestRelayDeadRowBlocksKey(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		for _, skip := range []bool{false, true} {
+			ctx := context.Background()
+			db, _ := setup(t, d, nil, gormoutbox.Config{})
+			brokers, _ := kafkaenv.Kafka(t, 1)
+			topic := kafkaenv.TopicName("blocked")
+			kafkaenv.CreateTopic(t, brokers, topic, 1)
+			kp := newPublisher(t, brokers, kafka.Config{})
+			var poison atomic.Bool
+			poison.Store(true)
+			// The first event of key k is refused (a message error) until
+			// poison is cleared.
+			pub := funcPublisher(func(ctx context.Context, msgs []gormoutbox.Message) error {
+				errs := make(gormoutbox.PublishErrors, len(msgs))
+				var send []gormoutbox.Message
+				failed := false
+				for i, m := range msgs {
+					switch {
+					case failed && string(m.Key) == "k":
+						errs[i] = gormoutbox.ErrHeldBack
+					case poison.Load() && string(m.Key) == "k" && strings.Contains(string(m.Value), `"seq":0`):
+						errs[i], failed = errors.New("invalid record"), true
+					default:
+						send = append(send, m)
+					}
+				}
+				if err := kp.Publish(ctx, send); err != nil {
+					return err
+				}
+				if len(send) == len(msgs) {
+					return nil
+				}
+				return errs
+			})
+			cfg := fastRetry
+			cfg.MaxAttempts, cfg.SkipDeadKeys = 2, skip
+			r := newRelay(t, db, pub, cfg)
+			write := func(key string, seq int) {
+				if err := db.Transaction(func(tx *gorm.DB) error {
+					return gormoutbox.Publish(tx, gormoutbox.Event{Topic: topic, Key: key, Type: "T",
+						Payload: fmt.Sprintf(`{"key":%q,"seq":%d}`, key, seq)})
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; i < 3; i++ {
+				write("k", i)
+				write("j", i)
+			}
+			for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, err := r.Drain(ctx); err != nil {
+					t.Fatal(err)
+				}
+				st, err := r.Stats(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Dead == 1 && (skip && st.Pending == 0 || !skip && st.Pending == 2 && st.Blocked == 2) {
+					break
+				}
+				if time.Now().After(end) {
+					t.Fatalf("skip=%v: stats %+v after 10s; want 1 dead and the 2 later rows of k blocked (none with SkipDeadKeys)", skip, st)
+				}
+			}
+			// Longer than the backoff: blocked rows stay blocked.
+			for end := time.Now().Add(400 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				if _, err := r.Drain(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := countRows(t, db, "published_at IS NOT NULL"); !skip && n != 3 || skip && n != 5 {
+				t.Fatalf("skip=%v: %d rows published", skip, n)
+			}
+			dead, err := r.DeadLetters(ctx, gormoutbox.DeadLetterQuery{})
+			if err != nil || len(dead) != 1 {
+				t.Fatalf("DeadLetters: %v, %v", dead, err)
+			}
+			poison.Store(false)
+			if _, err := r.Replay(ctx, dead[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			drainUntilEmpty(t, r, 30*time.Second)
+			var ks []int
+			for _, rec := range kafkaenv.ReadTopic(t, brokers, topic, 6, 20*time.Second, nil) {
+				var e seqEvent
+				if err := json.Unmarshal(rec.Value, &e); err != nil {
+					t.Fatal(err)
+				}
+				if e.Key == "k" {
+					ks = append(ks, e.Seq)
+				}
+			}
+			want := []int{0, 1, 2}
+			if skip {
+				want = []int{1, 2, 0} // the replayed row comes last
+			}
+			if !slices.Equal(ks, want) {
+				t.Fatalf("skip=%v: key k arrived as %v, want %v", skip, ks, want)
+			}
 		}
 	})
 }

@@ -134,7 +134,9 @@ func runFinish(t *testing.T, h Harness) {
 	})
 
 	outboxCase(t, "Dead", func(t *testing.T) {
-		// A dead-lettered row leaves the queue and holds nothing back.
+		// A dead-lettered row leaves the queue and pushes nothing back;
+		// by default it blocks its key (the rows behind it are held back
+		// and parked), and with SkipDeadKeys they go past it.
 		e := newOutboxEnv(t, h)
 		k := e.keyed("t", "k", 3)
 		p := e.open(dialects.ClaimOptions{})
@@ -156,8 +158,13 @@ func runFinish(t *testing.T, h Harness) {
 			}
 		}
 		_ = p.Close()
-		if got := e.claimAll(e.now); !slices.Equal(got, k[1:]) {
-			t.Fatalf("Claim = %v, want the rows behind the dead one %v", got, k[1:])
+		if got := e.claimAll(e.now); len(got) != 0 {
+			t.Fatalf("Claim = %v, want nothing: the rows behind the dead one are blocked", got)
+		}
+		e.checkParked(e.now.Add(time.Minute), k[1:]...)
+		skip := e.open(dialects.ClaimOptions{SkipDeadKeys: true})
+		if got := idsOf(e.claim(skip, e.now.Add(time.Minute), 100)); !slices.Equal(got, k[1:]) {
+			t.Fatalf("Claim with SkipDeadKeys = %v, want the rows behind the dead one %v", got, k[1:])
 		}
 	})
 
