@@ -114,7 +114,9 @@ type Hook interface {
 	// OnError runs for each message not published that will be tried
 	// again, with the attempt number that failed (1 for the first). A
 	// message held back behind a failed one of its key (err wraps
-	// ErrHeldBack) was not attempted: attempt is then its count so far.
+	// ErrHeldBack) was not attempted, and a failure of the broker (err
+	// wraps ErrBrokerUnavailable) counts no attempt: attempt is then its
+	// count so far.
 	OnError(ctx context.Context, m *Message, err error, attempt int)
 	// OnDeadLetter runs for each message dead-lettered.
 	OnDeadLetter(ctx context.Context, m *Message, err error, attempts int)

@@ -41,7 +41,8 @@ type RelayConfig struct {
 	BatchSize int
 
 	// MaxAttempts is how many failed publications dead-letter a row.
-	// Default 10.
+	// Only failures of the message count: those of the broker or the
+	// network (ErrBrokerUnavailable) never do. Default 10.
 	MaxAttempts int
 
 	// MinBackoff and MaxBackoff bound the wait before a failed row is

@@ -54,6 +54,12 @@
 //     handshake failed and matches *tls.CertificateVerificationError
 //     (errors.As).
 //
+// Each failure says whose it is (see classify): errors of the broker or
+// the network wrap gormoutbox.ErrBrokerUnavailable, so the relay counts no
+// attempt for them and backs off as a whole; an unknown topic wraps
+// gormoutbox.ErrUnknownTopic; answers about the record itself (too large,
+// invalid, topic authorisation) are the message's and count.
+//
 // kafka-go keeps the failure of its first metadata fetch until its next
 // one (within Transport.MetadataTTL, 6s by default), so a broker that
 // accepts the credentials again is seen within that time.
