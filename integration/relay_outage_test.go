@@ -23,7 +23,9 @@ import (
 // funcPublisher is a Publisher made of a function.
 type funcPublisher func(ctx context.Context, msgs []gormoutbox.Message) error
 
-func (f funcPublisher) Publish(ctx context.Context, msgs []gormoutbox.Message) error { return f(ctx, msgs) }
+func (f funcPublisher) Publish(ctx context.Context, msgs []gormoutbox.Message) error {
+	return f(ctx, msgs)
+}
 
 // An outage much longer than MaxAttempts × MaxBackoff dead-letters nothing:
 // the broker's errors count no attempt, the relay backs off as a whole,
