@@ -102,6 +102,22 @@ type ClaimOptions struct {
 	// rows is read a few at a time. The rows cut off are left untouched.
 	// Every dialect reads it. 0 means no bound.
 	MaxBytes int64
+	// TxTimeout, when positive, bounds how long a claim may hold its rows
+	// (claim, publish, finish): a dialect whose claim is a transaction
+	// held open while publishing sets the server's own timeouts for it
+	// (PostgreSQL: idle_in_transaction_session_timeout and
+	// statement_timeout, SET LOCAL), so that a hung relay cannot hold row
+	// locks and the vacuum horizon indefinitely.
+	TxTimeout time.Duration
+	// SkipDeadKeys lets rows go past a dead-lettered row of their topic
+	// and key. By default a dead row blocks its key: Claim holds back
+	// (and parks until BlockedRecheck from now) the later rows of a key
+	// that has a dead row, until the dead row is replayed or deleted.
+	SkipDeadKeys bool
+	// BlockedRecheck is how long a row blocked behind a dead row of its
+	// key is parked before a claim looks at it again (default 1 minute).
+	// Replay makes the blocked rows of a replayed row's key due at once.
+	BlockedRecheck time.Duration
 }
 
 // ShardLocks tune the passes of a dialect that takes a lock per shard
@@ -155,6 +171,10 @@ type Stats struct {
 	Awaiting int64
 	// Failed rows were answered FAILED on their last process attempt.
 	Failed int64
+	// Blocked rows are pending rows behind a dead row of their topic and
+	// key (counted in Pending too): the relay holds them back until the
+	// dead row is replayed or deleted, unless RelayConfig.SkipDeadKeys.
+	Blocked int64
 	// Published rows that wait for nothing, and Processed rows
 	// (acknowledged): filled only by CountDone, which reads them all.
 	Published, Processed int64

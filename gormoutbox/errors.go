@@ -65,6 +65,18 @@ var (
 	// ErrHeldBack: the message was not sent because an earlier message of
 	// its key failed; it is left as it was, with no attempt counted.
 	ErrHeldBack = errors.New("gormoutbox: held back behind a failed message of the same key")
+	// ErrBrokerUnavailable: the message was not written because of the
+	// broker or the network (connection refused, timeouts, no leader, not
+	// enough replicas, metadata or authentication failing…), not because
+	// of the message. A Publisher wraps such errors in it; the relay then
+	// counts no attempt: it backs off as a whole and keeps the rows
+	// pending, however long the outage.
+	ErrBrokerUnavailable = errors.New("gormoutbox: broker unavailable")
+	// ErrUnknownTopic: the broker does not know the message's topic. The
+	// relay treats it as ErrBrokerUnavailable (a topic being created, a
+	// cluster starting) for RelayConfig.UnknownTopicGrace after the topic
+	// first failed so, then as a failure of the message.
+	ErrUnknownTopic = errors.New("gormoutbox: unknown topic")
 )
 
 // Errors of acknowledgements (Acknowledge, ack.Tracker).

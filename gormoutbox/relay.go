@@ -58,6 +58,21 @@ type Header struct {
 // of the same topic and key failed in the same call: return ErrHeldBack for
 // those instead. Messages the broker refuses as too large should fail with
 // an error wrapping ErrMessageTooLarge, which dead-letters them at once.
+//
+// Errors say whose fault a failure is. An error wrapping
+// ErrBrokerUnavailable (for the whole call, or for a message in
+// PublishErrors) belongs to the broker or the network: the relay counts no
+// attempt for it, keeps the rows pending and backs off as a whole
+// (MinBackoff doubling up to MaxBackoff, with jitter) until a batch
+// publishes again, however long that takes. An error wrapping
+// ErrUnknownTopic is treated so for RelayConfig.UnknownTopicGrace. Any
+// other error is the message's: it counts toward MaxAttempts, after which
+// the row is dead-lettered. A custom Publisher should wrap its
+// connection, timeout and availability errors in ErrBrokerUnavailable;
+// the kafka package does (see its classify rules).
+//
+// ctx carries RelayConfig.PublishTimeout's deadline: a call that outlives
+// it should give up with ctx's error (wrapped in ErrBrokerUnavailable).
 // A Relay with several Workers calls Publish from several goroutines, with
 // disjoint keys; a Publisher shared by relays is called concurrently too.
 type Publisher interface {
@@ -99,7 +114,9 @@ type Hook interface {
 	// OnError runs for each message not published that will be tried
 	// again, with the attempt number that failed (1 for the first). A
 	// message held back behind a failed one of its key (err wraps
-	// ErrHeldBack) was not attempted: attempt is then its count so far.
+	// ErrHeldBack) was not attempted, and a failure of the broker (err
+	// wraps ErrBrokerUnavailable) counts no attempt: attempt is then its
+	// count so far.
 	OnError(ctx context.Context, m *Message, err error, attempt int)
 	// OnDeadLetter runs for each message dead-lettered.
 	OnDeadLetter(ctx context.Context, m *Message, err error, attempts int)
@@ -139,6 +156,7 @@ type Relay struct {
 	log    *slog.Logger
 	warn   logLimiter // rate-limits warnings (relay_log.go)
 	fails  failWatch  // topics failing, to say when they publish again
+	outage outage     // the backoff as a whole while the broker is down (relay_outage.go)
 	admin  *Admin     // the admin calls (admin.go)
 }
 

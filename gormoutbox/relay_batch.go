@@ -74,7 +74,9 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			}
 		}
 		start := time.Now()
-		perr = r.pub.Publish(ctx, batch)
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		perr = r.pub.Publish(pctx, batch)
+		cancel()
 		took = time.Since(start)
 		var pe PublishErrors
 		switch {
@@ -95,7 +97,12 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 	out := dialects.Outcome{Now: now, Delete: r.cfg.DeleteOnPublish}
 	failed := make(map[string]bool)
 	allFailed := perr != nil
-	var lb batchLog
+	var (
+		lb batchLog
+		// outageRetries are the retries failed by the broker: they count
+		// no attempt and wait for the relay's backoff as a whole.
+		outageRetries []int
+	)
 	if r.fails.watching() {
 		lb.ok = make(map[string]bool)
 	}
@@ -107,6 +114,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			if lb.ok != nil {
 				lb.ok[row.Topic] = true
 			}
+			r.outage.published(row.Topic)
 			for _, h := range r.cfg.Hooks {
 				h.AfterPublish(ctx, &msgs[i], took)
 			}
@@ -131,6 +139,20 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			for _, h := range r.cfg.Hooks {
 				h.OnError(ctx, &msgs[i], err, row.Attempts)
 			}
+			continue
+		}
+		if r.outage.brokerFault(row.Topic, err, now, r.cfg.UnknownTopicGrace) {
+			// Not the message's fault: no attempt counted; due when the
+			// relay's backoff ends (set below).
+			res.Retried++
+			lb.fail(row.Topic, false)
+			for _, h := range r.cfg.Hooks {
+				h.OnError(ctx, &msgs[i], err, row.Attempts)
+			}
+			outageRetries = append(outageRetries, len(out.Retries))
+			out.Retries = append(out.Retries, dialects.Retry{ID: row.ID, Attempts: row.Attempts,
+				Error: truncate(err.Error(), 2000)})
+			out.Keys = append(out.Keys, dialects.TopicKey{Topic: row.Topic, Key: row.Key})
 			continue
 		}
 		rt := dialects.Retry{ID: row.ID, Attempts: row.Attempts + 1, Error: truncate(err.Error(), 2000)}
@@ -161,6 +183,15 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 		}
 		out.Retries = append(out.Retries, rt)
 		out.Keys = append(out.Keys, dialects.TopicKey{Topic: row.Topic, Key: row.Key})
+	}
+	switch {
+	case len(outageRetries) > 0:
+		until := r.outage.fail(now, r.cfg.MinBackoff, r.cfg.MaxBackoff)
+		for _, j := range outageRetries {
+			out.Retries[j].AvailableAt = until
+		}
+	case len(out.Published) > 0:
+		r.outage.ok()
 	}
 	res.Published = len(out.Published)
 	if err := pass.Finish(ctx, out); err != nil {

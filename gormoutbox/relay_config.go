@@ -23,6 +23,11 @@ const (
 	DefaultWorkers      = 2
 	// DefaultBatchBytes is the default RelayConfig.BatchBytes: 16 MiB.
 	DefaultBatchBytes = 16 << 20
+	// DefaultUnknownTopicGrace is how long a topic the broker does not
+	// know is treated as an outage before its messages' attempts count.
+	DefaultUnknownTopicGrace = time.Minute
+	// DefaultPublishTimeout bounds one Publish call (one claim's batch).
+	DefaultPublishTimeout = 30 * time.Second
 )
 
 // RelayConfig configures a Relay. The zero value is ready to use.
@@ -46,7 +51,8 @@ type RelayConfig struct {
 	BatchBytes int64
 
 	// MaxAttempts is how many failed publications dead-letter a row.
-	// Default 10.
+	// Only failures of the message count: those of the broker or the
+	// network (ErrBrokerUnavailable) never do. Default 10.
 	MaxAttempts int
 
 	// MinBackoff and MaxBackoff bound the wait before a failed row is
@@ -54,6 +60,29 @@ type RelayConfig struct {
 	// which a random half is taken off (jitter). Defaults 1s and 5m.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+
+	// UnknownTopicGrace is how long after a topic first fails with
+	// ErrUnknownTopic (a topic being created, a cluster starting) its
+	// messages' failures are treated as an outage (no attempt counted);
+	// after it they count toward MaxAttempts. Default 1m; negative means
+	// no grace.
+	UnknownTopicGrace time.Duration
+
+	// PublishTimeout bounds one Publish call: the Publisher gets a context
+	// with this deadline, and on PostgreSQL the claim transaction, which
+	// holds the batch's row locks while it publishes, is bounded by it too
+	// (see README, Operating). A call that runs out of time fails with the
+	// context's error, an outage (ErrBrokerUnavailable) for the kafka
+	// Publisher. Default 30s.
+	PublishTimeout time.Duration
+
+	// SkipDeadKeys lets the later rows of a key go past a dead-lettered
+	// row of that key. By default (false) a dead row blocks its key: the
+	// later rows stay pending (counted as Blocked in Stats) until the
+	// dead row is replayed (then they follow it, in order) or deleted.
+	// Set it when a key's order matters less than its later events being
+	// delivered; a Replay then sends the old event after the newer ones.
+	SkipDeadKeys bool
 
 	// DeleteOnPublish deletes rows once published instead of marking them
 	// (then there is nothing for Cleanup to do). Default false.
@@ -159,6 +188,8 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	defd(&cfg.MaxBackoff, DefaultMaxBackoff)
 	defd(&cfg.Budget, DefaultBudget)
 	defd(&cfg.LockWait, DefaultLockWait)
+	defd(&cfg.UnknownTopicGrace, DefaultUnknownTopicGrace)
+	defd(&cfg.PublishTimeout, DefaultPublishTimeout)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -181,6 +212,9 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	}
 	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff {
 		bad("MinBackoff = %v, MaxBackoff = %v: want 0 <= MinBackoff <= MaxBackoff", cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	if cfg.PublishTimeout < 0 {
+		bad("PublishTimeout = %v must not be negative", cfg.PublishTimeout)
 	}
 	if cfg.Budget < 0 {
 		bad("Budget = %v must not be negative", cfg.Budget)

@@ -32,13 +32,25 @@ func (a *DrainResult) add(b DrainResult) {
 // that has started is always finished — published and marked — even when
 // ctx is cancelled meanwhile, so that stopping never turns a sent message
 // into a duplicate.
+//
+// While the broker is down (batches fail with ErrBrokerUnavailable) the
+// relay backs off as a whole: a Drain within the backoff returns at once,
+// having claimed nothing.
 func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 	start := time.Now()
+	if until, paused := r.outage.pausedUntil(r.cfg.Now()); paused {
+		r.log.Debug("outbox relay: broker unavailable, backing off", "until", until)
+		return DrainResult{}, nil
+	}
 	// ShardLocks matter to dialects that lock shards
 	// (dialects.Capabilities.LocksShards);
 	// the others ignore them.
 	opts := dialects.ClaimOptions{Shards: r.cfg.Shards, MaxBytes: max(r.cfg.BatchBytes, 0),
-		ShardLocks: dialects.ShardLocks{Max: r.cfg.MaxShards, Wait: max(r.cfg.LockWait, 0)}}
+		ShardLocks: dialects.ShardLocks{Max: r.cfg.MaxShards, Wait: max(r.cfg.LockWait, 0)},
+		// The claim is held while the batch is published: twice the
+		// publish deadline leaves room for the hooks, the claim and the
+		// finish.
+		TxTimeout: 2 * r.cfg.PublishTimeout, SkipDeadKeys: r.cfg.SkipDeadKeys}
 	var (
 		total DrainResult
 		err   error
@@ -144,6 +156,9 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 		}
 		if allFailed {
 			break
+		}
+		if _, paused := r.outage.pausedUntil(r.cfg.Now()); paused {
+			break // the broker failed part of the batch: back off
 		}
 	}
 	if !idle {

@@ -43,7 +43,8 @@ type OTelConfig struct {
 //     and outbox.lag (seconds from capture to the broker's acknowledgement);
 //   - with Observe, outbox.pending, outbox.awaiting_ack (published, waiting
 //     for a consumer's answer), outbox.failed (answered FAILED on the last
-//     process attempt) and outbox.dead (rows), and
+//     process attempt), outbox.dead and outbox.blocked (pending rows held
+//     back behind a dead row of their key: alert on any) (rows), and
 //     outbox.oldest_pending_age (seconds), read from the table at each
 //     collection;
 //   - as a gormoutbox.AckHook (ack.Config.Hooks), outbox.acks: answers
@@ -105,8 +106,9 @@ func NewOTel(cfg OTelConfig) (*OTel, error) {
 }
 
 // Observe reports outbox.pending, outbox.awaiting_ack, outbox.failed,
-// outbox.dead and outbox.oldest_pending_age of relay's table at each metric
-// collection (four GROUP BY queries, each through the index of its state:
+// outbox.dead, outbox.blocked and outbox.oldest_pending_age of relay's
+// table at each metric collection (five GROUP BY queries, each through the
+// index of its state:
 // published rows that wait for nothing are not read). Call it once per table.
 func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 	gauges := []struct {
@@ -115,6 +117,7 @@ func (h *OTel) Observe(relay *gormoutbox.Relay) error {
 	}{
 		{"outbox.pending", "Rows neither published nor dead.", func(s gormoutbox.Stats) int64 { return s.Pending }},
 		{"outbox.dead", "Dead-lettered rows.", func(s gormoutbox.Stats) int64 { return s.Dead }},
+		{"outbox.blocked", "Pending rows held back behind a dead row of their key.", func(s gormoutbox.Stats) int64 { return s.Blocked }},
 		{"outbox.awaiting_ack", "Published rows waiting for a consumer's answer.", func(s gormoutbox.Stats) int64 { return s.Awaiting }},
 		{"outbox.failed", "Rows whose last process attempt failed.", func(s gormoutbox.Stats) int64 { return s.Failed }},
 	}

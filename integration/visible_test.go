@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -188,9 +189,26 @@ func testUnreachableBroker(t *testing.T, d testenv.Dialect, logs *logRecorder) {
 		t.Errorf("second warning %s: suppressed=%s, want %s failed calls (of 32 messages) held back", warns[1].line, got, want)
 	}
 
-	// The 7th attempt dead-letters every row: a warning too.
+	// An unreachable broker burns no attempt: the 7th pass dead-letters
+	// nothing.
 	clock.Advance(time.Second)
 	res, err := r.Drain(ctx)
+	if err != nil || res.Dead != 0 || countRows(t, db, "attempts > 0") != 0 {
+		t.Fatalf("7th pass with the broker unreachable: %+v, %v; want no dead row and no attempt counted", res, err)
+	}
+	// A publisher that does not say the error is the broker's (no
+	// ErrBrokerUnavailable): each failure is the message's; with
+	// MaxAttempts 1 every row is dead-lettered: a warning too.
+	plain := funcPublisher(func(ctx context.Context, msgs []gormoutbox.Message) error {
+		if err := pub.Publish(ctx, msgs); err != nil {
+			return errors.New(err.Error())
+		}
+		return nil
+	})
+	r = newRelay(t, db, plain, gormoutbox.RelayConfig{MinBackoff: time.Second, MaxBackoff: time.Second,
+		MaxAttempts: 1, LockWait: -1, Now: clock.Now})
+	clock.Advance(time.Second)
+	res, err = r.Drain(ctx)
 	if err != nil || res.Dead != 8 {
 		t.Fatalf("last pass: %+v, %v; want the 8 rows dead", res, err)
 	}

@@ -54,6 +54,12 @@
 //     handshake failed and matches *tls.CertificateVerificationError
 //     (errors.As).
 //
+// Each failure says whose it is (see classify): errors of the broker or
+// the network wrap gormoutbox.ErrBrokerUnavailable, so the relay counts no
+// attempt for them and backs off as a whole; an unknown topic wraps
+// gormoutbox.ErrUnknownTopic; answers about the record itself (too large,
+// invalid, topic authorisation) are the message's and count.
+//
 // kafka-go keeps the failure of its first metadata fetch until its next
 // one (within Transport.MetadataTTL, 6s by default), so a broker that
 // accepts the credentials again is seen within that time.
@@ -404,7 +410,7 @@ func (p *Publisher) write(ctx context.Context, msgs []gormoutbox.Message, idx []
 	if errors.As(err, &we) && len(we) == len(idx) {
 		for j := range out {
 			if we[j] != nil {
-				out[j] = p.explain(msgs[idx[j]].Topic, we[j])
+				out[j] = classify(p.explain(msgs[idx[j]].Topic, we[j]))
 			}
 		}
 		return out
@@ -413,7 +419,7 @@ func (p *Publisher) write(ctx context.Context, msgs []gormoutbox.Message, idx []
 	// sizes with an over-estimate first); were it to, every message of the
 	// call is retried rather than all dead-lettered.
 	for j := range out {
-		out[j] = p.explain(msgs[idx[j]].Topic, err)
+		out[j] = classify(p.explain(msgs[idx[j]].Topic, err))
 	}
 	return out
 }

@@ -21,6 +21,7 @@ import (
 type topicCount struct {
 	Topic       string `json:"topic"`
 	Pending     int64  `json:"pending"`
+	Blocked     int64  `json:"blocked"`
 	Dead        int64  `json:"dead"`
 	AwaitingAck int64  `json:"awaiting_ack"`
 	Failed      int64  `json:"failed"`
@@ -32,7 +33,10 @@ type statusReport struct {
 	Driver  string `json:"driver"`
 	Table   string `json:"table"`
 	Pending int64  `json:"pending"`
-	Dead    int64  `json:"dead"`
+	// Blocked pending rows wait behind a dead row of their key (until it
+	// is replayed; see RelayConfig.SkipDeadKeys).
+	Blocked int64 `json:"blocked"`
+	Dead    int64 `json:"dead"`
 	// AwaitingAck rows are published and wait for a consumer's answer;
 	// Failed ones were answered FAILED on their last process attempt.
 	AwaitingAck int64 `json:"awaiting_ack"`
@@ -63,8 +67,8 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return db.explain(ctx, err)
 	}
-	rep := statusReport{Driver: db.driver, Table: db.table.String(), Pending: st.Pending, Dead: st.Dead,
-		AwaitingAck: st.Awaiting, Failed: st.Failed, Topics: topics}
+	rep := statusReport{Driver: db.driver, Table: db.table.String(), Pending: st.Pending, Blocked: st.Blocked,
+		Dead: st.Dead, AwaitingAck: st.Awaiting, Failed: st.Failed, Topics: topics}
 	if !st.OldestPending.IsZero() {
 		t := st.OldestPending.UTC()
 		rep.OldestPending = &t
@@ -76,6 +80,7 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "table:\t%s (%s)\n", rep.Table, rep.Driver)
 	fmt.Fprintf(tw, "pending:\t%d\n", rep.Pending)
+	fmt.Fprintf(tw, "blocked:\t%d\n", rep.Blocked)
 	fmt.Fprintf(tw, "awaiting ack:\t%d\n", rep.AwaitingAck)
 	fmt.Fprintf(tw, "failed:\t%d\n", rep.Failed)
 	fmt.Fprintf(tw, "dead:\t%d\n", rep.Dead)
@@ -93,14 +98,14 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	}
 	fmt.Fprintln(c.stdout)
 	// Topics left-aligned, counts right-aligned.
-	head := []string{"TOPIC", "PENDING", "AWAITING_ACK", "FAILED", "DEAD"}
+	head := []string{"TOPIC", "PENDING", "BLOCKED", "AWAITING_ACK", "FAILED", "DEAD"}
 	if *all {
 		head = append(head, "PUBLISHED", "PROCESSED")
 	}
 	rows := [][]string{head}
 	for _, t := range rep.Topics {
 		r := []string{t.Topic}
-		for _, n := range []int64{t.Pending, t.AwaitingAck, t.Failed, t.Dead} {
+		for _, n := range []int64{t.Pending, t.Blocked, t.AwaitingAck, t.Failed, t.Dead} {
 			r = append(r, strconv.FormatInt(n, 10))
 		}
 		if *all {
@@ -147,12 +152,13 @@ func topicCounts(ctx context.Context, db *conn, all bool) ([]topicCount, gormout
 	}
 	out := make([]topicCount, 0, len(stats))
 	for topic, st := range stats {
-		tc := topicCount{Topic: topic, Pending: st.Pending, Dead: st.Dead, AwaitingAck: st.Awaiting, Failed: st.Failed}
+		tc := topicCount{Topic: topic, Pending: st.Pending, Blocked: st.Blocked, Dead: st.Dead, AwaitingAck: st.Awaiting, Failed: st.Failed}
 		if all {
 			tc.Published, tc.Processed = &st.Published, &st.Processed
 		}
 		out = append(out, tc)
 		total.Pending += st.Pending
+		total.Blocked += st.Blocked
 		total.Dead += st.Dead
 		total.Awaiting += st.Awaiting
 		total.Failed += st.Failed

@@ -244,8 +244,8 @@ func TestStatusCounts(t *testing.T) {
 		r := o.mustCtl(t, 0, "status")
 		for _, re := range []string{
 			`(?m)^pending:\s+4$`, `(?m)^dead:\s+5$`, `(?m)^oldest pending:\s+1h0m\d+s \(created `,
-			`(?m)^\s*TOPIC\s+PENDING\s+AWAITING_ACK\s+FAILED\s+DEAD\s*$`, `(?m)^\s*audit\s+1\s+0\s+0\s+0\s*$`,
-			`(?m)^\s*orders\s+3\s+0\s+0\s+2\s*$`, `(?m)^\s*payments\s+0\s+0\s+0\s+3\s*$`,
+			`(?m)^\s*TOPIC\s+PENDING\s+BLOCKED\s+AWAITING_ACK\s+FAILED\s+DEAD\s*$`, `(?m)^\s*audit\s+1\s+0\s+0\s+0\s+0\s*$`,
+			`(?m)^\s*orders\s+3\s+0\s+0\s+0\s+2\s*$`, `(?m)^\s*payments\s+0\s+0\s+0\s+0\s+3\s*$`, `(?m)^blocked:\s+0$`,
 		} {
 			if !regexp.MustCompile(re).MatchString(r.stdout) {
 				t.Errorf("status output does not match %s:\n%s", re, r.stdout)
@@ -612,8 +612,8 @@ func TestStatusAckStates(t *testing.T) {
 		}
 		r := o.mustCtl(t, 0, "status", "-all")
 		for _, re := range []string{`(?m)^awaiting ack:\s+2$`, `(?m)^failed:\s+1$`,
-			`(?m)^TOPIC\s+PENDING\s+AWAITING_ACK\s+FAILED\s+DEAD\s+PUBLISHED\s+PROCESSED$`,
-			`(?m)^stock\s+1\s+2\s+1\s+0\s+0\s+1$`, `(?m)^plain\s+0\s+0\s+0\s+0\s+2\s+0$`} {
+			`(?m)^TOPIC\s+PENDING\s+BLOCKED\s+AWAITING_ACK\s+FAILED\s+DEAD\s+PUBLISHED\s+PROCESSED$`,
+			`(?m)^stock\s+1\s+0\s+2\s+1\s+0\s+0\s+1$`, `(?m)^plain\s+0\s+0\s+0\s+0\s+0\s+2\s+0$`} {
 			if !regexp.MustCompile(re).MatchString(r.stdout) {
 				t.Errorf("status -all output does not match %s:\n%s", re, r.stdout)
 			}

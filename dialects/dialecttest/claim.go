@@ -61,6 +61,51 @@ func runClaim(t *testing.T, h Harness) {
 		}
 	})
 
+	outboxCase(t, "DeadBlocksKey", func(t *testing.T) {
+		// Row 1 of key k is dead: rows 2 and 3 of k are blocked (held
+		// back, parked until the recheck, counted as blocked); key j
+		// flows. Replay of row 1 releases the key, in order. With
+		// SkipDeadKeys a later row goes past a dead one.
+		e := newOutboxEnv(t, h)
+		k := e.keyed("t", "k", 3)
+		j := e.keyed("t", "j", 1)
+		e.kill(e.now, k[0])
+		o := dialects.ClaimOptions{BlockedRecheck: 10 * time.Minute}
+		p := e.open(o)
+		if got := idsOf(e.claim(p, e.now, 100)); !slices.Equal(got, j) {
+			t.Fatalf("Claim with row %d of k dead = %v, want only key j %v", k[0], got, j)
+		}
+		if err := p.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: j}); err != nil {
+			t.Fatalf("Finish: %v", err)
+		}
+		_ = p.Close() // a MySQL pass keeps its shards until closed
+		e.checkParked(e.now.Add(10*time.Minute), k[1:]...)
+		if s, err := e.d.Stats(e.ctx, e.db, e.table); err != nil || s.Blocked != 2 || s.Pending != 2 || s.Dead != 1 {
+			t.Fatalf("Stats = %+v, %v; want 2 pending, both blocked, 1 dead", s, err)
+		}
+		if ts, err := e.d.TopicStats(e.ctx, e.db, e.table); err != nil || ts["t"].Blocked != 2 {
+			t.Fatalf("TopicStats = %+v, %v; want 2 blocked in topic t", ts, err)
+		}
+		if n, err := e.d.Replay(e.ctx, e.db, e.table, e.now, k[:1]); err != nil || n != 1 {
+			t.Fatalf("Replay: %d, %v", n, err)
+		}
+		if s, err := e.d.Stats(e.ctx, e.db, e.table); err != nil || s.Blocked != 0 {
+			t.Fatalf("Stats after Replay = %+v, %v; want nothing blocked", s, err)
+		}
+		want := k
+		if got := e.claimAll(e.now); !slices.Equal(got, want) {
+			t.Fatalf("Claim after Replay of row %d = %v, want the key released in order %v", k[0], got, want)
+		}
+
+		e2 := newOutboxEnv(t, h)
+		k2 := e2.keyed("t", "k", 2)
+		e2.kill(e2.now, k2[0])
+		skip := e2.open(dialects.ClaimOptions{SkipDeadKeys: true})
+		if got := idsOf(e2.claim(skip, e2.now, 100)); !slices.Equal(got, k2[1:]) {
+			t.Fatalf("Claim with SkipDeadKeys = %v, want the row past the dead one %v", got, k2[1:])
+		}
+	})
+
 	outboxCase(t, "DueOnly", func(t *testing.T) {
 		e := newOutboxEnv(t, h)
 		later := e.rec("t", nil)

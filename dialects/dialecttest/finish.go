@@ -1,6 +1,7 @@
 package dialecttest
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -133,7 +134,9 @@ func runFinish(t *testing.T, h Harness) {
 	})
 
 	outboxCase(t, "Dead", func(t *testing.T) {
-		// A dead-lettered row leaves the queue and holds nothing back.
+		// A dead-lettered row leaves the queue and pushes nothing back;
+		// by default it blocks its key (the rows behind it are held back
+		// and parked), and with SkipDeadKeys they go past it.
 		e := newOutboxEnv(t, h)
 		k := e.keyed("t", "k", 3)
 		p := e.open(dialects.ClaimOptions{})
@@ -155,8 +158,13 @@ func runFinish(t *testing.T, h Harness) {
 			}
 		}
 		_ = p.Close()
-		if got := e.claimAll(e.now); !slices.Equal(got, k[1:]) {
-			t.Fatalf("Claim = %v, want the rows behind the dead one %v", got, k[1:])
+		if got := e.claimAll(e.now); len(got) != 0 {
+			t.Fatalf("Claim = %v, want nothing: the rows behind the dead one are blocked", got)
+		}
+		e.checkParked(e.now.Add(time.Minute), k[1:]...)
+		skip := e.open(dialects.ClaimOptions{SkipDeadKeys: true})
+		if got := idsOf(e.claim(skip, e.now.Add(time.Minute), 100)); !slices.Equal(got, k[1:]) {
+			t.Fatalf("Claim with SkipDeadKeys = %v, want the rows behind the dead one %v", got, k[1:])
 		}
 	})
 
@@ -181,5 +189,31 @@ func runFinish(t *testing.T, h Harness) {
 		if got := e.claimAll(e.now); !slices.Equal(got, all) {
 			t.Fatalf("Claim after Close = %v, want the released rows %v", got, all)
 		}
+	})
+	outboxCase(t, "PushBackSkipsOtherPass", func(t *testing.T) {
+		// Pass A holds row 1 of key k; pass B holds row 2 of k (held back
+		// by its guard, still locked) and row 1 of key l. A's retry of k
+		// pushes back k's later rows: it must not wait on B's row (two
+		// relays doing so to each other deadlocked during outages).
+		e := newOutboxEnv(t, h)
+		k := e.keyed("t", "k", 2)
+		e.keyed("t", "l", 1)
+		a := e.open(dialects.ClaimOptions{})
+		if got := e.claim(a, e.now, 1); len(got) != 1 || got[0].ID != k[0] {
+			t.Fatalf("pass A claimed %v, want row %d", idsOf(got), k[0])
+		}
+		b := e.open(dialects.ClaimOptions{})
+		e.claim(b, e.now, 10) // holds its rows until Finish or Close
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := a.Finish(ctx, dialects.Outcome{Now: e.now,
+			Retries: []dialects.Retry{{ID: k[0], Attempts: 1, AvailableAt: e.now.Add(time.Hour), Error: "broker down"}},
+			Keys:    []dialects.TopicKey{{Topic: "t", Key: []byte("k")}}})
+		if err != nil || time.Since(start) > 2*time.Second {
+			t.Fatalf("Finish of pass A while pass B holds a later row of its key: %v after %v; want it not to wait",
+				err, time.Since(start))
+		}
+		_ = b.Close()
 	})
 }

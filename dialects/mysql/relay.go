@@ -62,7 +62,7 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	if err != nil {
 		return nil, fmt.Errorf("relay on %s: %w", t, err)
 	}
-	p := &pass{d: d, t: t, conn: conn, maxBytes: o.MaxBytes}
+	p := &pass{d: d, t: t, conn: conn, o: o, maxBytes: o.MaxBytes}
 	if p.database, err = currentDatabase(ctx, conn); err != nil {
 		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
 	}
@@ -112,6 +112,7 @@ type pass struct {
 	maxBytes int64 // ClaimOptions.MaxBytes
 	last     []int // rows per held shard in the last claim; -1: it filled its quota
 	claimed  bool
+	o        dialects.ClaimOptions
 	// attempt is the process attempt of each row of the last claim: the
 	// mark is conditional on it (see Finish).
 	attempt map[int64]int
@@ -291,10 +292,18 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 		if i > 0 {
 			b.WriteString(" UNION ALL ")
 		}
-		b.WriteString(`(SELECT ` + strconv.Itoa(i) + ` AS k, id, available_at FROM ` + q +
+		b.WriteString(`(SELECT ` + strconv.Itoa(i) + ` AS k, id, available_at, 0 AS dead FROM ` + q +
 			` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL AND id < ? AND available_at > ?)`)
 		args = append(args, sp.topic, sp.key, sp.max, now.UTC())
+		if !p.o.SkipDeadKeys {
+			// The first dead row of the key before its last claimed row
+			// (same index, dead_at range): it blocks the rows after it.
+			b.WriteString(` UNION ALL (SELECT ` + strconv.Itoa(i) + ` AS k, id, available_at, 1 AS dead FROM ` + q +
+				` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NOT NULL AND id < ? ORDER BY id LIMIT 1)`)
+			args = append(args, sp.topic, sp.key, sp.max)
+		}
 	}
+	blocked := now.Add(claim.BlockedRecheck(p.o))
 	res, err := p.conn.QueryContext(ctx, b.String(), args...)
 	if err != nil {
 		return err
@@ -302,14 +311,20 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 	defer res.Close()
 	for res.Next() {
 		var (
-			k  int
-			pd claim.Pending
-			av rowscan.Time
+			k    int
+			pd   claim.Pending
+			av   rowscan.Time
+			dead int
 		)
-		if err := res.Scan(&k, &pd.ID, &av); err != nil {
+		if err := res.Scan(&k, &pd.ID, &av, &dead); err != nil {
 			return err
 		}
 		pd.AvailableAt = av.Time
+		if dead == 1 {
+			// A dead row stands as a previous row due at the recheck: the
+			// rows after it are held back and parked until then.
+			pd.AvailableAt = blocked
+		}
 		if k < 0 || k >= len(order) {
 			return fmt.Errorf("probe returned key index %d of %d", k, len(order))
 		}
@@ -518,13 +533,37 @@ func (d Dialect) Replay(ctx context.Context, db *sql.DB, t dialects.Table, now t
 	if len(ids) == 0 {
 		return 0, dialects.ErrNoIDs
 	}
-	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+
+	q := t.Qualified(d)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	// The later pending rows of the replayed rows' keys, blocked behind
+	// them (parked), are made due too: they follow the replayed rows, in
+	// order (the guard holds them behind).
+	if _, err := tx.ExecContext(ctx, `UPDATE `+q+` o JOIN (
+	SELECT topic, msg_key, MIN(id) AS id FROM `+q+`
+	WHERE dead_at IS NOT NULL AND msg_key IS NOT NULL AND id IN (`+rowsql.IDList(ids)+`)
+	GROUP BY topic, msg_key) k ON o.topic = k.topic AND o.msg_key = k.msg_key
+SET o.available_at = ?
+WHERE o.id > k.id AND o.published_at IS NULL AND o.dead_at IS NULL AND o.available_at > ?`, now.UTC(), now.UTC()); err != nil {
+		return 0, fmt.Errorf("replay on %s: release the blocked rows: %w", t, err)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE `+q+
 		` SET dead_at = NULL, attempts = 0, available_at = ? WHERE dead_at IS NOT NULL AND id IN (`+rowsql.IDList(ids)+`)`,
 		now.UTC())
 	if err != nil {
 		return 0, fmt.Errorf("replay on %s: %w", t, err)
 	}
-	return res.RowsAffected()
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("replay on %s: commit: %w", t, err)
+	}
+	return n, nil
 }
 
 // DeadLetters implements dialects.Relayer.

@@ -24,7 +24,7 @@ var _ dialects.Relayer = Dialect{}
 // Relays share rows, not shards: o.ShardLocks is ignored (its
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
-	p := &pass{d: d, db: db, t: t}
+	p := &pass{d: d, db: db, t: t, o: o}
 	if o.ShardMod > 1 {
 		p.shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
 	}
@@ -54,6 +54,7 @@ type pass struct {
 	t           dialects.Table
 	tx          *sql.Tx
 	shardFilter string
+	o           dialects.ClaimOptions
 	// bytesCut and bytesWhere apply ClaimOptions.MaxBytes ("" when 0).
 	bytesCut, bytesWhere string
 }
@@ -68,21 +69,38 @@ type pass struct {
 // The probe is a LATERAL subquery: as a join on a correlated MAX, the
 // planner chose a hash join over the whole table on small tables (three
 // times slower at 10k rows).
+//
+// Unless o.SkipDeadKeys, a second probe (of the dead-key index, small)
+// finds the nearest earlier dead row of the key: when it is nearer than
+// the previous pending row it stands as the previous row, with $3 (now
+// plus BlockedRecheck) as its available_at, so that the guard holds the
+// row back and parks it until then. A row behind a pending row that is
+// itself behind a dead row is held back through that row.
 func (p *pass) claimSQL() string {
 	q := p.t.Qualified(p.d)
+	prev, dead := `pv.id, pv.available_at`, ``
+	if !p.o.SkipDeadKeys {
+		prev = `CASE WHEN dv.id > COALESCE(pv.id, 0) THEN dv.id ELSE pv.id END,
+	CASE WHEN dv.id > COALESCE(pv.id, 0) THEN $3 ELSE pv.available_at END`
+		dead = ` LEFT JOIN LATERAL (
+	SELECT d.id FROM ` + q + ` d
+	WHERE d.topic = c.topic AND d.msg_key = c.msg_key AND d.id < c.id AND d.dead_at IS NOT NULL
+	ORDER BY d.id DESC LIMIT 1
+) dv ON true`
+	}
 	return `WITH c AS MATERIALIZED (
 	SELECT ` + rowscan.Columns + ` FROM ` + q + `
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + p.shardFilter + `
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
 )` + p.bytesCut + `
-SELECT ` + rowscan.ColumnsOf("c") + `, pv.id, pv.available_at
+SELECT ` + rowscan.ColumnsOf("c") + `, ` + prev + `
 FROM c LEFT JOIN LATERAL (
 	SELECT p.id, p.available_at FROM ` + q + ` p
 	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
 	  AND p.published_at IS NULL AND p.dead_at IS NULL
 	ORDER BY p.id DESC LIMIT 1
-) pv ON true` + p.bytesWhere + `
+) pv ON true` + dead + p.bytesWhere + `
 ORDER BY c.id`
 }
 
@@ -101,12 +119,26 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		_ = tx.Rollback()
 		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 	}
+	if p.o.TxTimeout > 0 {
+		// The transaction holds its rows while the batch is published:
+		// the server ends it if the relay hangs (both settings are this
+		// transaction's only).
+		ms := strconv.FormatInt(max(p.o.TxTimeout.Milliseconds(), 1), 10)
+		if _, err := tx.ExecContext(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+	set_config('statement_timeout', $1, true)`, ms); err != nil {
+			return fail(err)
+		}
+	}
 	var (
 		out    []dialects.Row
 		parked bool
 	)
 	for round := 0; round < claim.MaxRounds; round++ {
-		rows, err := tx.QueryContext(ctx, p.claimSQL(), now.UTC(), limit)
+		args := []any{now.UTC(), limit}
+		if !p.o.SkipDeadKeys {
+			args = append(args, now.Add(claim.BlockedRecheck(p.o)).UTC())
+		}
+		rows, err := tx.QueryContext(ctx, p.claimSQL(), args...)
 		if err != nil {
 			return fail(err)
 		}
@@ -164,6 +196,11 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 // retries are disjoint, so one data-modifying CTE per kind runs them
 // together in a single round trip.
 //
+// The push-back of a failed key's later rows takes them FOR UPDATE SKIP
+// LOCKED: it never waits on a row another relay holds (such a row is in
+// that relay's claim, whose own guard holds it back). Waiting there
+// deadlocked two relays pushing back each other's rows during outages.
+//
 // The statement also turns synchronous_commit off for the commit that
 // follows (this transaction only): the commit then does not wait for the
 // WAL flush. A server crash in the next few hundred milliseconds can lose
@@ -207,11 +244,16 @@ retry AS (
 	WHERE o.id = u.id
 ),
 push AS (
-	UPDATE ` + q + ` o SET available_at = u.until
-	FROM unnest($8::text[], $9::bytea[], $10::bigint[], $11::timestamptz[]) AS u(topic, key, from_id, until)
-	WHERE o.topic = u.topic AND o.msg_key = u.key AND o.id > u.from_id
-	  AND o.published_at IS NULL AND o.dead_at IS NULL AND o.available_at < u.until
-	  AND o.id <> ALL($2) AND o.id <> ALL($3)
+	UPDATE ` + q + ` o SET available_at = s.until
+	FROM (
+		SELECT p.id, u.until
+		FROM ` + q + ` p JOIN unnest($8::text[], $9::bytea[], $10::bigint[], $11::timestamptz[]) AS u(topic, key, from_id, until)
+		  ON p.topic = u.topic AND p.msg_key = u.key AND p.id > u.from_id
+		WHERE p.published_at IS NULL AND p.dead_at IS NULL AND p.available_at < u.until
+		  AND p.id <> ALL($2) AND p.id <> ALL($3)
+		FOR UPDATE OF p SKIP LOCKED
+	) s
+	WHERE o.id = s.id
 )
 SELECT set_config('synchronous_commit', 'off', true)`
 	if len(pushTopics) == 0 {
@@ -242,13 +284,27 @@ func (d Dialect) Replay(ctx context.Context, db *sql.DB, t dialects.Table, now t
 	if len(ids) == 0 {
 		return 0, dialects.ErrNoIDs
 	}
-	res, err := db.ExecContext(ctx, `UPDATE `+t.Qualified(d)+
-		` SET dead_at = NULL, attempts = 0, available_at = $1 WHERE id = ANY($2) AND dead_at IS NOT NULL`,
-		now.UTC(), ids)
+	// The later pending rows of the replayed rows' keys, blocked behind
+	// them (parked), are made due too: they follow the replayed rows, in
+	// order (the guard holds them behind).
+	q := t.Qualified(d)
+	var n int64
+	err := db.QueryRowContext(ctx, `WITH r AS (
+	UPDATE `+q+` SET dead_at = NULL, attempts = 0, available_at = $1
+	WHERE id = ANY($2) AND dead_at IS NOT NULL
+	RETURNING id, topic, msg_key
+),
+rel AS (
+	UPDATE `+q+` o SET available_at = $1
+	FROM (SELECT topic, msg_key, min(id) AS id FROM r WHERE msg_key IS NOT NULL GROUP BY topic, msg_key) k
+	WHERE o.topic = k.topic AND o.msg_key = k.msg_key AND o.id > k.id
+	  AND o.published_at IS NULL AND o.dead_at IS NULL AND o.available_at > $1
+)
+SELECT count(*) FROM r`, now.UTC(), ids).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("replay on %s: %w", t, err)
 	}
-	return res.RowsAffected()
+	return n, nil
 }
 
 // DeadLetters implements dialects.Relayer.

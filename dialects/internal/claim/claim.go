@@ -16,6 +16,19 @@ import (
 // was parked.
 const MaxRounds = 8
 
+// DefaultBlockedRecheck is how long a row blocked behind a dead row of its
+// key is parked when ClaimOptions.BlockedRecheck is 0.
+const DefaultBlockedRecheck = time.Minute
+
+// BlockedRecheck returns how long o parks a row blocked behind a dead row
+// of its key.
+func BlockedRecheck(o dialects.ClaimOptions) time.Duration {
+	if o.BlockedRecheck > 0 {
+		return o.BlockedRecheck
+	}
+	return DefaultBlockedRecheck
+}
+
 // Candidate is a claimed row with the previous pending row of its topic
 // and key, as the order guard needs it.
 type Candidate struct {

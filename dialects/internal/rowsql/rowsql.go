@@ -62,13 +62,24 @@ func Stats(ctx context.Context, db *sql.DB, d Dialect, t dialects.Table) (dialec
 	(SELECT COUNT(*) FROM `+q+` WHERE `+DeadWhere+`),
 	(SELECT MIN(created_at) FROM `+q+` WHERE `+PendingWhere+`),
 	(SELECT COUNT(*) FROM `+q+` WHERE `+AwaitingWhere+`),
-	(SELECT COUNT(*) FROM `+q+` WHERE `+FailedWhere+`)`).
-		Scan(&s.Pending, &s.Dead, &oldest, &s.Awaiting, &s.Failed)
+	(SELECT COUNT(*) FROM `+q+` WHERE `+FailedWhere+`),
+	(SELECT COUNT(*) FROM `+blockedFrom(q)+`)`).
+		Scan(&s.Pending, &s.Dead, &oldest, &s.Awaiting, &s.Failed, &s.Blocked)
 	if err != nil {
 		return s, fmt.Errorf("stats of %s: %w", t, err)
 	}
 	s.OldestPending = oldest.Time
 	return s, nil
+}
+
+// blockedFrom is the FROM and WHERE of the pending rows behind a dead row
+// of their topic and key (Stats.Blocked): driven by the dead rows (few,
+// through their index), then a range of each dead key's pending rows.
+func blockedFrom(q string) string {
+	return q + ` o JOIN (SELECT topic, msg_key, MIN(id) AS id FROM ` + q + ` WHERE ` + DeadWhere +
+		` AND msg_key IS NOT NULL GROUP BY topic, msg_key) d
+	ON o.topic = d.topic AND o.msg_key = d.msg_key AND o.id > d.id
+	WHERE o.published_at IS NULL AND o.dead_at IS NULL`
 }
 
 // TopicStats implements Admin.TopicStats: Stats per topic. It runs one
@@ -83,6 +94,7 @@ func TopicStats(ctx context.Context, db *sql.DB, d Dialect, t dialects.Table) (m
 		`SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE ` + DeadWhere + ` GROUP BY topic`,
 		`SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE ` + AwaitingWhere + ` GROUP BY topic`,
 		`SELECT topic, COUNT(*), NULL FROM ` + q + ` WHERE ` + FailedWhere + ` GROUP BY topic`,
+		`SELECT o.topic, COUNT(*), NULL FROM ` + blockedFrom(q) + ` GROUP BY o.topic`,
 	}
 	for qi, query := range queries {
 		rows, err := db.QueryContext(ctx, query)
@@ -109,6 +121,8 @@ func TopicStats(ctx context.Context, db *sql.DB, d Dialect, t dialects.Table) (m
 				s.Awaiting = n
 			case 3:
 				s.Failed = n
+			case 4:
+				s.Blocked = n
 			}
 			out[topic] = s
 		}
