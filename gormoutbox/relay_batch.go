@@ -20,20 +20,31 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 		msgs[i] = message(&rows[i])
 	}
 	errs := make([]error, len(rows))
-	invalid := 0
+	hookVetoes := 0
+	// vetoed holds the keys whose earlier message is kept out of the call
+	// (a row that cannot be published, a hook's veto): the later ones of
+	// the key are held back, so that nothing overtakes it in this batch
+	// (the next claim's guard decides whether they may pass a dead row).
+	vetoed := make(map[string]error)
 	for i := range rows {
 		if rows[i].Invalid != nil {
-			invalid++
 			// A row that cannot be published as stored is dead-lettered at
 			// once and is neither given to hooks nor sent.
 			errs[i] = invalidRowError{rows[i].Invalid}
+			if rows[i].Key != nil {
+				tk := rows[i].Topic + "\x00" + string(rows[i].Key)
+				if _, ok := vetoed[tk]; !ok {
+					vetoed[tk] = errs[i]
+				}
+			}
+		} else if verr, ok := vetoed[rows[i].Topic+"\x00"+string(rows[i].Key)]; ok && rows[i].Key != nil {
+			errs[i] = fmt.Errorf("%w (%v)", ErrHeldBack, verr)
 		}
 	}
 	// Hooks first: a veto keeps the message (and the later ones of its key)
 	// out of the call.
 	send := make([]int, 0, len(rows))
 	if len(r.cfg.Hooks) > 0 {
-		vetoed := make(map[string]error)
 		for i := range msgs {
 			if errs[i] != nil {
 				continue
@@ -45,6 +56,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			}
 			for _, h := range r.cfg.Hooks {
 				if err := h.BeforePublish(ctx, &msgs[i]); err != nil {
+					hookVetoes++
 					errs[i] = fmt.Errorf("vetoed by a hook: %w", err)
 					vetoed[tk] = err
 					break
@@ -90,7 +102,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 				errs[i] = perr
 			}
 		}
-	} else if invalid < len(rows) {
+	} else if hookVetoes > 0 {
 		perr = errors.New("every message of the batch was vetoed by a hook")
 	}
 	now := r.cfg.Now()
@@ -128,12 +140,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			out.Published = append(out.Published, row.ID)
 			continue
 		}
-		if !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrInvalidRow) {
-			// A message too large (or a row that cannot be published as
-			// stored) is dead-lettered at once and holds
-			// nothing back: the later ones of its key may be written.
-			failed[tk] = true
-		}
+		failed[tk] = true
 		if errors.Is(err, ErrHeldBack) {
 			res.HeldBack++
 			for _, h := range r.cfg.Hooks {

@@ -114,7 +114,10 @@ func TestRelayHostileRowsDeadLetteredAlone(t *testing.T) {
 		}
 
 		pub := &recordingPublisher{}
-		r := newRelay(t, db, pub, gormoutbox.RelayConfig{BatchSize: 1, Workers: 1, LockWait: -1})
+		// Every key here has a hostile row: with SkipDeadKeys the later
+		// rows of those keys go past their dead row (by default they wait
+		// behind it: TestRelayHostileRowBlocksItsKey).
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{BatchSize: 1, Workers: 1, LockWait: -1, SkipDeadKeys: true})
 		res, err := r.Drain(ctx)
 		if err != nil {
 			t.Fatalf("Drain over hostile rows: %v", err)
@@ -152,6 +155,48 @@ func TestRelayHostileRowsDeadLetteredAlone(t *testing.T) {
 		}
 		if res, err := r.Drain(ctx); err != nil || res.Published != 1 {
 			t.Fatalf("a later Drain: %+v, %v; want the new row published", res, err)
+		}
+	})
+}
+
+// With the default dead-row policy a hostile row, dead-lettered, blocks the
+// later rows of its key (counted as blocked) while every other key flows.
+func TestRelayHostileRowBlocksItsKey(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		for i := 0; i < 6; i++ {
+			key := []string{"a", "b"}[i%2]
+			if err := db.Transaction(func(tx *gorm.DB) error {
+				return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "hostile", Key: key, Type: "T", Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				setColumn(t, db, lastID(t, db), "headers", `[1]`)
+			}
+		}
+		pub := &recordingPublisher{}
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{Workers: 1, LockWait: -1})
+		res, err := r.Drain(ctx)
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+		if res.Dead != 1 || res.Published != 3 {
+			t.Errorf("Drain: %+v, want key b's 3 rows published and the hostile row dead", res)
+		}
+		if got := pub.byKey["b"]; !slices.Equal(got, []string{`{"i":1}`, `{"i":3}`, `{"i":5}`}) {
+			t.Errorf("key b published %v, want its 3 rows in order", got)
+		}
+		if got := pub.byKey["a"]; len(got) != 0 {
+			t.Errorf("key a published %v behind its dead row, want nothing", got)
+		}
+		st, err := r.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Blocked != 2 || st.Dead != 1 {
+			t.Errorf("Stats: %+v, want 2 blocked behind 1 dead", st)
 		}
 	})
 }

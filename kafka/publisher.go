@@ -13,9 +13,9 @@
 // each holding the messages of one topic and at most BatchBytes, so that
 // kafka-go makes one batch per partition per call and retries it in place
 // (a later batch of a partition is never sent while an earlier one is in
-// flight). Once a message of a key fails, later messages of that key in
-// the claim are not sent (gormoutbox.ErrHeldBack): nothing overtakes a
-// failed message.
+// flight). Once a message of a key fails — too large included — later
+// messages of that key in the claim are not sent (gormoutbox.ErrHeldBack):
+// nothing overtakes a failed message.
 //
 // kafka-go has no idempotent producer: a retry of a batch the broker had
 // written but not acknowledged duplicates it. Delivery is at least once;
@@ -271,12 +271,21 @@ func (p *Publisher) Publish(ctx context.Context, msgs []gormoutbox.Message) erro
 	// Messages too large for any batch are dead-lettered at once: kafka-go
 	// would refuse the whole call for them.
 	sizes := make([]int64, len(msgs))
+	big := make(map[string]int) // topic+key → index of its first too-large message
 	for i := range msgs {
 		sizes[i] = size(&msgs[i])
 		if sizes[i] > p.cfg.BatchBytes {
 			errs[i] = fmt.Errorf("%w: event %s is about %d bytes, over BatchBytes (%d)",
 				gormoutbox.ErrMessageTooLarge, msgs[i].EventID, sizes[i], p.cfg.BatchBytes)
 			anyErr = true
+			// A too-large message is dead-lettered, and a dead row blocks
+			// its key (unless the relay skips dead keys, which it decides
+			// at its next claim): the later ones of its key are held back.
+			if msgs[i].Key != nil {
+				if _, ok := big[tkey(&msgs[i])]; !ok {
+					big[tkey(&msgs[i])] = i
+				}
+			}
 		}
 	}
 
@@ -286,6 +295,11 @@ func (p *Publisher) Publish(ctx context.Context, msgs []gormoutbox.Message) erro
 		for _, i := range idx {
 			if ferr, ok := failed[tkey(&msgs[i])]; ok {
 				errs[i] = fmt.Errorf("%w (%v)", gormoutbox.ErrHeldBack, ferr)
+				anyErr = true
+				continue
+			}
+			if j, ok := big[tkey(&msgs[i])]; ok && j < i && msgs[i].Key != nil {
+				errs[i] = fmt.Errorf("%w (%v)", gormoutbox.ErrHeldBack, errs[j])
 				anyErr = true
 				continue
 			}
@@ -329,6 +343,9 @@ func (p *Publisher) Publish(ctx context.Context, msgs []gormoutbox.Message) erro
 			case errors.Is(err, kafkago.MessageSizeTooLarge):
 				errs[i] = fmt.Errorf("%w: event %s: the broker refused it: %w",
 					gormoutbox.ErrMessageTooLarge, msgs[i].EventID, err)
+				if msgs[i].Key != nil {
+					failed[tkey(&msgs[i])] = errs[i]
+				}
 			default:
 				errs[i] = err
 				if msgs[i].Key != nil {

@@ -97,7 +97,8 @@ func TestPublishUnknownTopicFailsOnlyItsMessages(t *testing.T) {
 }
 
 // A message over BatchBytes is refused as too large before any I/O; the
-// others of the call are sent.
+// later ones of its key are held back (nothing overtakes it), the others of
+// the call are sent.
 func TestPublishTooLarge(t *testing.T) {
 	brokers, _ := kafkaenv.Kafka(t, 1)
 	topic := kafkaenv.TopicName("large")
@@ -106,10 +107,12 @@ func TestPublishTooLarge(t *testing.T) {
 	big := make([]byte, 4096)
 	err := p.Publish(context.Background(), []gormoutbox.Message{
 		msg(topic, "k", "s1"), {Topic: topic, Key: []byte("k"), Value: big, EventID: "big"}, msg(topic, "k", "s2"),
+		msg(topic, "other", "o1"),
 	})
 	var pe gormoutbox.PublishErrors
-	if !errors.As(err, &pe) || pe[0] != nil || !errors.Is(pe[1], gormoutbox.ErrMessageTooLarge) || pe[2] != nil {
-		t.Fatalf("Publish: %v, want only the big message refused as too large", err)
+	if !errors.As(err, &pe) || pe[0] != nil || !errors.Is(pe[1], gormoutbox.ErrMessageTooLarge) ||
+		!errors.Is(pe[2], gormoutbox.ErrHeldBack) || pe[3] != nil {
+		t.Fatalf("Publish: %v, want the big message refused as too large, the next of its key held back, the other key sent", err)
 	}
 	if recs := kafkaenv.ReadTopic(t, brokers, topic, 2, 10*time.Second, nil); len(recs) != 2 {
 		t.Fatalf("topic holds %d records, want 2", len(recs))
