@@ -148,17 +148,12 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
 		args = append(args, now.UTC())
 	}
-	ids := b.String()
-	if p.maxBytes > 0 {
-		// The bytes bound (ClaimOptions.MaxBytes): of those ids, the
-		// id-order prefix whose running sum of payload lengths stays
-		// within the bound, and always the first.
-		ids = `SELECT id FROM (SELECT x.id, COALESCE(LENGTH(x.payload), 0) AS n,
-	SUM(COALESCE(LENGTH(x.payload), 0)) OVER (ORDER BY x.id ROWS UNBOUNDED PRECEDING) AS run
-	FROM ` + q + ` x JOIN (` + ids + `) u ON u.id = x.id) w
-WHERE run <= ` + strconv.FormatInt(p.maxBytes, 10) + ` OR run = n`
-	}
-	stmt := `SELECT ` + rowscan.ColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + ids +
+	// The bytes bound (ClaimOptions.MaxBytes) is applied while the rows
+	// are read (rowscan.CandidatesWithin): the shards are this pass's
+	// alone, so the rows past it simply wait for the next claim. (A window
+	// SUM of LENGTH(payload) in the statement made InnoDB read every
+	// candidate's blob twice: about a tenth of the relay's throughput.)
+	stmt := `SELECT ` + rowscan.ColumnsOf("o") + ` FROM ` + q + ` o JOIN (` + b.String() +
 		`) c ON c.id = o.id ORDER BY o.id LIMIT ` + strconv.Itoa(limit)
 	var out []dialects.Row
 	for round := 0; round < claim.MaxRounds; round++ {
@@ -166,14 +161,18 @@ WHERE run <= ` + strconv.FormatInt(p.maxBytes, 10) + ` OR run = n`
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
-		all, err := rowscan.Candidates(rows, false, limit)
+		all, cut, err := rowscan.CandidatesWithin(rows, false, limit, p.maxBytes)
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
 		if err := p.prevs(ctx, all, now); err != nil {
 			return nil, fmt.Errorf("claim from %s: order guard: %w", p.t, err)
 		}
-		p.learn(all, quota)
+		if !cut {
+			// A claim cut by bytes says nothing of how many rows each
+			// shard holds.
+			p.learn(all, quota)
+		}
 		kept, park := claim.OrderedPrefix(all, now)
 		if len(park) > 0 {
 			if err := p.park(ctx, park); err != nil {

@@ -191,6 +191,36 @@ func Candidates(rows *sql.Rows, withPrev bool, sizeHint int) ([]claim.Candidate,
 	return out, rows.Err()
 }
 
+// CandidatesWithin is Candidates that stops reading once the payloads read
+// reach maxBytes: it returns the id-order prefix whose payloads add up to
+// at most maxBytes, always the first row however large, and whether it cut
+// anything off. The rows past the bound are never held in memory (closing
+// rows discards them). maxBytes ≤ 0 reads every row.
+func CandidatesWithin(rows *sql.Rows, withPrev bool, sizeHint int, maxBytes int64) ([]claim.Candidate, bool, error) {
+	if maxBytes <= 0 {
+		out, err := Candidates(rows, withPrev, sizeHint)
+		return out, false, err
+	}
+	defer rows.Close()
+	out := make([]claim.Candidate, 0, sizeHint)
+	var (
+		sc    scanner
+		total int64
+	)
+	for rows.Next() {
+		c, err := sc.scan(rows, withPrev)
+		if err != nil {
+			return nil, false, err
+		}
+		total += int64(len(c.Payload))
+		if len(out) > 0 && total > maxBytes {
+			return out, true, rows.Close()
+		}
+		out = append(out, c)
+	}
+	return out, false, rows.Err()
+}
+
 // Time scans a time column from drivers that return time.Time and from
 // those that return text (MySQL without parseTime). The zero value is NULL.
 type Time struct {
