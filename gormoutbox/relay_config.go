@@ -28,6 +28,9 @@ const (
 	DefaultUnknownTopicGrace = time.Minute
 	// DefaultPublishTimeout bounds one Publish call (one claim's batch).
 	DefaultPublishTimeout = 30 * time.Second
+	// DefaultBlockedRecheck is how long a row blocked behind a dead row of
+	// its key waits before a claim looks at it again.
+	DefaultBlockedRecheck = time.Minute
 )
 
 // RelayConfig configures a Relay. The zero value is ready to use.
@@ -83,6 +86,12 @@ type RelayConfig struct {
 	// Set it when a key's order matters less than its later events being
 	// delivered; a Replay then sends the old event after the newer ones.
 	SkipDeadKeys bool
+
+	// BlockedRecheck is how long a row blocked behind a dead row of its
+	// key waits before a claim looks at it again (Replay of the dead row
+	// releases its key at once; a deleted dead row releases it at the
+	// next look). Default 1m.
+	BlockedRecheck time.Duration
 
 	// DeleteOnPublish deletes rows once published instead of marking them
 	// (then there is nothing for Cleanup to do). Default false.
@@ -190,6 +199,7 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	defd(&cfg.LockWait, DefaultLockWait)
 	defd(&cfg.UnknownTopicGrace, DefaultUnknownTopicGrace)
 	defd(&cfg.PublishTimeout, DefaultPublishTimeout)
+	defd(&cfg.BlockedRecheck, DefaultBlockedRecheck)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -212,6 +222,9 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	}
 	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff {
 		bad("MinBackoff = %v, MaxBackoff = %v: want 0 <= MinBackoff <= MaxBackoff", cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	if cfg.BlockedRecheck < 0 {
+		bad("BlockedRecheck = %v must not be negative", cfg.BlockedRecheck)
 	}
 	if cfg.PublishTimeout < 0 {
 		bad("PublishTimeout = %v must not be negative", cfg.PublishTimeout)

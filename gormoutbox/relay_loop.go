@@ -50,7 +50,8 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 		// The claim is held while the batch is published: twice the
 		// publish deadline leaves room for the hooks, the claim and the
 		// finish.
-		TxTimeout: 2 * r.cfg.PublishTimeout, SkipDeadKeys: r.cfg.SkipDeadKeys}
+		TxTimeout: 2 * r.cfg.PublishTimeout, SkipDeadKeys: r.cfg.SkipDeadKeys,
+		BlockedRecheck: r.cfg.BlockedRecheck}
 	var (
 		total DrainResult
 		err   error

@@ -201,6 +201,43 @@ func TestRelayHostileRowBlocksItsKey(t *testing.T) {
 	})
 }
 
+// Deleting a dead row releases the rows its key blocked at the next look,
+// RelayConfig.BlockedRecheck later.
+func TestRelayDeletedDeadRowReleasesKey(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		for i := 0; i < 3; i++ {
+			if err := db.Transaction(func(tx *gorm.DB) error {
+				return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "hostile", Key: "a", Type: "T", Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				setColumn(t, db, lastID(t, db), "headers", `[1]`)
+			}
+		}
+		pub := &recordingPublisher{}
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{Workers: 1, LockWait: -1, BlockedRecheck: 200 * time.Millisecond})
+		if res, err := r.Drain(ctx); err != nil || res.Dead != 1 || res.Published != 0 {
+			t.Fatalf("Drain: %+v, %v; want the hostile row dead and its key blocked", res, err)
+		}
+		if err := db.Exec(`DELETE FROM outbox WHERE dead_at IS NOT NULL`).Error; err != nil {
+			t.Fatal(err)
+		}
+		if res, err := r.Drain(ctx); err != nil || res.Published != 0 {
+			t.Fatalf("Drain at once: %+v, %v; want nothing yet (the blocked rows wait BlockedRecheck)", res, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if res, err := r.Drain(ctx); err != nil || res.Published != 2 {
+			t.Fatalf("Drain after BlockedRecheck: %+v, %v; want the 2 released rows", res, err)
+		}
+		if got := pub.byKey["a"]; !slices.Equal(got, []string{`{"i":1}`, `{"i":2}`}) {
+			t.Errorf("key a published %v, want its 2 later rows in order", got)
+		}
+	})
+}
+
 // setColumn rewrites one column of outbox row id by raw SQL and returns the
 // column's name.
 func setColumn(t *testing.T, db *gorm.DB, id int64, column string, v any) string {

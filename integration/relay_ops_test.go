@@ -214,6 +214,8 @@ func TestRelayConfigErrors(t *testing.T) {
 		{gormoutbox.RelayConfig{Shards: 4, MaxShards: 5}, "RelayConfig.MaxShards"},
 		{gormoutbox.RelayConfig{Shards: -3}, "RelayConfig.Shards"},
 		{gormoutbox.RelayConfig{Shards: 4, Workers: 5}, "RelayConfig.Workers"},
+		{gormoutbox.RelayConfig{BlockedRecheck: -time.Second}, "RelayConfig.BlockedRecheck"},
+		{gormoutbox.RelayConfig{PublishTimeout: -time.Second}, "RelayConfig.PublishTimeout"},
 	}
 	for _, c := range cases {
 		_, err := gormoutbox.NewRelay(db, pub, c.cfg)
