@@ -269,15 +269,28 @@ func (r *Relay) Cleanup(ctx context.Context, retention time.Duration) (int64, er
 }
 
 // Stats reports pending and dead rows and the age of the oldest pending.
-// It is Admin.Stats.
+// It is Admin.Stats, except that with SkipDeadKeys no row counts as
+// Blocked (the relay lets them pass their dead row).
 func (r *Relay) Stats(ctx context.Context) (Stats, error) {
-	return r.admin.Stats(ctx)
+	s, err := r.admin.Stats(ctx)
+	if r.cfg.SkipDeadKeys {
+		s.Blocked = 0
+	}
+	return s, err
 }
 
 // TopicStats reports Stats per topic (pending, dead, oldest pending). It
-// is Admin.TopicStats.
+// is Admin.TopicStats, except that with SkipDeadKeys no row counts as
+// Blocked.
 func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
-	return r.admin.TopicStats(ctx)
+	ts, err := r.admin.TopicStats(ctx)
+	if r.cfg.SkipDeadKeys {
+		for k, s := range ts {
+			s.Blocked = 0
+			ts[k] = s
+		}
+	}
+	return ts, err
 }
 
 // CountStates is TopicStats with the published rows that wait for nothing
@@ -286,5 +299,12 @@ func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
 // operators (outboxctl status -all), not for metrics. It is
 // Admin.CountStates.
 func (r *Relay) CountStates(ctx context.Context) (map[string]Stats, error) {
-	return r.admin.CountStates(ctx)
+	ts, err := r.admin.CountStates(ctx)
+	if r.cfg.SkipDeadKeys {
+		for k, s := range ts {
+			s.Blocked = 0
+			ts[k] = s
+		}
+	}
+	return ts, err
 }

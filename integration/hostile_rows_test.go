@@ -198,6 +198,14 @@ func TestRelayHostileRowBlocksItsKey(t *testing.T) {
 		if st.Blocked != 2 || st.Dead != 1 {
 			t.Errorf("Stats: %+v, want 2 blocked behind 1 dead", st)
 		}
+		// A relay that lets rows pass dead ones counts none as blocked.
+		skip := newRelay(t, db, pub, gormoutbox.RelayConfig{Workers: 1, LockWait: -1, SkipDeadKeys: true})
+		if st, err := skip.Stats(ctx); err != nil || st.Blocked != 0 || st.Pending != 2 {
+			t.Errorf("Stats with SkipDeadKeys: %+v, %v; want 2 pending, none blocked", st, err)
+		}
+		if ts, err := skip.TopicStats(ctx); err != nil || ts["hostile"].Blocked != 0 {
+			t.Errorf("TopicStats with SkipDeadKeys: %+v, %v; want none blocked", ts, err)
+		}
 	})
 }
 
