@@ -263,6 +263,38 @@ func TestStatusCounts(t *testing.T) {
 	})
 }
 
+// Rows behind a dead row of their key are shown as blocked.
+func TestStatusBlocked(t *testing.T) {
+	forDialects(t, func(t *testing.T, o *outbox) {
+		o.migrate(t)
+		evs := make([]gormoutbox.Event, 3)
+		for i := range evs {
+			evs[i] = gormoutbox.Event{Topic: "stuck", Key: "one-key", Type: "ThingHappened", Payload: map[string]any{"n": i}}
+		}
+		if err := o.db.Transaction(func(tx *gorm.DB) error { return gormoutbox.Publish(tx, evs...) }); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		other := o.write(t, "free", 1)
+		var ids []int64
+		if err := o.db.Raw(`SELECT id FROM outbox WHERE topic = 'stuck' ORDER BY id`).Scan(&ids).Error; err != nil {
+			t.Fatal(err)
+		}
+		o.kill(t, ids[0])
+
+		rep := decode[statusReport](t, o.mustCtl(t, 0, "status", "-json"))
+		if rep.Pending != 3 || rep.Dead != 1 || rep.Blocked != 2 {
+			t.Errorf("pending %d, dead %d, blocked %d; want 3, 1 and 2 (row %d of topic free is not blocked)",
+				rep.Pending, rep.Dead, rep.Blocked, other[0])
+		}
+		r := o.mustCtl(t, 0, "status")
+		for _, re := range []string{`(?m)^blocked:\s+2$`, `(?m)^\s*stuck\s+2\s+2\s+0\s+0\s+1\s*$`, `(?m)^\s*free\s+1\s+0\s+0\s+0\s+0\s*$`} {
+			if !regexp.MustCompile(re).MatchString(r.stdout) {
+				t.Errorf("status output does not match %s:\n%s", re, r.stdout)
+			}
+		}
+	})
+}
+
 func TestDeadListAndShow(t *testing.T) {
 	forDialects(t, func(t *testing.T, o *outbox) {
 		o.migrate(t)
