@@ -284,13 +284,7 @@ func (r *Relay) Stats(ctx context.Context) (Stats, error) {
 // Blocked.
 func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
 	ts, err := r.admin.TopicStats(ctx)
-	if r.cfg.SkipDeadKeys {
-		for k, s := range ts {
-			s.Blocked = 0
-			ts[k] = s
-		}
-	}
-	return ts, err
+	return r.policy(ts), err
 }
 
 // CountStates is TopicStats with the published rows that wait for nothing
@@ -300,11 +294,17 @@ func (r *Relay) TopicStats(ctx context.Context) (map[string]Stats, error) {
 // Admin.CountStates.
 func (r *Relay) CountStates(ctx context.Context) (map[string]Stats, error) {
 	ts, err := r.admin.CountStates(ctx)
+	return r.policy(ts), err
+}
+
+// policy applies the relay's dead-row policy to counts per topic: with
+// SkipDeadKeys no row is blocked.
+func (r *Relay) policy(ts map[string]Stats) map[string]Stats {
 	if r.cfg.SkipDeadKeys {
 		for k, s := range ts {
 			s.Blocked = 0
 			ts[k] = s
 		}
 	}
-	return ts, err
+	return ts
 }
