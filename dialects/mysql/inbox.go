@@ -2,11 +2,9 @@ package mysql
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/go-outbox/outbox/dialects"
-	"github.com/go-outbox/outbox/dialects/internal/headers"
 	"github.com/go-outbox/outbox/dialects/internal/inboxtext"
 	"github.com/go-outbox/outbox/dialects/internal/rowscan"
 )
@@ -115,19 +113,12 @@ func (d Dialect) InboxUnrecord(ctx context.Context, q dialects.Execer, p dialect
 // not valid UTF-8 or holds a NUL are stored in base64 (InboxDeadLetters
 // gives them back as they were); the last error is made valid text.
 func (d Dialect) InboxPark(ctx context.Context, q dialects.Execer, t dialects.Table, dl dialects.InboxDeadLetter) error {
-	var he headers.Encoder
-	h, err := he.Encode(inboxtext.EncodeHeaders(dl.Headers))
+	args, err := inboxtext.ParkArgs(dl)
 	if err != nil {
-		return fmt.Errorf("encode headers of %s: %w", dl.EventID, err)
+		return err
 	}
-	var key any
-	if dl.Key != nil {
-		key = dl.Key
-	}
-	_, err = q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (consumer, event_id, topic, kafka_partition, kafka_offset, status, processed_at, attempts, last_error, msg_key, payload, headers)
-VALUES (`+inboxPlaceholders(12)+`) ON DUPLICATE KEY UPDATE event_id = event_id`,
-		dl.Consumer, dl.EventID, dl.Topic, dl.Partition, dl.Offset, "dead", dl.ParkedAt,
-		dl.Attempts, inboxtext.Text(dl.LastError), key, dl.Value, h)
+	_, err = q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+inboxtext.ParkColumns+`)
+VALUES (`+inboxPlaceholders(12)+`) ON DUPLICATE KEY UPDATE event_id = event_id`, args...)
 	return err
 }
 
