@@ -114,6 +114,9 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 		// outageRetries are the retries failed by the broker: they count
 		// no attempt and wait for the relay's backoff as a whole.
 		outageRetries []int
+		// lastOK is the topic of the last published row: a batch is
+		// mostly one topic, so the outage hears of each once, not per row.
+		lastOK string
 	)
 	if r.fails.watching() {
 		lb.ok = make(map[string]bool)
@@ -126,7 +129,10 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 			if lb.ok != nil {
 				lb.ok[row.Topic] = true
 			}
-			r.outage.published(row.Topic)
+			if row.Topic != lastOK {
+				r.outage.published(row.Topic)
+				lastOK = row.Topic
+			}
 			for _, h := range r.cfg.Hooks {
 				h.AfterPublish(ctx, &msgs[i], took)
 			}

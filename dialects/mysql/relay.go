@@ -62,7 +62,7 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	if err != nil {
 		return nil, fmt.Errorf("relay on %s: %w", t, err)
 	}
-	p := &pass{d: d, t: t, conn: conn, o: o, maxBytes: o.MaxBytes}
+	p := &pass{d: d, t: t, conn: conn, o: o}
 	if p.database, err = currentDatabase(ctx, conn); err != nil {
 		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
 	}
@@ -109,7 +109,6 @@ type pass struct {
 	database string
 	conn     *sql.Conn
 	held     []int
-	maxBytes int64 // ClaimOptions.MaxBytes
 	last     []int // rows per held shard in the last claim; -1: it filled its quota
 	claimed  bool
 	o        dialects.ClaimOptions
@@ -161,7 +160,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
-		all, cut, err := rowscan.CandidatesWithin(rows, false, limit, p.maxBytes)
+		all, cut, err := rowscan.CandidatesWithin(rows, false, limit, p.o.MaxBytes)
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}

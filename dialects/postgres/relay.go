@@ -24,39 +24,16 @@ var _ dialects.Relayer = Dialect{}
 // Relays share rows, not shards: o.ShardLocks is ignored (its
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
-	p := &pass{d: d, db: db, t: t, o: o}
-	if o.ShardMod > 1 {
-		p.shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
-	}
-	if o.MaxBytes > 0 {
-		// The bytes bound (ClaimOptions.MaxBytes) keeps the locked rows'
-		// id-order prefix whose running sum of payload lengths stays
-		// within the bound, and always the first row. octet_length reads
-		// a TOASTed payload's length from its pointer, not the payload.
-		// The rows cut off stay locked, untouched, until the claim ends.
-		p.bytesCut = `,
-cut AS (
-	SELECT id FROM (
-		SELECT id, coalesce(octet_length(payload), 0) AS n,
-			sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS run
-		FROM c) w
-	WHERE run <= ` + strconv.FormatInt(o.MaxBytes, 10) + ` OR run = n
-)`
-		p.bytesWhere = `
-WHERE c.id IN (SELECT id FROM cut)`
-	}
-	return p, nil
+	return &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o)}, nil
 }
 
 type pass struct {
-	d           Dialect
-	db          *sql.DB
-	t           dialects.Table
-	tx          *sql.Tx
-	shardFilter string
-	o           dialects.ClaimOptions
-	// bytesCut and bytesWhere apply ClaimOptions.MaxBytes ("" when 0).
-	bytesCut, bytesWhere string
+	d         Dialect
+	db        *sql.DB
+	t         dialects.Table
+	tx        *sql.Tx
+	o         dialects.ClaimOptions
+	claimStmt string // claimSQL of the pass's options, built once
 }
 
 // claimSQL locks the first due pending rows in id order, skipping rows
@@ -76,10 +53,32 @@ type pass struct {
 // plus BlockedRecheck) as its available_at, so that the guard holds the
 // row back and parks it until then. A row behind a pending row that is
 // itself behind a dead row is held back through that row.
-func (p *pass) claimSQL() string {
-	q := p.t.Qualified(p.d)
+//
+// o.ShardMod restricts the claim to the pass's shards; o.MaxBytes keeps
+// the locked rows' id-order prefix whose running sum of payload lengths
+// stays within the bound, and always the first row (octet_length reads a
+// TOASTed payload's length from its pointer, not the payload; the rows cut
+// off stay locked, untouched, until the claim ends).
+func claimSQL(d Dialect, t dialects.Table, o dialects.ClaimOptions) string {
+	q := t.Qualified(d)
+	var shardFilter, bytesCut, bytesWhere string
+	if o.ShardMod > 1 {
+		shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
+	}
+	if o.MaxBytes > 0 {
+		bytesCut = `,
+cut AS (
+	SELECT id FROM (
+		SELECT id, coalesce(octet_length(payload), 0) AS n,
+			sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS run
+		FROM c) w
+	WHERE run <= ` + strconv.FormatInt(o.MaxBytes, 10) + ` OR run = n
+)`
+		bytesWhere = `
+WHERE c.id IN (SELECT id FROM cut)`
+	}
 	prev, dead := `pv.id, pv.available_at`, ``
-	if !p.o.SkipDeadKeys {
+	if !o.SkipDeadKeys {
 		prev = `CASE WHEN dv.id > COALESCE(pv.id, 0) THEN dv.id ELSE pv.id END,
 	CASE WHEN dv.id > COALESCE(pv.id, 0) THEN $3 ELSE pv.available_at END`
 		dead = ` LEFT JOIN LATERAL (
@@ -90,17 +89,17 @@ func (p *pass) claimSQL() string {
 	}
 	return `WITH c AS MATERIALIZED (
 	SELECT ` + rowscan.Columns + ` FROM ` + q + `
-	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + p.shardFilter + `
+	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + shardFilter + `
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
-)` + p.bytesCut + `
+)` + bytesCut + `
 SELECT ` + rowscan.ColumnsOf("c") + `, ` + prev + `
 FROM c LEFT JOIN LATERAL (
 	SELECT p.id, p.available_at FROM ` + q + ` p
 	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
 	  AND p.published_at IS NULL AND p.dead_at IS NULL
 	ORDER BY p.id DESC LIMIT 1
-) pv ON true` + dead + p.bytesWhere + `
+) pv ON true` + dead + bytesWhere + `
 ORDER BY c.id`
 }
 
@@ -138,7 +137,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		if !p.o.SkipDeadKeys {
 			args = append(args, now.Add(claim.BlockedRecheck(p.o)).UTC())
 		}
-		rows, err := tx.QueryContext(ctx, p.claimSQL(), args...)
+		rows, err := tx.QueryContext(ctx, p.claimStmt, args...)
 		if err != nil {
 			return fail(err)
 		}
