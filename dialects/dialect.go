@@ -47,6 +47,11 @@ type Record struct {
 	// this event (see Acknowledge); the row then waits for one after it
 	// is published.
 	AckTopic string
+	// NoSequence leaves the row without a sequence number. By default
+	// Insert gives every record with a Key the next number of its
+	// (Topic, Key) counter (see Row.Sequence); records without a Key get
+	// none.
+	NoSequence bool
 }
 
 // Execer runs a statement. *sql.DB, *sql.Tx, *sql.Conn and every
@@ -76,8 +81,13 @@ type Dialect interface {
 	// the table has never been migrated.
 	SchemaVersion(ctx context.Context, db *sql.DB, table Table) (int, error)
 	// Insert writes recs into table in one or more multi-row INSERTs, in
-	// order, on q (the capturing transaction).
-	Insert(ctx context.Context, q Execer, table Table, recs []Record) error
+	// order, on q (the capturing transaction), and numbers them: each
+	// record with a Key (and not NoSequence) takes the next number of its
+	// (Topic, Key) counter, kept in the table's "_sequences" sibling. The
+	// counter's row stays locked until q commits, so writers of one key
+	// take their numbers, their row ids and their commits in one order.
+	// On a *sql.DB, Insert runs in a transaction of its own.
+	Insert(ctx context.Context, q Conn, table Table, recs []Record) error
 	// Placeholder returns the bind variable for the n-th argument (1-based).
 	Placeholder(n int) string
 	// Quote quotes an identifier (a plain name, no dots).

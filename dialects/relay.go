@@ -36,6 +36,14 @@ type Row struct {
 	// FailedAt is set on rows whose last process attempt was answered
 	// FAILED.
 	FailedAt *time.Time
+	// Sequence is the row's number in its (topic, key) counter, given at
+	// Insert: strictly increasing per key in id order, so in the order
+	// the relay publishes, and the same on every publication of the row
+	// (Replay gives a replayed row a new, higher one when later rows of
+	// its key were published before it). 0 when the row has none (no
+	// key, NoSequence, or written before schema version 5 on PostgreSQL,
+	// 4 on MySQL).
+	Sequence int64
 	// Invalid, when set, says why the row cannot be published as stored
 	// (written by hand, by an older version or by another program):
 	// headers that are not a JSON object of strings, a topic that is not a
@@ -185,7 +193,11 @@ type Relayer interface {
 	// Open starts a relay pass over table.
 	Open(ctx context.Context, db *sql.DB, t Table, o ClaimOptions) (Pass, error)
 	// Replay puts dead-lettered rows back: attempts 0, due at now.
-	// It returns how many rows it put back.
+	// It returns how many rows it put back. When a replayed row's key has
+	// gone past it (rows numbered after it were published, as
+	// ClaimOptions.SkipDeadKeys allows), the replayed row and the pending
+	// rows after it take new numbers after the key's last (Row.Sequence),
+	// so that the key's numbers still increase in publication order.
 	Replay(ctx context.Context, db *sql.DB, t Table, now time.Time, ids []int64) (int64, error)
 	// DeadLetters lists dead-lettered rows in id order.
 	DeadLetters(ctx context.Context, db *sql.DB, t Table, q DeadQuery) ([]Row, error)

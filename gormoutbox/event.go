@@ -128,6 +128,7 @@ func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e, befo
 		CreatedAt:     now,
 		AvailableAt:   now,
 		AckTopic:      m.ackTopic,
+		NoSequence:    p.cfg.DisableSequence,
 	}, nil
 }
 

@@ -180,5 +180,6 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 		CreatedAt:     now,
 		AvailableAt:   now,
 		AckTopic:      e.AckTopic,
+		NoSequence:    p.cfg.DisableSequence,
 	}, nil
 }

@@ -23,6 +23,14 @@ const (
 	HeaderAggregateID   = "aggregate-id"
 	HeaderOccurredAt    = "occurred-at" // RFC 3339, UTC, the time the event was captured
 	HeaderContentType   = "content-type"
+	// HeaderSequence is the event's number in its (topic, key) counter, in
+	// decimal: strictly increasing per key in the order the relay publishes
+	// (which is the order the events' transactions committed), and the same
+	// on every publication of an event, so a consumer may drop any message
+	// whose number is not above the last it applied for the key. Events
+	// without a key, and those captured with Config.DisableSequence, carry
+	// none. See the README's "Sequence numbers".
+	HeaderSequence = "x-sequence"
 )
 
 // Message is one outbox row as handed to a Publisher.
@@ -40,6 +48,8 @@ type Message struct {
 	ID        int64
 	Attempts  int
 	CreatedAt time.Time
+	// Sequence repeats the x-sequence header (0: none).
+	Sequence int64
 }
 
 // Header is a message header.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -223,12 +224,15 @@ func (r *Relay) backoff(n int) time.Duration {
 }
 
 func message(row *Row) Message {
-	h := make([]Header, 0, 5+len(row.Headers))
+	h := make([]Header, 0, 6+len(row.Headers))
 	h = append(h,
 		Header{HeaderEventID, []byte(row.EventID)},
 		Header{HeaderEventType, []byte(row.EventType)},
 		Header{HeaderOccurredAt, []byte(row.CreatedAt.UTC().Format(time.RFC3339Nano))},
 	)
+	if row.Sequence > 0 {
+		h = append(h, Header{HeaderSequence, strconv.AppendInt(nil, row.Sequence, 10)})
+	}
 	if row.AggregateType != "" {
 		h = append(h, Header{HeaderAggregateType, []byte(row.AggregateType)})
 	}
@@ -244,7 +248,7 @@ func message(row *Row) Message {
 		h = append(h, Header{k, []byte(row.Headers[k])})
 	}
 	return Message{Topic: row.Topic, Key: row.Key, Value: row.Payload, Headers: h, EventID: row.EventID,
-		ID: row.ID, Attempts: row.Attempts, CreatedAt: row.CreatedAt}
+		ID: row.ID, Attempts: row.Attempts, CreatedAt: row.CreatedAt, Sequence: row.Sequence}
 }
 
 func truncate(s string, n int) string {

@@ -226,7 +226,10 @@ func TestRelayDeletedDeadRowReleasesKey(t *testing.T) {
 			}
 		}
 		pub := &recordingPublisher{}
-		r := newRelay(t, db, pub, gormoutbox.RelayConfig{Workers: 1, LockWait: -1, BlockedRecheck: 200 * time.Millisecond})
+		// A recheck long enough that the second Drain comes before it on a
+		// loaded machine (200 ms was not: seen failing under parallel tests).
+		const recheck = 2 * time.Second
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{Workers: 1, LockWait: -1, BlockedRecheck: recheck})
 		if res, err := r.Drain(ctx); err != nil || res.Dead != 1 || res.Published != 0 {
 			t.Fatalf("Drain: %+v, %v; want the hostile row dead and its key blocked", res, err)
 		}
@@ -236,7 +239,7 @@ func TestRelayDeletedDeadRowReleasesKey(t *testing.T) {
 		if res, err := r.Drain(ctx); err != nil || res.Published != 0 {
 			t.Fatalf("Drain at once: %+v, %v; want nothing yet (the blocked rows wait BlockedRecheck)", res, err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(recheck + 100*time.Millisecond)
 		if res, err := r.Drain(ctx); err != nil || res.Published != 2 {
 			t.Fatalf("Drain after BlockedRecheck: %+v, %v; want the 2 released rows", res, err)
 		}

@@ -41,9 +41,10 @@ type privCopy struct {
 // tables of the services themselves (priv_items, priv_copies) get their
 // usual DML.
 var documentedPrivileges = map[string]map[string]string{
-	// capture: the outbox's INSERT only (PostgreSQL: no sequence, no
-	// EXECUTE on the NOTIFY trigger's function).
-	"capture": {"outbox": "INSERT", "priv_items": "SELECT, INSERT, UPDATE, DELETE"},
+	// capture: the outbox's INSERT (PostgreSQL: no sequence, no EXECUTE on
+	// the NOTIFY trigger's function), and the upsert of the per-key
+	// counters (x-sequence).
+	"capture": {"outbox": "INSERT", "outbox_sequences": "SELECT, INSERT, UPDATE", "priv_items": "SELECT, INSERT, UPDATE, DELETE"},
 	// the relay: claim (SELECT … FOR UPDATE), mark; LISTEN and GET_LOCK
 	// need nothing.
 	"relay": {"outbox": "SELECT, UPDATE"},
@@ -52,7 +53,8 @@ var documentedPrivileges = map[string]map[string]string{
 	"cleanup": {"outbox": "SELECT, DELETE"},
 	// the consuming service: its inbox, its own table, its answers through
 	// its outbox (capture).
-	"consumer": {"inbox": "SELECT, INSERT, UPDATE, DELETE", "priv_copies": "SELECT, INSERT, UPDATE, DELETE", "outbox": "INSERT"},
+	"consumer": {"inbox": "SELECT, INSERT, UPDATE, DELETE", "priv_copies": "SELECT, INSERT, UPDATE, DELETE", "outbox": "INSERT",
+		"outbox_sequences": "SELECT, INSERT, UPDATE"},
 	// acknowledgements: the producer's tracker reads its outbox rows FOR
 	// UPDATE and updates them, through an inbox of its own.
 	"acks": {"outbox": "SELECT, UPDATE", "ack_inbox": "SELECT, INSERT, UPDATE, DELETE"},

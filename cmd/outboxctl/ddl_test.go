@@ -367,6 +367,7 @@ func TestLeastPrivilegeCommands(t *testing.T) {
 
 		operator := testenv.NewRole(t, o.db, "ctl_operator")
 		operator.Grant(t, "SELECT, UPDATE, DELETE", "outbox")
+		operator.Grant(t, "SELECT, UPDATE", "outbox_sequences") // replay renumbers a key that went past
 		if r := ctl(t, operator.DSN(), "replay", strconv.FormatInt(ids[0], 10)); r.code != 0 || !strings.Contains(r.stdout, "replayed 1 of 1") {
 			t.Errorf("replay with SELECT, UPDATE: %s", r)
 		}

@@ -14,4 +14,5 @@ func runOutbox(t *testing.T, h Harness) {
 	t.Run("Ack", func(t *testing.T) { runAck(t, h) })
 	t.Run("Hostile", func(t *testing.T) { runHostile(t, h) })
 	t.Run("Bytes", func(t *testing.T) { runBytes(t, h) })
+	t.Run("Sequence", func(t *testing.T) { runSequence(t, h) })
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/internal/insert"
 	"github.com/go-outbox/outbox/dialects/internal/migrate"
+	"github.com/go-outbox/outbox/dialects/internal/sequence"
 )
 
 // Dialect implements dialects.Dialect for MySQL and MariaDB.
@@ -106,6 +107,21 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 				` (failed_at, processed_at, ack_topic, topic, id)`,
 		},
 		Ignore: ignoreDone,
+	}, {
+		// Per-key sequence numbers (the x-sequence header): a counter per
+		// (topic, key), bumped by Insert in the capturing transaction, and
+		// the number each row took.
+		Version: 4,
+		Statements: []string{
+			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN seq BIGINT NULL`,
+			`CREATE TABLE IF NOT EXISTS ` + sequence.Table(t).Qualified(d) + ` (
+	topic   VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+	msg_key VARBINARY(` + strconv.Itoa(MaxKeyLen) + `) NOT NULL,
+	seq     BIGINT NOT NULL,
+	PRIMARY KEY (topic, msg_key)
+) ENGINE=InnoDB`,
+		},
+		Ignore: ignoreDone,
 	}}
 }
 
@@ -117,7 +133,7 @@ func ignoreDone(err error) bool {
 }
 
 // LatestVersion is the schema version Migrate brings a table to.
-const LatestVersion = 3
+const LatestVersion = 4
 
 func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
@@ -214,12 +230,12 @@ WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?`, mt
 }
 
 // Insert implements dialects.Dialect.
-func (d Dialect) Insert(ctx context.Context, q dialects.Execer, t dialects.Table, recs []dialects.Record) error {
+func (d Dialect) Insert(ctx context.Context, q dialects.Conn, t dialects.Table, recs []dialects.Record) error {
 	for i := range recs {
 		if len(recs[i].Key) > MaxKeyLen {
 			return fmt.Errorf("event %s: message key is %d bytes, over the %d the outbox table holds",
 				recs[i].EventID, len(recs[i].Key), MaxKeyLen)
 		}
 	}
-	return insert.Chunked(ctx, d, q, t, recs)
+	return insert.Chunked(ctx, d, d, q, t, recs)
 }

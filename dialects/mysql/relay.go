@@ -15,6 +15,7 @@ import (
 	"github.com/go-outbox/outbox/dialects/internal/claim"
 	"github.com/go-outbox/outbox/dialects/internal/rowscan"
 	"github.com/go-outbox/outbox/dialects/internal/rowsql"
+	"github.com/go-outbox/outbox/dialects/internal/sequence"
 )
 
 var _ dialects.Relayer = Dialect{}
@@ -557,6 +558,11 @@ WHERE o.id > k.id AND o.published_at IS NULL AND o.dead_at IS NULL AND o.availab
 	n, err := res.RowsAffected()
 	if err != nil {
 		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	if n > 0 {
+		if err := sequence.Renumber(ctx, tx, d, t, ids); err != nil {
+			return 0, fmt.Errorf("replay on %s: %w", t, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("replay on %s: commit: %w", t, err)

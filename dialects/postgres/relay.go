@@ -12,6 +12,7 @@ import (
 	"github.com/go-outbox/outbox/dialects/internal/claim"
 	"github.com/go-outbox/outbox/dialects/internal/rowscan"
 	"github.com/go-outbox/outbox/dialects/internal/rowsql"
+	"github.com/go-outbox/outbox/dialects/internal/sequence"
 )
 
 var _ dialects.Relayer = Dialect{}
@@ -287,8 +288,13 @@ func (d Dialect) Replay(ctx context.Context, db *sql.DB, t dialects.Table, now t
 	// them (parked), are made due too: they follow the replayed rows, in
 	// order (the guard holds them behind).
 	q := t.Qualified(d)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	defer func() { _ = tx.Rollback() }()
 	var n int64
-	err := db.QueryRowContext(ctx, `WITH r AS (
+	err = tx.QueryRowContext(ctx, `WITH r AS (
 	UPDATE `+q+` SET dead_at = NULL, attempts = 0, available_at = $1
 	WHERE id = ANY($2) AND dead_at IS NOT NULL
 	RETURNING id, topic, msg_key
@@ -302,6 +308,14 @@ rel AS (
 SELECT count(*) FROM r`, now.UTC(), ids).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("replay on %s: %w", t, err)
+	}
+	if n > 0 {
+		if err := sequence.Renumber(ctx, tx, d, t, ids); err != nil {
+			return 0, fmt.Errorf("replay on %s: %w", t, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("replay on %s: commit: %w", t, err)
 	}
 	return n, nil
 }

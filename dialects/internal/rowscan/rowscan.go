@@ -16,7 +16,7 @@ import (
 
 // Columns are the columns Rows reads, in order.
 const Columns = `id, event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, payload, headers,
-	shard, attempts, available_at, created_at, last_error, published_at, dead_at, process_attempts, failed_at`
+	shard, attempts, available_at, created_at, last_error, published_at, dead_at, process_attempts, failed_at, seq`
 
 // ColumnsOf is Columns with each column qualified by alias.
 func ColumnsOf(alias string) string {
@@ -36,6 +36,7 @@ type scanner struct {
 	lastErr                         sql.NullString
 	avail, created, published, dead Time
 	failed                          Time
+	seq                             sql.NullInt64
 	prev                            sql.NullInt64
 	prevAvail                       Time
 	dest                            []any
@@ -49,7 +50,7 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) 
 		r := &sc.r
 		sc.dest = []any{&r.ID, &r.EventID, &r.Topic, &sc.key, &r.EventType, &r.AggregateType, &r.AggregateID,
 			&r.Payload, &sc.headers, &r.Shard, &r.Attempts, &sc.avail, &sc.created, &sc.lastErr, &sc.published, &sc.dead,
-			&r.ProcessAttempts, &sc.failed, &sc.prev, &sc.prevAvail}
+			&r.ProcessAttempts, &sc.failed, &sc.seq, &sc.prev, &sc.prevAvail}
 	}
 	dest := sc.dest
 	if !withPrev {
@@ -62,7 +63,7 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) 
 		return claim.Candidate{}, err
 	}
 	r := sc.r
-	r.Key = sc.key
+	r.Key, r.Sequence = sc.key, sc.seq.Int64
 	r.Headers, r.Invalid = nil, nil
 	if len(sc.headers) > 0 && string(sc.headers) != "{}" {
 		if string(sc.headers) != sc.lastHeaders || sc.lastMap == nil {

@@ -1,0 +1,201 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/integration/kafkaenv"
+	"github.com/go-outbox/outbox/internal/testenv"
+	"github.com/go-outbox/outbox/kafka"
+)
+
+// Concurrent writers of captured rows and of explicit events: on the
+// topic, every keyed message carries x-sequence, its numbers per key are
+// 1, 2, 3… in the order of first delivery (so in commit order: each
+// item's quantity rises with them), a redelivered event — published, then
+// the relay "died" before recording it — carries the same number again,
+// and keyless events carry none.
+func TestSequenceHeader(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Inventory{})
+		brokers, _ := kafkaenv.Kafka(t, 4)
+		kafkaenv.CreateTopic(t, brokers, "inventory", 4)
+		explicit := kafkaenv.TopicName("seq-orders")
+		kafkaenv.CreateTopic(t, brokers, explicit, 2)
+
+		items := make([]*Inventory, 4)
+		for i := range items {
+			items[i] = &Inventory{SKU: fmt.Sprintf("S-%d", i)}
+		}
+		if err := db.Create(&items).Error; err != nil {
+			t.Fatal(err)
+		}
+		const writers, each = 16, 12
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					var err error
+					switch i % 3 {
+					case 0, 1: // a captured update of a random item
+						it := items[rand.IntN(len(items))]
+						err = db.Model(&Inventory{ID: it.ID}).Update("quantity", gorm.Expr("quantity + 1")).Error
+					case 2: // explicit events of three keys, and one without a key
+						err = db.Transaction(func(tx *gorm.DB) error {
+							if err := gormoutbox.Publish(tx, gormoutbox.Event{Topic: explicit, Key: fmt.Sprint("o-", w%3),
+								Type: "OrderNoted", Payload: map[string]int{"w": w}}); err != nil {
+								return err
+							}
+							return gormoutbox.Publish(tx, gormoutbox.Event{Topic: explicit, Type: "Tick", Payload: map[string]int{"w": w}})
+						})
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("writer: %v", err)
+		}
+
+		// The first two batches reach the broker, and then the relay is
+		// told they failed (as when it dies before recording them): they
+		// are published again.
+		real := newPublisher(t, brokers, kafka.Config{})
+		var calls atomic.Int32
+		pub := funcPublisher(func(ctx context.Context, msgs []gormoutbox.Message) error {
+			if err := real.Publish(ctx, msgs); err != nil {
+				return err
+			}
+			if calls.Add(1) <= 2 {
+				return fmt.Errorf("%w: the test forgets a batch the broker took", gormoutbox.ErrBrokerUnavailable)
+			}
+			return nil
+		})
+		cfg := fastRetry
+		cfg.BatchSize = 40
+		r := newRelay(t, db, pub, cfg)
+		drainUntilEmpty(t, r, 30*time.Second)
+
+		creates := len(items)
+		updates := writers * ((each + 2) / 3 * 2)
+		explicitN := writers * (each / 3) * 2
+		var got []kafkaenv.Record
+		got = append(got, kafkaenv.ReadTopic(t, brokers, "inventory", creates+updates, 30*time.Second, nil)...)
+		got = append(got, kafkaenv.ReadTopic(t, brokers, explicit, explicitN, 30*time.Second, nil)...)
+
+		type key struct{ topic, key string }
+		seqOf := map[string]string{} // event id → x-sequence
+		last := map[key]int64{}      // the last number first delivered per key
+		lastQty := map[string]int{}  // the quantity of that message per item
+		topicOf := func(r kafkaenv.Record) string {
+			if r.Headers[gormoutbox.HeaderEventType] == "OrderNoted" || r.Headers[gormoutbox.HeaderEventType] == "Tick" {
+				return explicit
+			}
+			return "inventory"
+		}
+		redelivered := 0
+		for _, m := range got {
+			id := m.Headers[gormoutbox.HeaderEventID]
+			s, has := m.Headers[gormoutbox.HeaderSequence]
+			if m.Key == nil {
+				if has {
+					t.Errorf("event %s without a key carries x-sequence %q", id, s)
+				}
+				continue
+			}
+			if prev, ok := seqOf[id]; ok {
+				redelivered++
+				if prev != s {
+					t.Errorf("event %s delivered with x-sequence %q, then %q", id, prev, s)
+				}
+				continue
+			}
+			seqOf[id] = s
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				t.Fatalf("event %s: x-sequence %q: %v", id, s, err)
+			}
+			k := key{topicOf(m), string(m.Key)}
+			if n != last[k]+1 {
+				t.Errorf("key %v: x-sequence %d first delivered after %d, want %d", k, n, last[k], last[k]+1)
+			}
+			last[k] = n
+			if k.topic == "inventory" && m.Headers[gormoutbox.HeaderEventType] != "InventoryCreated" {
+				var v struct{ Quantity int }
+				if err := json.Unmarshal(m.Value, &v); err != nil {
+					t.Fatalf("payload of %s: %v", id, err)
+				}
+				if v.Quantity <= lastQty[k.key] {
+					t.Errorf("item %s: quantity %d at x-sequence %d after %d", k.key, v.Quantity, n, lastQty[k.key])
+				}
+				lastQty[k.key] = v.Quantity
+			}
+		}
+		if redelivered == 0 {
+			t.Fatal("no event was delivered twice: the test did not exercise redelivery")
+		}
+		var total int64
+		for _, n := range last {
+			total += n
+		}
+		if want := int64(creates + updates + explicitN/2); total != want {
+			t.Errorf("numbers handed out: %d, want one per keyed event (%d)", total, want)
+		}
+	})
+}
+
+// With Config.DisableSequence, events take no number: no counter row, no
+// x-sequence header.
+func TestDisableSequence(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{DisableSequence: true}, &Inventory{})
+		if err := db.Create(&Inventory{SKU: "D-1"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "orders", Key: "o-1", Type: "OrderPlaced", Payload: 1})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n := countWhere(t, db, "outbox", "seq IS NOT NULL"); n != 0 {
+			t.Errorf("%d outbox rows numbered with DisableSequence", n)
+		}
+		if n := countWhere(t, db, "outbox_sequences", "1 = 1"); n != 0 {
+			t.Errorf("%d counters with DisableSequence", n)
+		}
+		var msgs []gormoutbox.Message
+		r := newRelay(t, db, funcPublisher(func(_ context.Context, m []gormoutbox.Message) error {
+			msgs = append(msgs, m...)
+			return nil
+		}), gormoutbox.RelayConfig{})
+		drainUntilEmpty(t, r, 10*time.Second)
+		for _, m := range msgs {
+			for _, h := range m.Headers {
+				if h.Key == gormoutbox.HeaderSequence {
+					t.Errorf("event %s carries x-sequence %s", m.EventID, h.Value)
+				}
+			}
+		}
+		if len(msgs) != 2 {
+			t.Fatalf("published %d messages, want 2", len(msgs))
+		}
+	})
+}
