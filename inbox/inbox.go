@@ -6,6 +6,13 @@
 // happen once per event. The group's offsets are committed only after the
 // transaction commits.
 //
+// A message with an x-sequence header (HeaderSequence: a per-key number the
+// outbox relay sends, the same on every redelivery) that is not newer than
+// the last one of its key and partition whose processing committed in this
+// process is skipped without touching the database: the event-id record
+// stays the source of truth, the numbers, kept in memory
+// (Config.SequenceKeys), only spare it the round trip.
+//
 //	c, err := inbox.New(db, func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
 //		return tx.Save(&Copy{...}).Error // and gormoutbox.Publish(tx, ...) for events of your own
 //	}, inbox.Config{Brokers: brokers, GroupID: "orders", Topics: []string{"inventory"}})
@@ -45,6 +52,14 @@ const (
 	// answered FAILED to (see package ack): a re-send is a new delivery to
 	// process, so it is deduplicated apart from the first.
 	HeaderProcessAttempt = "process-attempt"
+	// HeaderSequence carries a message's number among its key's messages of
+	// its topic: the decimal text of a positive int64, strictly increasing
+	// per key in the order the producer publishes, the same on every
+	// redelivery of an event. A consumer may drop a message not newer than
+	// the last it applied for its key; the inbox skips such a message
+	// without a database round trip (see Config.IgnoreSequence). Messages
+	// without a key or from older producers have none.
+	HeaderSequence = "x-sequence"
 )
 
 // Message is a Kafka message handed to the handler.
@@ -57,6 +72,8 @@ type Message struct {
 	Attempt int
 	// Consumer is the consumer's name (its GroupID).
 	Consumer string
+
+	seq int64 // the x-sequence the inbox checks, 0 for none
 }
 
 // Header returns the value of the first header called name, "" if none.
