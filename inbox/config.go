@@ -66,7 +66,7 @@ type Config struct {
 	EventID func(*Message) string
 	// SequenceKeys bounds how many keys (per topic partition) the consumer
 	// remembers the x-sequence (HeaderSequence) of, the least recently used
-	// forgotten first. Default DefaultSequenceKeys (100,000; some 150
+	// forgotten first. Default DefaultSequenceKeys (100,000; some 160
 	// bytes each, plus the key). A forgotten key only costs its next
 	// redelivery the database's event-id check.
 	SequenceKeys int

@@ -6,13 +6,6 @@
 // happen once per event. The group's offsets are committed only after the
 // transaction commits.
 //
-// A message with an x-sequence header (HeaderSequence: a per-key number the
-// outbox relay sends, the same on every redelivery) that is not newer than
-// the last one of its key and partition whose processing committed in this
-// process is skipped without touching the database: the event-id record
-// stays the source of truth, the numbers, kept in memory
-// (Config.SequenceKeys), only spare it the round trip.
-//
 //	c, err := inbox.New(db, func(ctx context.Context, tx *gorm.DB, m *inbox.Message) error {
 //		return tx.Save(&Copy{...}).Error // and gormoutbox.Publish(tx, ...) for events of your own
 //	}, inbox.Config{Brokers: brokers, GroupID: "orders", Topics: []string{"inventory"}})
@@ -27,6 +20,17 @@
 // partition moves on. Nothing is dropped silently. Broker and database
 // outages pause the consumer; they do not end Run. Config.Workers handles
 // disjoint sets of partitions concurrently.
+//
+// A message may carry an x-sequence header (HeaderSequence): a number per
+// key of its topic, increasing in the order the producer publishes, the
+// same on every redelivery of an event. Any consumer may drop a message not
+// newer than the last it applied for its key. The inbox skips, without
+// touching the database, a message numbered within what committed for its
+// key and partition in this process (from the first number it saw to the
+// highest): the event-id record stays the source of truth, the numbers,
+// kept in memory (Config.SequenceKeys), only spare it the round trip.
+// Config.IgnoreSequence turns this off, for topics whose keys are numbered
+// by more than one producer (two outbox tables, two services).
 //
 // Package ack builds acknowledgements (SUCCESS / FAILED answers to the
 // producing service) on top of the inbox.

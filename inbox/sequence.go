@@ -19,8 +19,11 @@ import (
 //
 // The marks live in memory, per Consumer, bounded by Config.SequenceKeys;
 // they are updated only after a transaction commits, so they never claim
-// more than the inbox table holds. A process that restarts, or takes a
-// partition over, starts with none and asks the database.
+// more than the inbox table holds, or held: a record deleted by Cleanup
+// while its key is remembered still spares its redelivery (Cleanup's own
+// rule, keep records longer than a message can come again, makes that
+// moot). A process that restarts, or takes a partition over, starts with
+// none and asks the database.
 
 // DefaultSequenceKeys is Config.SequenceKeys' default.
 const DefaultSequenceKeys = 100_000
