@@ -73,9 +73,10 @@ type Config struct {
 	// IgnoreSequence turns the x-sequence check off: every message is
 	// deduplicated by its event id alone. Set it when the numbers of one
 	// key in a topic do not come from one counter: two producers with
-	// counters of their own (two outbox tables, two services) publishing
-	// the same keys to one topic would make one's messages look stale to
-	// the other's. Set it too when Config.EventID tells apart deliveries
+	// counters of their own (two outbox tables, two services; an ack
+	// topic that several consuming services answer on) publishing the same
+	// keys to one topic would make one's messages look stale to the
+	// other's. Set it too when Config.EventID tells apart deliveries
 	// that share an x-sequence.
 	IgnoreSequence bool
 	// AfterCommit, when set, is called after a batch's transaction commits
