@@ -78,7 +78,8 @@ func inboxRows(t *testing.T, db *gorm.DB) int64 {
 // A redelivered batch whose x-sequences are not newer than what committed
 // is skipped without the database (no transaction, no inbox row, no
 // handler run) and its offsets are committed; newer messages, and older
-// ones mixed with them, are handled and skipped as they should be.
+// ones mixed with them, are handled and skipped as they should be. Two
+// workers share the marks.
 func TestInboxSequenceSkipsRedeliveries(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		e := newInboxEnv(t, d, 2)
@@ -86,7 +87,7 @@ func TestInboxSequenceSkipsRedeliveries(t *testing.T) {
 		want := seqMsgs(200, 10, last)
 		writeSeq(t, e, want)
 		var calls atomic.Int64
-		c := e.consumer(t, countingHandler(&calls), func(c *inbox.Config) { c.BatchSize = 50 })
+		c := e.consumer(t, countingHandler(&calls), func(c *inbox.Config) { c.BatchSize = 50; c.Workers = 2 })
 		stop := start(t, c)
 		waitFor(t, 30*time.Second, "the first delivery", func() bool { return c.Stats().Handled >= int64(len(want)) })
 		s1, rows := c.Stats(), inboxRows(t, e.db)
