@@ -166,6 +166,37 @@ func (r *run) dataError(ctx context.Context, batch []*slice, n int, err error) b
 func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 	c := r.c
 	now := c.cfg.Now().UTC()
+	// Messages whose x-sequence says they are recorded are skipped without
+	// the database. The others have distinct ids: a message whose id came
+	// earlier in the batch is a duplicate (a producer retry can put both
+	// in one batch).
+	var ms []*Message
+	first := map[string]bool{}
+	var stale map[*Message]bool
+	for _, s := range batch {
+		for _, m := range s.msgs {
+			if c.isStale(m) {
+				if stale == nil {
+					stale = map[*Message]bool{}
+				}
+				stale[m] = true
+			} else if !first[m.EventID] {
+				first[m.EventID] = true
+				ms = append(ms, m)
+			}
+		}
+	}
+	if len(ms) == 0 { // all stale: nothing for the database to do
+		for _, s := range batch {
+			s.done = len(s.msgs)
+			if len(s.msgs) > 0 {
+				s.p.fails, s.p.lastErr, s.p.notBefore = 0, "", time.Time{}
+			}
+		}
+		c.stats.duplicates.Add(int64(len(stale)))
+		c.stats.stale.Add(int64(len(stale)))
+		return nil
+	}
 	tx := c.db.WithContext(ctx).Begin()
 	if tx.Error != nil {
 		return tx.Error
@@ -180,23 +211,11 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 		}
 	}()
 	pool := rawTx(tx.Statement.ConnPool) // the inbox's own statements are not prepared
-	// Distinct ids: a message whose id came earlier in the batch is a
-	// duplicate (a producer retry can put both in one batch).
-	var ms []*Message
-	first := map[string]bool{}
-	for _, s := range batch {
-		for _, m := range s.msgs {
-			if !first[m.EventID] {
-				first[m.EventID] = true
-				ms = append(ms, m)
-			}
-		}
-	}
 	fresh, err := c.st.claim(ctx, pool, c.cfg.GroupID, ms, now)
 	if err != nil {
 		return &recordError{fmt.Errorf("record %d messages in %s: %w", len(ms), c.st.table, err)}
 	}
-	var handled, dups int64
+	var handled, dups, stales int64
 	var retries int64
 	sp := newSavepointPool(tx.Statement.ConnPool, c.st.d, c.st.d.FoldsRelease())
 	htx := tx.Session(&gorm.Session{NewDB: true, Context: ctx})
@@ -204,9 +223,15 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 	owner := map[string]*Message{} // the message that claimed each fresh id
 	for _, s := range batch {
 		for i, m := range s.msgs {
-			if !fresh[m.EventID] || owner[m.EventID] != nil {
+			if stale[m] || !fresh[m.EventID] || owner[m.EventID] != nil {
 				dups++
+				if stale[m] {
+					stales++
+				}
 				s.done = i + 1
+				if i == 0 { // the head moves on: its failures are not the next one's
+					s.p.fails, s.p.lastErr, s.p.notBefore = 0, "", time.Time{}
+				}
 				continue
 			}
 			owner[m.EventID] = m
@@ -268,8 +293,16 @@ func (r *run) handle(ctx context.Context, batch []*slice) (err error) {
 	}
 	committed = true
 	sp.runCommitted()
+	// What is done is recorded now: its x-sequences may spare their
+	// redeliveries the database.
+	for _, s := range batch {
+		for _, m := range s.msgs[:s.done] {
+			c.sequenceCommitted(m)
+		}
+	}
 	c.stats.handled.Add(handled)
 	c.stats.duplicates.Add(dups)
+	c.stats.stale.Add(stales)
 	c.stats.retries.Add(retries)
 	c.stats.batches.Add(1)
 	return nil
@@ -308,6 +341,7 @@ func (r *run) park(ctx context.Context, p *partition, why string) error {
 		return fmt.Errorf("park %s: %w", m.EventID, err)
 	}
 	c.stats.parked.Add(1)
+	c.sequenceCommitted(m)
 	c.cfg.Logger.Error("inbox: message parked as a dead letter "+why,
 		"group", c.cfg.GroupID, "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
 		"event_id", m.EventID, "attempts", p.fails, "error", p.lastErr)

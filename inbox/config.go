@@ -64,6 +64,21 @@ type Config struct {
 	// bytes, not valid UTF-8, holding a NUL or ending in a space becomes "sha256:" and its
 	// hex SHA-256.
 	EventID func(*Message) string
+	// SequenceKeys bounds how many keys (per topic partition) the consumer
+	// remembers the x-sequence (HeaderSequence) of, the least recently used
+	// forgotten first. Default DefaultSequenceKeys (100,000; some 160
+	// bytes each, plus the key). A forgotten key only costs its next
+	// redelivery the database's event-id check.
+	SequenceKeys int
+	// IgnoreSequence turns the x-sequence check off: every message is
+	// deduplicated by its event id alone. Set it when the numbers of one
+	// key in a topic do not come from one counter: two producers with
+	// counters of their own (two outbox tables, two services; an ack
+	// topic that several consuming services answer on) publishing the same
+	// keys to one topic would make one's messages look stale to the
+	// other's. Set it too when Config.EventID tells apart deliveries
+	// that share an x-sequence.
+	IgnoreSequence bool
 	// AfterCommit, when set, is called after a batch's transaction commits
 	// and before its offsets are committed, with the messages it handled
 	// or skipped (metrics, tests).
@@ -96,7 +111,8 @@ func (c *Config) defaults() error {
 	if c.Table == "" {
 		c.Table = "inbox"
 	}
-	for name, v := range map[string]int{"BatchSize": c.BatchSize, "MaxAttempts": c.MaxAttempts, "Workers": c.Workers} {
+	for name, v := range map[string]int{"BatchSize": c.BatchSize, "MaxAttempts": c.MaxAttempts, "Workers": c.Workers,
+		"SequenceKeys": c.SequenceKeys} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s is %d", ErrInvalidConfig, name, v)
 		}
@@ -112,6 +128,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Workers == 0 {
 		c.Workers = 1
+	}
+	if c.SequenceKeys == 0 {
+		c.SequenceKeys = DefaultSequenceKeys
 	}
 	if c.Workers > 64 {
 		return fmt.Errorf("%w: Workers %d is over 64", ErrInvalidConfig, c.Workers)

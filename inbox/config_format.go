@@ -94,6 +94,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("dialer", redactedDialer{c.Dialer}),
 		slog.Bool("reader", c.Reader != nil),
 		slog.Bool("event_id", c.EventID != nil),
+		slog.Int("sequence_keys", c.SequenceKeys),
+		slog.Bool("ignore_sequence", c.IgnoreSequence),
 		slog.Bool("after_commit", c.AfterCommit != nil),
 	)
 }

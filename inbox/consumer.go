@@ -22,12 +22,14 @@ type Consumer struct {
 	handler Handler
 	cfg     Config
 	st      *store
+	seqs    *seqMarks // nil with Config.IgnoreSequence
 
-	running atomic.Bool
-	stats   struct {
-		handled, duplicates, retries, parked, batches, commitErrors atomic.Int64
-		txFailures, fetchErrors                                     atomic.Int64
-		inTx, inCommit                                              atomic.Int64 // nanoseconds
+	running   atomic.Bool
+	seqWarned atomic.Bool // a malformed x-sequence was logged
+	stats     struct {
+		handled, duplicates, stale, retries, parked, batches, commitErrors atomic.Int64
+		txFailures, fetchErrors                                            atomic.Int64
+		inTx, inCommit                                                     atomic.Int64 // nanoseconds
 	}
 }
 
@@ -48,7 +50,11 @@ func New(db *gorm.DB, handler Handler, cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{db: db, handler: handler, cfg: cfg, st: st}, nil
+	c := &Consumer{db: db, handler: handler, cfg: cfg, st: st}
+	if !cfg.IgnoreSequence {
+		c.seqs = newSeqMarks(cfg.SequenceKeys)
+	}
+	return c, nil
 }
 
 // Migrate creates or upgrades the inbox table (idempotent, safe from
@@ -68,8 +74,12 @@ func (c *Consumer) Migrate(ctx context.Context) error {
 type Stats struct {
 	// Handled messages: the handler ran and its transaction committed.
 	Handled int64
-	// Duplicates skipped: recorded in the inbox before.
+	// Duplicates skipped: recorded in the inbox before (redeliveries),
+	// Stale included.
 	Duplicates int64
+	// Stale: the part of Duplicates recognised by their x-sequence
+	// (HeaderSequence), skipped without a database round trip.
+	Stale int64
 	// Retries: handler failures that were tried again.
 	Retries int64
 	// Parked messages (dead letters).
@@ -101,6 +111,7 @@ func (c *Consumer) Stats() Stats {
 	return Stats{
 		Handled:        c.stats.handled.Load(),
 		Duplicates:     c.stats.duplicates.Load(),
+		Stale:          c.stats.stale.Load(),
 		Retries:        c.stats.retries.Load(),
 		Parked:         c.stats.parked.Load(),
 		Batches:        c.stats.batches.Load(),

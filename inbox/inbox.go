@@ -21,6 +21,17 @@
 // outages pause the consumer; they do not end Run. Config.Workers handles
 // disjoint sets of partitions concurrently.
 //
+// A message may carry an x-sequence header (HeaderSequence): a number per
+// key of its topic, increasing in the order the producer publishes, the
+// same on every redelivery of an event. Any consumer may drop a message not
+// newer than the last it applied for its key. The inbox skips, without
+// touching the database, a message numbered within what committed for its
+// key and partition in this process (from the first number it saw to the
+// highest): the event-id record stays the source of truth, the numbers,
+// kept in memory (Config.SequenceKeys), only spare it the round trip.
+// Config.IgnoreSequence turns this off, for topics whose keys are numbered
+// by more than one producer (two outbox tables, two services).
+//
 // Package ack builds acknowledgements (SUCCESS / FAILED answers to the
 // producing service) on top of the inbox.
 package inbox
@@ -45,6 +56,14 @@ const (
 	// answered FAILED to (see package ack): a re-send is a new delivery to
 	// process, so it is deduplicated apart from the first.
 	HeaderProcessAttempt = "process-attempt"
+	// HeaderSequence carries a message's number among its key's messages of
+	// its topic: the decimal text of a positive int64, strictly increasing
+	// per key in the order the producer publishes, the same on every
+	// redelivery of an event. A consumer may drop a message not newer than
+	// the last it applied for its key; the inbox skips such a message
+	// without a database round trip (see Config.IgnoreSequence). Messages
+	// without a key or from older producers have none.
+	HeaderSequence = "x-sequence"
 )
 
 // Message is a Kafka message handed to the handler.
@@ -57,6 +76,8 @@ type Message struct {
 	Attempt int
 	// Consumer is the consumer's name (its GroupID).
 	Consumer string
+
+	seq int64 // the x-sequence the inbox checks, 0 for none
 }
 
 // Header returns the value of the first header called name, "" if none.

@@ -60,6 +60,7 @@ func (r *run) add(km kafkago.Message) {
 	}
 	m := &Message{Message: km, Consumer: r.c.cfg.GroupID}
 	m.EventID = storableID(m, r.c.cfg.EventID(m))
+	r.c.readSequence(m)
 	p.msgs = append(p.msgs, m)
 	r.queued++
 }
