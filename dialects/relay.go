@@ -206,4 +206,8 @@ type Relayer interface {
 	Cleanup(ctx context.Context, db *sql.DB, t Table, before time.Time, limit int) (int64, error)
 	// Stats counts pending and dead rows.
 	Stats(ctx context.Context, db *sql.DB, t Table) (Stats, error)
+	// SequenceSource returns the number that tells t's per-key counters
+	// (Row.Sequence) from those of any other outbox table: random,
+	// stored once by Migrate, 0 before the counters' schema version.
+	SequenceSource(ctx context.Context, db *sql.DB, t Table) (int64, error)
 }

@@ -23,10 +23,13 @@ type Event struct {
 	// Topic is the Kafka topic. Required.
 	Topic string
 	// Key is the Kafka message key; events with the same key reach Kafka
-	// in outbox id order. Empty means no key (no order, spread over
-	// partitions). Ids are taken when the event is written, not when its
-	// transaction commits: events of one key written by concurrent
-	// transactions keep their commit order only if the transactions
+	// in outbox id order, numbered by x-sequence (HeaderSequence). Empty
+	// means no key (no order, no number, spread over partitions). The
+	// key's counter is taken before the event's id and held until the
+	// transaction ends, so events of one key from concurrent transactions
+	// commit, and are published, in one order — the later transaction
+	// waits for the earlier. With Config.DisableSequence there is no
+	// counter: they then keep their commit order only if the transactions
 	// serialise on a common row (update or lock the aggregate's row in
 	// both), as captured writes of one entity always do.
 	Key string

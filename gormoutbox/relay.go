@@ -31,6 +31,13 @@ const (
 	// without a key, and those captured with Config.DisableSequence, carry
 	// none. See the README's "Sequence numbers".
 	HeaderSequence = "x-sequence"
+	// HeaderSequenceSource names the counter an x-sequence was drawn
+	// from: a random number (hex) of the outbox table, stored by Migrate.
+	// Numbers of different sources are unrelated — two services, or two
+	// outbox tables, may publish the same key to one topic — so a
+	// consumer compares x-sequence only within one source. Sent with
+	// every x-sequence once the relay has read it.
+	HeaderSequenceSource = "x-sequence-source"
 )
 
 // Message is one outbox row as handed to a Publisher.
@@ -164,10 +171,11 @@ type Relay struct {
 	table  dialects.Table
 	pub    Publisher
 	log    *slog.Logger
-	warn   logLimiter // rate-limits warnings (relay_log.go)
-	fails  failWatch  // topics failing, to say when they publish again
-	outage outage     // the backoff as a whole while the broker is down (relay_outage.go)
-	admin  *Admin     // the admin calls (admin.go)
+	warn   logLimiter     // rate-limits warnings (relay_log.go)
+	fails  failWatch      // topics failing, to say when they publish again
+	outage outage         // the backoff as a whole while the broker is down (relay_outage.go)
+	admin  *Admin         // the admin calls (admin.go)
+	source sequenceSource // of the per-key counters (relay_source.go)
 }
 
 // Row is an outbox row as the relay reads it (see DeadLetters).

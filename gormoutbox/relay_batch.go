@@ -17,8 +17,9 @@ import (
 func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *passLog) (DrainResult, bool, error) {
 	res := DrainResult{Batches: 1}
 	msgs := make([]Message, len(rows))
+	src := r.sourceValue()
 	for i := range rows {
-		msgs[i] = message(&rows[i])
+		msgs[i] = message(&rows[i], src)
 	}
 	errs := make([]error, len(rows))
 	hookVetoes := 0
@@ -223,8 +224,10 @@ func (r *Relay) backoff(n int) time.Duration {
 	return backoff.Exponential(r.cfg.MinBackoff, r.cfg.MaxBackoff, n, nil)
 }
 
-func message(row *Row) Message {
-	h := make([]Header, 0, 6+len(row.Headers))
+// message is row as a Publisher receives it; src is the source of its
+// x-sequence ("" when unknown).
+func message(row *Row, src string) Message {
+	h := make([]Header, 0, 7+len(row.Headers))
 	h = append(h,
 		Header{HeaderEventID, []byte(row.EventID)},
 		Header{HeaderEventType, []byte(row.EventType)},
@@ -232,6 +235,9 @@ func message(row *Row) Message {
 	)
 	if row.Sequence > 0 {
 		h = append(h, Header{HeaderSequence, strconv.AppendInt(nil, row.Sequence, 10)})
+		if src != "" {
+			h = append(h, Header{HeaderSequenceSource, []byte(src)})
+		}
 	}
 	if row.AggregateType != "" {
 		h = append(h, Header{HeaderAggregateType, []byte(row.AggregateType)})

@@ -42,6 +42,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 		r.log.Debug("outbox relay: broker unavailable, backing off", "until", until)
 		return DrainResult{}, nil
 	}
+	r.refreshSource(ctx)
 	// ShardLocks matter to dialects that lock shards
 	// (dialects.Capabilities.LocksShards);
 	// the others ignore them.

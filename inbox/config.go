@@ -71,13 +71,13 @@ type Config struct {
 	// redelivery the database's event-id check.
 	SequenceKeys int
 	// IgnoreSequence turns the x-sequence check off: every message is
-	// deduplicated by its event id alone. Set it when the numbers of one
-	// key in a topic do not come from one counter: two producers with
-	// counters of their own (two outbox tables, two services; an ack
-	// topic that several consuming services answer on) publishing the same
-	// keys to one topic would make one's messages look stale to the
-	// other's. Set it too when Config.EventID tells apart deliveries
-	// that share an x-sequence.
+	// deduplicated by its event id alone. The check keeps the numbers of
+	// each source (HeaderSequenceSource) apart, so two producers with
+	// counters of their own (two outbox tables, two services, an ack topic
+	// that several services answer on) may publish the same keys to one
+	// topic; set it when a producer sends one source for numbers that do
+	// not come from one counter, or when Config.EventID tells apart
+	// deliveries that share an x-sequence.
 	IgnoreSequence bool
 	// AfterCommit, when set, is called after a batch's transaction commits
 	// and before its offsets are committed, with the messages it handled

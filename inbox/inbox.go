@@ -22,15 +22,17 @@
 // disjoint sets of partitions concurrently.
 //
 // A message may carry an x-sequence header (HeaderSequence): a number per
-// key of its topic, increasing in the order the producer publishes, the
-// same on every redelivery of an event. Any consumer may drop a message not
-// newer than the last it applied for its key. The inbox skips, without
-// touching the database, a message numbered within what committed for its
-// key and partition in this process (from the first number it saw to the
-// highest): the event-id record stays the source of truth, the numbers,
-// kept in memory (Config.SequenceKeys), only spare it the round trip.
-// Config.IgnoreSequence turns this off, for topics whose keys are numbered
-// by more than one producer (two outbox tables, two services).
+// key of its topic from its producer's counter, named by the
+// x-sequence-source header (HeaderSequenceSource), increasing in the order
+// the producer publishes, the same on every redelivery of an event. Any
+// consumer may drop a message not newer than the last it applied for its
+// key and source. The inbox skips, without touching the database, a
+// message numbered within what committed for its key, partition and source
+// in this process (from the first number it saw to the highest): the
+// event-id record stays the source of truth, the numbers, kept in memory
+// (Config.SequenceKeys), only spare it the round trip. Messages without a
+// source are deduplicated by event id alone. Config.IgnoreSequence turns
+// the check off.
 //
 // Package ack builds acknowledgements (SUCCESS / FAILED answers to the
 // producing service) on top of the inbox.
@@ -64,6 +66,10 @@ const (
 	// without a database round trip (see Config.IgnoreSequence). Messages
 	// without a key or from older producers have none.
 	HeaderSequence = "x-sequence"
+	// HeaderSequenceSource names the counter an x-sequence comes from (an
+	// outbox table): numbers are compared only within one source, and a
+	// number without one is not used.
+	HeaderSequenceSource = "x-sequence-source"
 )
 
 // Message is a Kafka message handed to the handler.
@@ -77,7 +83,8 @@ type Message struct {
 	// Consumer is the consumer's name (its GroupID).
 	Consumer string
 
-	seq int64 // the x-sequence the inbox checks, 0 for none
+	seq       int64  // the x-sequence the inbox checks, 0 for none
+	seqSource string // and its source
 }
 
 // Header returns the value of the first header called name, "" if none.

@@ -28,11 +28,13 @@ import (
 // DefaultSequenceKeys is Config.SequenceKeys' default.
 const DefaultSequenceKeys = 100_000
 
-// seqKey names the messages of one key in one topic partition.
+// seqKey names the messages of one key in one topic partition, numbered
+// by one source's counter (HeaderSequenceSource).
 type seqKey struct {
 	topic     string
 	partition int
 	key       string
+	source    string
 }
 
 // seqMark is what the consumer knows of a key: its messages numbered low
@@ -152,6 +154,13 @@ func (c *Consumer) readSequence(m *Message) {
 	if !found {
 		return
 	}
+	// Numbers of different counters are unrelated (two services, or two
+	// outbox tables, may publish the same key to one topic): without its
+	// source a number says nothing.
+	src := m.Header(HeaderSequenceSource)
+	if src == "" {
+		return
+	}
 	if a := m.Header(HeaderProcessAttempt); a != "" && a != "1" {
 		return
 	}
@@ -163,12 +172,12 @@ func (c *Consumer) readSequence(m *Message) {
 		}
 		return
 	}
-	m.seq = n
+	m.seq, m.seqSource = n, src
 }
 
 // seqKeyOf is the key of m's x-sequence.
 func seqKeyOf(m *Message) seqKey {
-	return seqKey{topic: m.Topic, partition: m.Partition, key: string(m.Key)}
+	return seqKey{topic: m.Topic, partition: m.Partition, key: string(m.Key), source: m.seqSource}
 }
 
 // isStale reports whether m's x-sequence says it is recorded.

@@ -27,7 +27,7 @@ func TestParseSequence(t *testing.T) {
 // highest; keys of other partitions and topics are apart.
 func TestSeqMarksWindow(t *testing.T) {
 	s := newSeqMarks(10)
-	k := seqKey{"t", 0, "a"}
+	k := seqKey{"t", 0, "a", "s"}
 	if s.stale(k, 1) {
 		t.Fatal("an unknown key is stale")
 	}
@@ -39,12 +39,12 @@ func TestSeqMarksWindow(t *testing.T) {
 			t.Errorf("stale(%d) = %t, want %t", seq, got, want)
 		}
 	}
-	for _, other := range []seqKey{{"t", 1, "a"}, {"u", 0, "a"}, {"t", 0, "b"}, {"t", 0, ""}} {
+	for _, other := range []seqKey{{"t", 1, "a", "s"}, {"u", 0, "a", "s"}, {"t", 0, "b", "s"}, {"t", 0, "", "s"}, {"t", 0, "a", "other"}} {
 		if s.stale(other, 6) {
 			t.Errorf("%+v is stale by the mark of %+v", other, k)
 		}
 	}
-	s.committed(seqKey{"t", 1, "a"}, 100)
+	s.committed(seqKey{"t", 1, "a", "s"}, 100)
 	if s.stale(k, 8) || !s.stale(k, 7) {
 		t.Error("a mark of partition 1 moved the window of partition 0")
 	}
@@ -54,7 +54,7 @@ func TestSeqMarksWindow(t *testing.T) {
 // or committed is recent.
 func TestSeqMarksEvictsLeastRecentlyUsed(t *testing.T) {
 	s := newSeqMarks(3)
-	key := func(i int) seqKey { return seqKey{"t", 0, fmt.Sprint("k", i)} }
+	key := func(i int) seqKey { return seqKey{"t", 0, fmt.Sprint("k", i), "s"} }
 	for i := 0; i < 3; i++ {
 		s.committed(key(i), 1)
 	}
@@ -112,14 +112,15 @@ func TestReadSequence(t *testing.T) {
 		m    *Message
 		want int64
 	}{
-		{msg("a", HeaderSequence, "12"), 12},
-		{msg("a", HeaderProcessAttempt, "1", HeaderSequence, "12"), 12},
-		{msg("a", HeaderProcessAttempt, "2", HeaderSequence, "12"), 0}, // a re-send
-		{msg("", HeaderSequence, "12"), 0},                             // no key
+		{msg("a", HeaderSequence, "12", HeaderSequenceSource, "s"), 12},
+		{msg("a", HeaderProcessAttempt, "1", HeaderSequence, "12", HeaderSequenceSource, "s"), 12},
+		{msg("a", HeaderProcessAttempt, "2", HeaderSequence, "12", HeaderSequenceSource, "s"), 0}, // a re-send
+		{msg("", HeaderSequence, "12", HeaderSequenceSource, "s"), 0},                             // no key
+		{msg("a", HeaderSequence, "12"), 0},                                                       // no source
 		{msg("a"), 0},
-		{msg("a", HeaderSequence, "x"), 0},
-		{msg("a", HeaderSequence, "0"), 0},
-		{msg("a", HeaderSequence, "-1"), 0},
+		{msg("a", HeaderSequence, "x", HeaderSequenceSource, "s"), 0},
+		{msg("a", HeaderSequence, "0", HeaderSequenceSource, "s"), 0},
+		{msg("a", HeaderSequence, "-1", HeaderSequenceSource, "s"), 0},
 	} {
 		c.readSequence(tc.m)
 		if tc.m.seq != tc.want {
@@ -134,7 +135,7 @@ func TestReadSequence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := msg("a", HeaderSequence, "12")
+	m := msg("a", HeaderSequence, "12", HeaderSequenceSource, "s")
 	off.readSequence(m)
 	if m.seq != 0 || off.isStale(m) {
 		t.Errorf("with IgnoreSequence the header was read: seq %d", m.seq)

@@ -35,17 +35,28 @@ func seqMsgs(n, keys int, last map[string]int) []inboxMsg {
 	return out
 }
 
-// withSeq is m as the relay sends it: its Seq in the x-sequence header,
-// or hdr instead when hdr is not "" ("-" for no header).
+// withSeq is m as the relay sends it: its Seq in the x-sequence header
+// and its Source (default "a1") in x-sequence-source, or hdr instead of
+// the number when hdr is not "" ("-" for no header; "nosrc:N" for N
+// without a source).
 func withSeq(topic string, m inboxMsg, hdr string) kafkago.Message {
 	km := inMsg(topic, m)
-	switch hdr {
-	case "":
+	src := m.Source
+	if src == "" {
+		src = "a1"
+	}
+	switch {
+	case hdr == "":
 		hdr = strconv.Itoa(m.Seq)
-	case "-":
+	case hdr == "-":
 		return km
+	case strings.HasPrefix(hdr, "nosrc:"):
+		hdr, src = strings.TrimPrefix(hdr, "nosrc:"), ""
 	}
 	km.Headers = append(km.Headers, kafkago.Header{Key: inbox.HeaderSequence, Value: []byte(hdr)})
+	if src != "" {
+		km.Headers = append(km.Headers, kafkago.Header{Key: inbox.HeaderSequenceSource, Value: []byte(src)})
+	}
 	return km
 }
 
@@ -198,7 +209,7 @@ func TestInboxSequenceAfterFailures(t *testing.T) {
 func TestInboxSequenceMissingOrMalformed(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		e := newInboxEnv(t, d, 2)
-		hdrs := []string{"-", "abc", "0", "-3", "+4", " 5", "1.5", "99999999999999999999", "0x10"}
+		hdrs := []string{"-", "abc", "0", "-3", "+4", " 5", "1.5", "99999999999999999999", "0x10", "nosrc:7"}
 		last := map[string]int{}
 		want := seqMsgs(len(hdrs)*4, len(hdrs), last)
 		var kms []kafkago.Message
@@ -260,15 +271,19 @@ func TestInboxSequenceCapFallsBack(t *testing.T) {
 	})
 }
 
-// Two producers with counters of their own on one key: with the check, the
-// second's messages look stale (the caveat Config.IgnoreSequence is for);
-// with IgnoreSequence every message is deduplicated by event id alone.
-func TestInboxIgnoreSequence(t *testing.T) {
+// Two producers with counters of their own on one key (two sources):
+// their numbers are kept apart, so neither's messages look stale to the
+// other's, and a redelivery of either is skipped. With IgnoreSequence
+// every message is deduplicated by event id alone.
+func TestInboxSequenceSources(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
 		e := newInboxEnv(t, d, 1)
-		a := seqMsgs(5, 1, map[string]int{}) // k000, 1..5
-		b := seqMsgs(3, 1, map[string]int{}) // k000, 1..3: another counter
-		total := int64(len(a)*2 + len(b))
+		a := seqMsgs(5, 1, map[string]int{}) // k000, 1..5 of source a1
+		b := seqMsgs(3, 1, map[string]int{}) // k000, 1..3 of source b2
+		for i := range b {
+			b[i].Source = "b2"
+		}
+		total := int64(len(a)*2 + len(b)*2)
 		group := e.group
 		var calls atomic.Int64
 		c := e.consumer(t, countingHandler(&calls), nil)
@@ -276,15 +291,19 @@ func TestInboxIgnoreSequence(t *testing.T) {
 		writeSeq(t, e, a)
 		waitFor(t, 30*time.Second, "the first producer's messages", func() bool { return c.Stats().Handled >= int64(len(a)) })
 		writeSeq(t, e, b)
-		writeSeq(t, e, a) // and a redelivery
+		writeSeq(t, e, a) // and redeliveries
+		writeSeq(t, e, b)
 		waitFor(t, 30*time.Second, "all messages", func() bool {
 			s := c.Stats()
 			return s.Handled+s.Duplicates >= total
 		})
 		stop()
-		if s := c.Stats(); s.Handled != 5 || s.Stale != 8 || calls.Load() != 5 {
-			t.Errorf("with the check: stats %+v, %d handler runs; want the other counter's 3 and the redelivery's 5 stale",
+		if s := c.Stats(); s.Handled != 8 || s.Stale != 8 || calls.Load() != 8 {
+			t.Errorf("two sources: stats %+v, %d handler runs; want both producers' 8 handled and their 8 redeliveries stale",
 				s, calls.Load())
+		}
+		if n := inboxRows(t, e.db); n != 8 {
+			t.Errorf("%d inbox rows, want the 8 events", n)
 		}
 
 		// Another group, from the start of the topic, with the check off:
@@ -298,8 +317,8 @@ func TestInboxIgnoreSequence(t *testing.T) {
 			return s.Handled+s.Duplicates >= total
 		})
 		stop()
-		if s := c.Stats(); s.Handled != 8 || s.Duplicates != 5 || s.Stale != 0 || calls.Load() != 8 {
-			t.Errorf("IgnoreSequence: stats %+v, %d handler runs; want 8 handled, 5 duplicates by event id", s, calls.Load())
+		if s := c.Stats(); s.Handled != 8 || s.Duplicates != 8 || s.Stale != 0 || calls.Load() != 8 {
+			t.Errorf("IgnoreSequence: stats %+v, %d handler runs; want 8 handled, 8 duplicates by event id", s, calls.Load())
 		}
 	})
 }

@@ -45,6 +45,9 @@ type inboxMsg struct {
 	EventID string
 	Key     string
 	Seq     int
+	// Source is the x-sequence-source sent with Seq (withSeq), "a1" when
+	// empty.
+	Source string
 }
 
 // produceInbox writes n messages over keys keys (seq counts per key) with

@@ -47,7 +47,7 @@ var documentedPrivileges = map[string]map[string]string{
 	"capture": {"outbox": "INSERT", "outbox_sequences": "SELECT, INSERT, UPDATE", "priv_items": "SELECT, INSERT, UPDATE, DELETE"},
 	// the relay: claim (SELECT … FOR UPDATE), mark; LISTEN and GET_LOCK
 	// need nothing.
-	"relay": {"outbox": "SELECT, UPDATE"},
+	"relay": {"outbox": "SELECT, UPDATE", "outbox_sequences": "SELECT"},
 	// cleanup: the batch to delete is picked FOR UPDATE SKIP LOCKED on
 	// PostgreSQL, which takes UPDATE as well.
 	"cleanup": {"outbox": "SELECT, DELETE"},

@@ -13,6 +13,7 @@ import (
 // runSequence checks the per-key numbers Insert gives (Row.Sequence) and
 // how Replay keeps or renews them.
 func runSequence(t *testing.T, h Harness) {
+	runSequenceSource(t, h)
 	outboxCase(t, "PerTopicAndKey", func(t *testing.T) {
 		e := newOutboxEnv(t, h)
 		// One statement with keys interleaved, then more statements.
@@ -190,6 +191,32 @@ func runSequence(t *testing.T, h Harness) {
 		seqs := e.sequences()
 		if got := []int64{seqs[k[0]], seqs[k[2]]}; !slices.Equal(got, []int64{4, 5}) {
 			t.Fatalf("numbers of the replayed row and the pending one after it: %v, want [4 5]", got)
+		}
+	})
+}
+
+// runSequenceSource checks the counters' source: stored once by Migrate,
+// the same after Migrate runs again, and another table's differs.
+func runSequenceSource(t *testing.T, h Harness) {
+	outboxCase(t, "Source", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
+		src, err := e.d.SequenceSource(e.ctx, e.db, e.table)
+		if err != nil || src == 0 {
+			t.Fatalf("SequenceSource after Migrate: %d, %v; want a number", src, err)
+		}
+		if err := e.d.Migrate(e.ctx, e.db, e.table); err != nil {
+			t.Fatal(err)
+		}
+		e.keyed("t", "k", 2) // counters do not touch it
+		if again, err := e.d.SequenceSource(e.ctx, e.db, e.table); err != nil || again != src {
+			t.Fatalf("SequenceSource after a second Migrate and writes: %d, %v; want %d", again, err, src)
+		}
+		other := dialects.Table{Name: "outbox_other"}
+		if err := e.d.Migrate(e.ctx, e.db, other); err != nil {
+			t.Fatal(err)
+		}
+		if o, err := e.d.SequenceSource(e.ctx, e.db, other); err != nil || o == 0 || o == src {
+			t.Fatalf("another table's SequenceSource: %d, %v; want a number other than %d", o, err, src)
 		}
 	})
 }

@@ -120,6 +120,12 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 	seq     BIGINT NOT NULL,
 	PRIMARY KEY (topic, msg_key)
 ) ENGINE=InnoDB`,
+			// The counters' source: a random number that tells this
+			// table's counters from another outbox's (x-sequence-source).
+			// (IGNORE: a second run keeps the first number, with the
+			// INSERT privilege alone.)
+			`INSERT IGNORE INTO ` + sequence.Table(t).Qualified(d) + ` (topic, msg_key, seq)
+VALUES ('', '', 1 + FLOOR(RAND() * 9007199254740990))`,
 		},
 		Ignore: ignoreDone,
 	}}

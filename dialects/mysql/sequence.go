@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -63,4 +64,9 @@ ON DUPLICATE KEY UPDATE seq = LAST_INSERT_ID(seq + VALUES(seq))`, k.Topic, k.Key
 		return nil, err
 	}
 	return sequence.ScanLast(rows, keys)
+}
+
+// SequenceSource implements dialects.Relayer.
+func (d Dialect) SequenceSource(ctx context.Context, db *sql.DB, t dialects.Table) (int64, error) {
+	return sequence.Source(ctx, db, d, t)
 }

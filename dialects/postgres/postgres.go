@@ -142,6 +142,10 @@ $$`,
 	seq     BIGINT NOT NULL,
 	PRIMARY KEY (topic, msg_key)
 )`,
+			// The counters' source: a random number that tells this
+			// table's counters from another outbox's (x-sequence-source).
+			`INSERT INTO ` + sequence.Table(t).Qualified(d) + ` (topic, msg_key, seq)
+VALUES ('', ''::bytea, 1 + floor(random() * 9007199254740990)::bigint) ON CONFLICT DO NOTHING`,
 		},
 	}}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -28,4 +29,9 @@ func (d Dialect) Bump(ctx context.Context, q dialects.Conn, t dialects.Table, ke
 		return nil, err
 	}
 	return sequence.ScanLast(rows, keys)
+}
+
+// SequenceSource implements dialects.Relayer.
+func (d Dialect) SequenceSource(ctx context.Context, db *sql.DB, t dialects.Table) (int64, error) {
+	return sequence.Source(ctx, db, d, t)
 }

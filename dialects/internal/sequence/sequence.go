@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -280,4 +281,20 @@ func ScanLast(rows *sql.Rows, keys []Key) ([]int64, error) {
 		return nil, fmt.Errorf("%d counters read back, want %d", seen, len(keys))
 	}
 	return last, nil
+}
+
+// Source reads the source of t's counters: the random number Migrate
+// stored under the empty topic and key (no Kafka topic is empty), 0 when
+// there is none (a table not migrated to the counters' version).
+func Source(ctx context.Context, db *sql.DB, d Dialect, t dialects.Table) (int64, error) {
+	var v int64
+	err := db.QueryRowContext(ctx, `SELECT seq FROM `+Table(t).Qualified(d)+` WHERE topic = `+d.Placeholder(1)+
+		` AND msg_key = `+d.Placeholder(2), "", []byte{}).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sequence source of %s: %w", t, err)
+	}
+	return v, nil
 }
