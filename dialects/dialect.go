@@ -47,11 +47,14 @@ type Record struct {
 	// this event (see Acknowledge); the row then waits for one after it
 	// is published.
 	AckTopic string
-	// NoSequence leaves the row without a sequence number. By default
-	// Insert gives every record with a Key the next number of its
-	// (Topic, Key) counter (see Row.Sequence); records without a Key get
-	// none.
-	NoSequence bool
+	// LockKey makes Insert take the lock of (Topic, Key) before the row's
+	// id, held until q's transaction ends, so that rows of one key take
+	// their ids — and x-sequence numbers, Row.Sequence — in commit order.
+	// Set it for rows whose writers nothing else orders: explicit events,
+	// and rows whose key is not the primary key of the entity written (a
+	// captured write of one entity is ordered by the entity's row lock).
+	// No effect without a Key.
+	LockKey bool
 }
 
 // Execer runs a statement. *sql.DB, *sql.Tx, *sql.Conn and every
@@ -81,12 +84,9 @@ type Dialect interface {
 	// the table has never been migrated.
 	SchemaVersion(ctx context.Context, db *sql.DB, table Table) (int, error)
 	// Insert writes recs into table in one or more multi-row INSERTs, in
-	// order, on q (the capturing transaction), and numbers them: each
-	// record with a Key (and not NoSequence) takes the next number of its
-	// (Topic, Key) counter, kept in the table's "_sequences" sibling. The
-	// counter's row stays locked until q commits, so writers of one key
-	// take their numbers, their row ids and their commits in one order.
-	// On a *sql.DB, Insert runs in a transaction of its own.
+	// order, on q (the capturing transaction). Before them it takes the
+	// locks of the keys of the records with LockKey (sorted, held until q
+	// ends). On a *sql.DB, Insert runs in a transaction of its own.
 	Insert(ctx context.Context, q Conn, table Table, recs []Record) error
 	// Placeholder returns the bind variable for the n-th argument (1-based).
 	Placeholder(n int) string

@@ -36,13 +36,12 @@ type Row struct {
 	// FailedAt is set on rows whose last process attempt was answered
 	// FAILED.
 	FailedAt *time.Time
-	// Sequence is the row's number in its (topic, key) counter, given at
-	// Insert: strictly increasing per key in id order, so in the order
-	// the relay publishes, and the same on every publication of the row
-	// (Replay gives a replayed row a new, higher one when later rows of
-	// its key were published before it). 0 when the row has none (no
-	// key, NoSequence, or written before schema version 5 on PostgreSQL,
-	// 4 on MySQL).
+	// Sequence is the row's x-sequence number: its id, or the number
+	// Replay gave it (above every id handed out before). The rows of a key
+	// take their ids in commit order (Record.LockKey) and are published in
+	// id order, so the numbers of a key rise in publication order, and a
+	// row keeps its number on every publication. 0 for a row without a
+	// key.
 	Sequence int64
 	// Invalid, when set, says why the row cannot be published as stored
 	// (written by hand, by an older version or by another program):
@@ -193,11 +192,12 @@ type Relayer interface {
 	// Open starts a relay pass over table.
 	Open(ctx context.Context, db *sql.DB, t Table, o ClaimOptions) (Pass, error)
 	// Replay puts dead-lettered rows back: attempts 0, due at now.
-	// It returns how many rows it put back. When a replayed row's key has
-	// gone past it (rows numbered after it were published, as
-	// ClaimOptions.SkipDeadKeys allows), the replayed row and the pending
-	// rows after it take new numbers after the key's last (Row.Sequence),
-	// so that the key's numbers still increase in publication order.
+	// It returns how many rows it put back. The replayed rows and the
+	// pending rows of their keys after them take new numbers
+	// (Row.Sequence), in id order, above every id handed out so far: rows
+	// of the key may have been published past a dead one
+	// (ClaimOptions.SkipDeadKeys), and the replayed row must not look
+	// older than what a consumer applied.
 	Replay(ctx context.Context, db *sql.DB, t Table, now time.Time, ids []int64) (int64, error)
 	// DeadLetters lists dead-lettered rows in id order.
 	DeadLetters(ctx context.Context, db *sql.DB, t Table, q DeadQuery) ([]Row, error)
@@ -206,8 +206,8 @@ type Relayer interface {
 	Cleanup(ctx context.Context, db *sql.DB, t Table, before time.Time, limit int) (int64, error)
 	// Stats counts pending and dead rows.
 	Stats(ctx context.Context, db *sql.DB, t Table) (Stats, error)
-	// SequenceSource returns the number that tells t's per-key counters
-	// (Row.Sequence) from those of any other outbox table: random,
-	// stored once by Migrate, 0 before the counters' schema version.
+	// SequenceSource returns the number that tells t's x-sequence numbers
+	// (Row.Sequence) from those of any other outbox table: random, stored
+	// once by Migrate, 0 before the schema version that stores it.
 	SequenceSource(ctx context.Context, db *sql.DB, t Table) (int64, error)
 }

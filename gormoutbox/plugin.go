@@ -100,18 +100,6 @@ type Config struct {
 	// Default false (notifications on). No effect on MySQL.
 	DisableNotify bool
 
-	// DisableSequence stops numbering events per key (the x-sequence
-	// header, HeaderSequence). By default every event with a message key
-	// takes the next number of its (topic, key) counter, upserted in the
-	// capturing transaction: one more statement per write on MySQL (none
-	// on PostgreSQL, where it is part of the outbox INSERT), and the
-	// counter's row lock makes the transactions that write events of one
-	// key commit one after the other — captured writes of one row already
-	// do, but explicit events of one key from unrelated transactions then
-	// wait for each other. Turn it off for a hot key whose writers must not
-	// serialise, when no consumer reads x-sequence.
-	DisableSequence bool
-
 	// Models lists event sources (values or pointers of tagged models) to
 	// check and register at db.Use: their tag errors fail Use, and their
 	// tables are known from the start, so that a write through

@@ -24,14 +24,11 @@ type Event struct {
 	Topic string
 	// Key is the Kafka message key; events with the same key reach Kafka
 	// in outbox id order, numbered by x-sequence (HeaderSequence). Empty
-	// means no key (no order, no number, spread over partitions). The
-	// key's counter is taken before the event's id and held until the
-	// transaction ends, so events of one key from concurrent transactions
-	// commit, and are published, in one order — the later transaction
-	// waits for the earlier. With Config.DisableSequence there is no
-	// counter: they then keep their commit order only if the transactions
-	// serialise on a common row (update or lock the aggregate's row in
-	// both), as captured writes of one entity always do.
+	// means no key (no order, no number, spread over partitions). Publish
+	// locks the key (until the transaction ends) before the event takes
+	// its id, so events of one key from concurrent transactions take
+	// their ids in commit order and are published in it: the later
+	// transaction waits for the earlier to end.
 	Key string
 	// Type names the event, e.g. "OrderPlaced". Required.
 	Type string
@@ -183,6 +180,6 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 		CreatedAt:     now,
 		AvailableAt:   now,
 		AckTopic:      e.AckTopic,
-		NoSequence:    p.cfg.DisableSequence,
+		LockKey:       true, // writers of an explicit key share no row lock
 	}, nil
 }

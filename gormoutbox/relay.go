@@ -23,16 +23,16 @@ const (
 	HeaderAggregateID   = "aggregate-id"
 	HeaderOccurredAt    = "occurred-at" // RFC 3339, UTC, the time the event was captured
 	HeaderContentType   = "content-type"
-	// HeaderSequence is the event's number in its (topic, key) counter, in
-	// decimal: strictly increasing per key in the order the relay publishes
-	// (which is the order the events' transactions committed), and the same
-	// on every publication of an event, so a consumer may drop any message
-	// whose number is not above the last it applied for the key. Events
-	// without a key, and those captured with Config.DisableSequence, carry
-	// none. See the README's "Sequence numbers".
+	// HeaderSequence is the event's x-sequence number, in decimal: its
+	// outbox row id (or the higher one Replay gave it), so strictly
+	// increasing per key in the order the relay publishes — rows of a key
+	// take their ids in commit order — and the same on every publication
+	// of the event. A consumer may drop any message whose number is not
+	// above the last it applied for the key and HeaderSequenceSource.
+	// Events without a key carry none. See the README's "Sequence numbers".
 	HeaderSequence = "x-sequence"
-	// HeaderSequenceSource names the counter an x-sequence was drawn
-	// from: a random number (hex) of the outbox table, stored by Migrate.
+	// HeaderSequenceSource names the outbox table an x-sequence comes
+	// from: a random number (hex) of the table, stored by Migrate.
 	// Numbers of different sources are unrelated — two services, or two
 	// outbox tables, may publish the same key to one topic — so a
 	// consumer compares x-sequence only within one source. Sent with

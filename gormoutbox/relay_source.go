@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// sequenceSource caches the source of the outbox table's per-key counters
-// (HeaderSequenceSource), read once from the database: until it is found
-// (a table migrated to the counters' version), it is looked for again at
-// most once a minute, and messages go without the header.
+// sequenceSource caches the source of the outbox table's x-sequence
+// numbers (HeaderSequenceSource), read once from the database: until it is
+// found (a table migrated that far), it is looked for again at most once a
+// minute, and messages go without the header.
 type sequenceSource struct {
 	mu     sync.Mutex
 	value  string // "" until found
@@ -37,7 +37,7 @@ func (r *Relay) refreshSource(ctx context.Context) {
 	case err != nil:
 		if !s.warned {
 			s.warned = true
-			r.log.Warn("outbox relay: cannot read the source of the per-key counters; messages go without "+
+			r.log.Warn("outbox relay: cannot read the source of the x-sequence numbers; messages go without "+
 				HeaderSequenceSource+" (consumers then cannot use "+HeaderSequence+") until it can be read",
 				"outbox_table", r.table.String(), "error", err)
 		}

@@ -73,10 +73,10 @@ type Config struct {
 	// IgnoreSequence turns the x-sequence check off: every message is
 	// deduplicated by its event id alone. The check keeps the numbers of
 	// each source (HeaderSequenceSource) apart, so two producers with
-	// counters of their own (two outbox tables, two services, an ack topic
+	// numberings of their own (two outbox tables, two services, an ack topic
 	// that several services answer on) may publish the same keys to one
 	// topic; set it when a producer sends one source for numbers that do
-	// not come from one counter, or when Config.EventID tells apart
+	// not come from one numbering, or when Config.EventID tells apart
 	// deliveries that share an x-sequence.
 	IgnoreSequence bool
 	// AfterCommit, when set, is called after a batch's transaction commits

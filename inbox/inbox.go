@@ -22,7 +22,7 @@
 // disjoint sets of partitions concurrently.
 //
 // A message may carry an x-sequence header (HeaderSequence): a number per
-// key of its topic from its producer's counter, named by the
+// key of its topic from its producer (an outbox table), named by the
 // x-sequence-source header (HeaderSequenceSource), increasing in the order
 // the producer publishes, the same on every redelivery of an event. Any
 // consumer may drop a message not newer than the last it applied for its
@@ -66,7 +66,7 @@ const (
 	// without a database round trip (see Config.IgnoreSequence). Messages
 	// without a key or from older producers have none.
 	HeaderSequence = "x-sequence"
-	// HeaderSequenceSource names the counter an x-sequence comes from (an
+	// HeaderSequenceSource names the numbering an x-sequence comes from (an
 	// outbox table): numbers are compared only within one source, and a
 	// number without one is not used.
 	HeaderSequenceSource = "x-sequence-source"

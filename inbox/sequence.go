@@ -29,7 +29,7 @@ import (
 const DefaultSequenceKeys = 100_000
 
 // seqKey names the messages of one key in one topic partition, numbered
-// by one source's counter (HeaderSequenceSource).
+// by one source (HeaderSequenceSource).
 type seqKey struct {
 	topic     string
 	partition int
@@ -154,7 +154,7 @@ func (c *Consumer) readSequence(m *Message) {
 	if !found {
 		return
 	}
-	// Numbers of different counters are unrelated (two services, or two
+	// Numbers of different sources are unrelated (two services, or two
 	// outbox tables, may publish the same key to one topic): without its
 	// source a number says nothing.
 	src := m.Header(HeaderSequenceSource)

@@ -11,41 +11,29 @@ import (
 	"github.com/go-outbox/outbox/internal/testenv"
 )
 
-// BenchmarkCaptureSequence measures what the per-key numbers (x-sequence)
-// cost a captured create: the same tagged create, alternating, on two
-// databases of one server — one with the default plugin, one with
-// Config.DisableSequence — for 1 and 100 rows per statement, and an
-// explicit event of one key per transaction (the counter row updated, not
-// created). It reports both times and their ratio, "seq/noseq".
-func BenchmarkCaptureSequence(b *testing.B) {
+// BenchmarkCaptureKeyLock measures what the key lock costs an explicit
+// event (Publish locks its key so that events of a key take their ids —
+// their x-sequence numbers — in commit order): one event per transaction,
+// with a key (locked) and without one (nothing to lock), alternating on
+// one database. Captured writes keyed by their primary key take no lock
+// (the entity's row lock orders them) and are measured by
+// BenchmarkCaptureOverhead.
+func BenchmarkCaptureKeyLock(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
-			seq := benchDBWith(b, d, gormoutbox.Config{})
-			noseq := benchDBWith(b, d, gormoutbox.Config{DisableSequence: true})
-			for _, size := range []int{1, 100} {
-				b.Run(fmt.Sprintf("rows=%d", size), func(b *testing.B) {
-					create := func(db *gorm.DB) func(i int) error {
-						return func(i int) error {
-							rows := make([]BenchInventory, size)
-							for j := range rows {
-								rows[j] = BenchInventory{SKU: fmt.Sprint("sku-", i, "-", j), Quantity: j, CostPrice: 1}
-							}
-							return db.Create(&rows).Error
+			db := benchDBWith(b, d, gormoutbox.Config{})
+			publish := func(key string) func(i int) error {
+				return func(i int) error {
+					return db.Transaction(func(tx *gorm.DB) error {
+						k := key
+						if k != "" {
+							k = fmt.Sprint(key, i%16)
 						}
-					}
-					benchAB(b, "seq", create(seq), "noseq", create(noseq))
-				})
-			}
-			b.Run("event-one-key", func(b *testing.B) {
-				publish := func(db *gorm.DB) func(i int) error {
-					return func(i int) error {
-						return db.Transaction(func(tx *gorm.DB) error {
-							return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "orders", Key: "o-1", Type: "Noted", Payload: i})
-						})
-					}
+						return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "orders", Key: k, Type: "Noted", Payload: i})
+					})
 				}
-				benchAB(b, "seq", publish(seq), "noseq", publish(noseq))
-			})
+			}
+			benchAB(b, "keyed", publish("o-"), "keyless", publish(""))
 		})
 	}
 }

@@ -41,20 +41,19 @@ type privCopy struct {
 // tables of the services themselves (priv_items, priv_copies) get their
 // usual DML.
 var documentedPrivileges = map[string]map[string]string{
-	// capture: the outbox's INSERT (PostgreSQL: no sequence, no EXECUTE on
-	// the NOTIFY trigger's function), and the upsert of the per-key
-	// counters (x-sequence).
-	"capture": {"outbox": "INSERT", "outbox_sequences": "SELECT, INSERT, UPDATE", "priv_items": "SELECT, INSERT, UPDATE, DELETE"},
+	// capture: the outbox's INSERT only (PostgreSQL: no sequence, no
+	// EXECUTE on the NOTIFY trigger's function; its key locks are advisory
+	// locks, which need nothing).
+	"capture": {"outbox": "INSERT", "priv_items": "SELECT, INSERT, UPDATE, DELETE"},
 	// the relay: claim (SELECT … FOR UPDATE), mark; LISTEN and GET_LOCK
 	// need nothing.
-	"relay": {"outbox": "SELECT, UPDATE", "outbox_sequences": "SELECT"},
+	"relay": {"outbox": "SELECT, UPDATE", "outbox_keys": "SELECT"},
 	// cleanup: the batch to delete is picked FOR UPDATE SKIP LOCKED on
 	// PostgreSQL, which takes UPDATE as well.
 	"cleanup": {"outbox": "SELECT, DELETE"},
 	// the consuming service: its inbox, its own table, its answers through
 	// its outbox (capture).
-	"consumer": {"inbox": "SELECT, INSERT, UPDATE, DELETE", "priv_copies": "SELECT, INSERT, UPDATE, DELETE", "outbox": "INSERT",
-		"outbox_sequences": "SELECT, INSERT, UPDATE"},
+	"consumer": {"inbox": "SELECT, INSERT, UPDATE, DELETE", "priv_copies": "SELECT, INSERT, UPDATE, DELETE", "outbox": "INSERT"},
 	// acknowledgements: the producer's tracker reads its outbox rows FOR
 	// UPDATE and updates them, through an inbox of its own.
 	"acks": {"outbox": "SELECT, UPDATE", "ack_inbox": "SELECT, INSERT, UPDATE, DELETE"},
@@ -66,12 +65,26 @@ var postgresExtra = map[string]map[string]string{
 	"cleanup": {"outbox": "UPDATE"},
 }
 
+// mysqlExtra are the privileges MySQL needs beyond documentedPrivileges:
+// the key locks of explicit events (the consumer's answers) are rows of
+// the keys table, upserted (MariaDB asks SELECT of an ON DUPLICATE KEY
+// UPDATE too).
+var mysqlExtra = map[string]map[string]string{
+	"capture":  {"outbox_keys": "SELECT, INSERT, UPDATE"},
+	"consumer": {"outbox_keys": "SELECT, INSERT, UPDATE"},
+}
+
 // privRole creates the role of part with the documented privileges.
 func privRole(t *testing.T, admin *gorm.DB, part string) *testenv.Role {
 	t.Helper()
 	r := testenv.NewRole(t, admin, part)
 	for table, privs := range documentedPrivileges[part] {
 		r.Grant(t, privs, table)
+	}
+	if admin.Dialector.Name() == "mysql" {
+		for table, privs := range mysqlExtra[part] {
+			r.Grant(t, privs, table)
+		}
 	}
 	if admin.Dialector.Name() == "postgres" {
 		for table, privs := range postgresExtra[part] {

@@ -108,9 +108,10 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 		},
 		Ignore: ignoreDone,
 	}, {
-		// Per-key sequence numbers (the x-sequence header): a counter per
-		// (topic, key), bumped by Insert in the capturing transaction, and
-		// the number each row took.
+		// x-sequence: a row's number is its id, or the one Replay gave it
+		// (seq); the keys table holds the table's source (the random
+		// number under the empty topic and key) and the rows Insert locks
+		// for Record.LockKey.
 		Version: 4,
 		Statements: []string{
 			`ALTER TABLE ` + t.Qualified(d) + ` ADD COLUMN seq BIGINT NULL`,
@@ -120,8 +121,8 @@ func migrations(d Dialect, t dialects.Table) []dialects.Migration {
 	seq     BIGINT NOT NULL,
 	PRIMARY KEY (topic, msg_key)
 ) ENGINE=InnoDB`,
-			// The counters' source: a random number that tells this
-			// table's counters from another outbox's (x-sequence-source).
+			// The source: a random number that tells this table's
+			// numbers from another outbox's (x-sequence-source).
 			// (IGNORE: a second run keeps the first number, with the
 			// INSERT privilege alone.)
 			`INSERT IGNORE INTO ` + sequence.Table(t).Qualified(d) + ` (topic, msg_key, seq)

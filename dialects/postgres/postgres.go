@@ -130,9 +130,9 @@ $$`,
 				` (topic, msg_key, id) WHERE dead_at IS NOT NULL`,
 		},
 	}, {
-		// Per-key sequence numbers (the x-sequence header): a counter per
-		// (topic, key), bumped by Insert in the capturing transaction, and
-		// the number each row took.
+		// x-sequence: a row's number is its id, or the one Replay gave it
+		// (seq); the keys table holds the table's source (the random
+		// number under the empty topic and key).
 		Version: 5,
 		Statements: []string{
 			`ALTER TABLE ` + q + ` ADD COLUMN IF NOT EXISTS seq BIGINT`,
@@ -142,8 +142,8 @@ $$`,
 	seq     BIGINT NOT NULL,
 	PRIMARY KEY (topic, msg_key)
 )`,
-			// The counters' source: a random number that tells this
-			// table's counters from another outbox's (x-sequence-source).
+			// The source: a random number that tells this table's
+			// numbers from another outbox's (x-sequence-source).
 			`INSERT INTO ` + sequence.Table(t).Qualified(d) + ` (topic, msg_key, seq)
 VALUES ('', ''::bytea, 1 + floor(random() * 9007199254740990)::bigint) ON CONFLICT DO NOTHING`,
 		},
@@ -249,11 +249,7 @@ func (d Dialect) SchemaVersion(ctx context.Context, db *sql.DB, t dialects.Table
 	return v, err
 }
 
-// Insert implements dialects.Dialect. With Unnest, the counters' bump and
-// the rows' insert are one statement: the counters are upserted (in topic
-// and key order, locking their rows) in a data-modifying WITH, and each
-// row's number is its counter's new value less the rows of its key after
-// it in the batch.
+// Insert implements dialects.Dialect.
 func (d Dialect) Insert(ctx context.Context, q dialects.Conn, t dialects.Table, recs []dialects.Record) error {
 	if !d.Unnest {
 		return insert.Chunked(ctx, d, d, q, t, recs)
@@ -285,42 +281,21 @@ func (d Dialect) Insert(ctx context.Context, q dialects.Conn, t dialects.Table, 
 		}
 		hdrs[i] = h
 	}
-	var err error
-	if plan := sequence.NewPlan(recs); len(plan.Keys) == 0 {
-		_, err = q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+insert.ColumnList+`)
-SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, NULLIF(c12, ''), NULL
+	return sequence.InTx(ctx, q, func(q dialects.Conn) error {
+		if keys := sequence.Keys(recs); len(keys) > 0 {
+			if err := d.LockKeys(ctx, q, t, keys); err != nil {
+				return fmt.Errorf("insert %d outbox rows into %s: lock their keys: %w", n, t, err)
+			}
+		}
+		_, err := q.ExecContext(ctx, `INSERT INTO `+t.Qualified(d)+` (`+insert.ColumnList+`)
+SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, NULLIF(c12, '')
 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
 	$7::bytea[], $8::jsonb[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[])
 	AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12)`,
 			ids, topics, keys, types, aggT, aggID, payload, hdrs, shards, avail, created, acks)
-	} else {
-		// nth: the row's place among its key's rows (0: no number); cnt:
-		// how many rows of its key the batch has.
-		nth, cnt := plan.Nth, make([]int64, n)
-		for i, k := range plan.Of {
-			if k >= 0 {
-				cnt[i] = plan.Keys[k].N
-			}
+		if err != nil {
+			return fmt.Errorf("insert %d outbox rows into %s: %w", n, t, err)
 		}
-		_, err = q.ExecContext(ctx, `WITH u AS (
-	SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
-		$7::bytea[], $8::jsonb[], $9::int[], $10::timestamptz[], $11::timestamptz[], $12::text[],
-		$13::bigint[], $14::bigint[]) WITH ORDINALITY
-		AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, nth, cnt, ord)
-), s AS (
-	INSERT INTO `+sequence.Table(t).Qualified(d)+` AS c (topic, msg_key, seq)
-	SELECT c2, c3, cnt FROM u WHERE nth = 1 ORDER BY c2 COLLATE "C", c3
-	ON CONFLICT (topic, msg_key) DO UPDATE SET seq = c.seq + EXCLUDED.seq
-	RETURNING topic, msg_key, seq
-)
-INSERT INTO `+t.Qualified(d)+` (`+insert.ColumnList+`)
-SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, NULLIF(c12, ''), s.seq - u.cnt + u.nth
-FROM u LEFT JOIN s ON u.nth > 0 AND s.topic = u.c2 AND s.msg_key = u.c3
-ORDER BY u.ord`,
-			ids, topics, keys, types, aggT, aggID, payload, hdrs, shards, avail, created, acks, nth, cnt)
-	}
-	if err != nil {
-		return fmt.Errorf("insert %d outbox rows into %s: %w", n, t, err)
-	}
-	return nil
+		return nil
+	})
 }

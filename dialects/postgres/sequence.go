@@ -3,32 +3,24 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"fmt"
-	"strings"
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/internal/sequence"
 )
 
-// Bump implements sequence.Bumper: one upsert of every counter, in the
-// order given (sorted by the caller), returning the new values.
-func (d Dialect) Bump(ctx context.Context, q dialects.Conn, t dialects.Table, keys []sequence.Key) ([]int64, error) {
-	var b strings.Builder
-	args := make([]any, 0, 3*len(keys))
-	b.WriteString(`INSERT INTO ` + sequence.Table(t).Qualified(d) + ` AS c (topic, msg_key, seq) VALUES `)
+// LockKeys implements sequence.Locker with transaction-scoped advisory
+// locks, one per key (sequence.LockID), taken in the order given: nothing
+// is written, and the locks go with the transaction (a transaction pooler
+// keeps them on the server connection until the end of the transaction).
+func (d Dialect) LockKeys(ctx context.Context, q dialects.Conn, t dialects.Table, keys []sequence.Key) error {
+	ids := make([]int64, len(keys))
 	for i, k := range keys {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "($%d, $%d, $%d)", 3*i+1, 3*i+2, 3*i+3)
-		args = append(args, k.Topic, k.Key, k.N)
+		ids[i] = sequence.LockID(t, k)
 	}
-	b.WriteString(` ON CONFLICT (topic, msg_key) DO UPDATE SET seq = c.seq + EXCLUDED.seq RETURNING topic, msg_key, seq`)
-	rows, err := q.QueryContext(ctx, b.String(), args...)
-	if err != nil {
-		return nil, err
-	}
-	return sequence.ScanLast(rows, keys)
+	// The ids are locked in the order of keys (the sorted order every
+	// writer uses), whatever their numeric order.
+	_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(l) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(l, o) ORDER BY o`, ids)
+	return err
 }
 
 // SequenceSource implements dialects.Relayer.

@@ -15,10 +15,10 @@ import (
 // ColumnList lists the outbox columns written at capture, in the order of
 // Args.
 const ColumnList = "event_id, topic, msg_key, event_type, aggregate_type, aggregate_id, " +
-	"payload, headers, shard, available_at, created_at, ack_topic, seq"
+	"payload, headers, shard, available_at, created_at, ack_topic"
 
 // numColumns is the number of columns in ColumnList.
-const numColumns = 13
+const numColumns = 12
 
 // Dialect is what the statement needs of a dialect.
 type Dialect interface {
@@ -56,9 +56,8 @@ func SQL(d Dialect, table dialects.Table, n int) string {
 	return b.String()
 }
 
-// Args flattens recs into bind arguments in ColumnList order; seqs are
-// their numbers (0, or a nil seqs, for none).
-func Args(recs []dialects.Record, seqs []int64) ([]any, error) {
+// Args flattens recs into bind arguments in ColumnList order.
+func Args(recs []dialects.Record) ([]any, error) {
 	args := make([]any, 0, len(recs)*numColumns)
 	var he headers.Encoder
 	for i := range recs {
@@ -75,32 +74,25 @@ func Args(recs []dialects.Record, seqs []int64) ([]any, error) {
 		if r.AckTopic != "" {
 			ack = r.AckTopic
 		}
-		var seq any
-		if seqs != nil && seqs[i] != 0 {
-			seq = seqs[i]
-		}
 		args = append(args, r.EventID, r.Topic, key, r.EventType, r.AggregateType, r.AggregateID,
-			r.Payload, h, r.Shard, r.AvailableAt, r.CreatedAt, ack, seq)
+			r.Payload, h, r.Shard, r.AvailableAt, r.CreatedAt, ack)
 	}
 	return args, nil
 }
 
 // Chunked writes recs into table on q in INSERTs of at most
-// dialects.MaxInsertRows rows, in order, each after bumping the counters
-// of its records' keys with b (dialects.Dialect.Insert).
-func Chunked(ctx context.Context, d Dialect, b sequence.Bumper, q dialects.Conn, table dialects.Table, recs []dialects.Record) error {
+// dialects.MaxInsertRows rows, in order, after taking the locks of the
+// keys that ask for one with l (dialects.Dialect.Insert).
+func Chunked(ctx context.Context, d Dialect, l sequence.Locker, q dialects.Conn, table dialects.Table, recs []dialects.Record) error {
 	return sequence.InTx(ctx, q, func(q dialects.Conn) error {
+		if keys := sequence.Keys(recs); len(keys) > 0 {
+			if err := l.LockKeys(ctx, q, table, keys); err != nil {
+				return fmt.Errorf("insert %d outbox rows into %s: lock their keys: %w", len(recs), table, err)
+			}
+		}
 		for len(recs) > 0 {
 			n := min(len(recs), dialects.MaxInsertRows)
-			var seqs []int64
-			if plan := sequence.NewPlan(recs[:n]); len(plan.Keys) > 0 {
-				last, err := b.Bump(ctx, q, table, plan.Keys)
-				if err != nil {
-					return fmt.Errorf("insert %d outbox rows into %s: number them: %w", n, table, err)
-				}
-				seqs = plan.Numbers(last)
-			}
-			args, err := Args(recs[:n], seqs)
+			args, err := Args(recs[:n])
 			if err != nil {
 				return err
 			}

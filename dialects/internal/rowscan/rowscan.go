@@ -63,7 +63,13 @@ func (sc *scanner) scan(rows *sql.Rows, withPrev bool) (claim.Candidate, error) 
 		return claim.Candidate{}, err
 	}
 	r := sc.r
-	r.Key, r.Sequence = sc.key, sc.seq.Int64
+	r.Key, r.Sequence = sc.key, 0
+	if r.Key != nil { // x-sequence: the id, unless Replay renumbered the row
+		r.Sequence = r.ID
+		if sc.seq.Valid {
+			r.Sequence = sc.seq.Int64
+		}
+	}
 	r.Headers, r.Invalid = nil, nil
 	if len(sc.headers) > 0 && string(sc.headers) != "{}" {
 		if string(sc.headers) != sc.lastHeaders || sc.lastMap == nil {

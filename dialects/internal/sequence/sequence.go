@@ -1,111 +1,46 @@
-// Package sequence numbers outbox rows per (topic, key): the counters
-// live in the outbox table's "_sequences" sibling, one row per key, and
-// each dialect bumps them in its own statement (Bumper). This package
-// plans which counters a batch of records needs, turns the counters'
-// new values into the records' numbers, and renumbers replayed rows.
+// Package sequence keeps the x-sequence numbers of outbox rows right: a
+// row's number is its id (Row.Sequence) unless Replay renumbered it, so
+// the numbers of a key rise in the order the relay publishes as long as
+// the rows of a key take their ids in commit order. Captured writes of an
+// entity do (its row lock orders them); for the other rows Insert takes a
+// lock per (topic, key) before the ids (Record.LockKey) — planned here,
+// taken by each dialect in its own way (Locker). The package also reads
+// the table's source (the random number that tells its numbers from
+// another outbox table's) and renumbers replayed rows.
 package sequence
 
 import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-outbox/outbox/dialects"
 	"github.com/go-outbox/outbox/dialects/internal/rowsql"
 )
 
-// Suffix names the counters' table beside the outbox table.
-const Suffix = "_sequences"
+// Suffix names the table beside the outbox table that holds the source
+// (under the empty topic and key) and, on MySQL, the key locks.
+const Suffix = "_keys"
 
-// Table is the counters' table of outbox table t.
+// Table is the keys table of outbox table t.
 func Table(t dialects.Table) dialects.Table { return t.Sibling(Suffix) }
 
-// Key is one counter to bump: N numbers wanted for (Topic, Key).
+// Key is one (topic, key) to lock.
 type Key struct {
 	Topic string
 	Key   []byte
-	N     int64
 }
 
-// Plan is what a batch of records needs: the counters, sorted by topic
-// and key (every writer locks them in this one order, so two writers
-// cannot deadlock on them), and for each record the counter it draws
-// from (-1 for none) and its place among that counter's records (1…N).
-type Plan struct {
-	Keys []Key
-	Of   []int
-	Nth  []int64
-}
-
-// Needs reports whether r takes a number.
-func Needs(r *dialects.Record) bool { return r.Key != nil && !r.NoSequence }
-
-// NewPlan plans recs; Plan.Keys is empty when no record takes a number.
-func NewPlan(recs []dialects.Record) Plan {
-	p := Plan{Of: make([]int, len(recs)), Nth: make([]int64, len(recs))}
-	for i := range recs {
-		p.Of[i] = -1
-		r := &recs[i]
-		if !Needs(r) {
-			continue
-		}
-		// Few distinct keys per batch in most services; a linear search
-		// over the last ones is cheaper than a map for small batches.
-		k := -1
-		for j := len(p.Keys) - 1; j >= 0; j-- {
-			if p.Keys[j].Topic == r.Topic && bytes.Equal(p.Keys[j].Key, r.Key) {
-				k = j
-				break
-			}
-			if len(p.Keys)-j > 8 {
-				k = p.find(r)
-				break
-			}
-		}
-		if k < 0 {
-			p.Keys = append(p.Keys, Key{Topic: r.Topic, Key: r.Key})
-			k = len(p.Keys) - 1
-		}
-		p.Keys[k].N++
-		p.Of[i], p.Nth[i] = k, p.Keys[k].N
-	}
-	if len(p.Keys) > 1 {
-		order := make([]int, len(p.Keys))
-		for i := range order {
-			order[i] = i
-		}
-		slices.SortFunc(order, func(a, b int) int { return Compare(p.Keys[a], p.Keys[b]) })
-		sorted := make([]Key, len(p.Keys))
-		where := make([]int, len(p.Keys))
-		for to, from := range order {
-			sorted[to], where[from] = p.Keys[from], to
-		}
-		p.Keys = sorted
-		for i, k := range p.Of {
-			if k >= 0 {
-				p.Of[i] = where[k]
-			}
-		}
-	}
-	return p
-}
-
-func (p *Plan) find(r *dialects.Record) int {
-	for j := range p.Keys {
-		if p.Keys[j].Topic == r.Topic && bytes.Equal(p.Keys[j].Key, r.Key) {
-			return j
-		}
-	}
-	return -1
-}
-
-// Compare orders counters by topic, then key bytes.
+// Compare orders keys by topic, then key bytes: every writer locks its
+// keys in this one order, so two writers cannot deadlock on them.
 func Compare(a, b Key) int {
 	if c := cmp.Compare(a.Topic, b.Topic); c != 0 {
 		return c
@@ -113,132 +48,51 @@ func Compare(a, b Key) int {
 	return bytes.Compare(a.Key, b.Key)
 }
 
-// Numbers turns the counters' values after the bump (last[k], in
-// Plan.Keys order) into each record's number, 0 for records without one.
-func (p Plan) Numbers(last []int64) []int64 {
-	seqs := make([]int64, len(p.Of))
-	for i, k := range p.Of {
-		if k >= 0 {
-			seqs[i] = last[k] - p.Keys[k].N + p.Nth[i]
+// Keys returns the distinct keys of the records that ask for a key lock
+// (Record.LockKey, with a Key), sorted; nil when none does.
+func Keys(recs []dialects.Record) []Key {
+	var keys []Key
+	for i := range recs {
+		r := &recs[i]
+		if r.LockKey && r.Key != nil {
+			keys = append(keys, Key{Topic: r.Topic, Key: r.Key})
 		}
 	}
-	return seqs
-}
-
-// Bumper is the dialect's statement that adds N to each counter (creating
-// it at N), locking its row until q's transaction ends, and returns the
-// counters' new values in the order of keys.
-type Bumper interface {
-	Bump(ctx context.Context, q dialects.Conn, t dialects.Table, keys []Key) ([]int64, error)
-}
-
-// Dialect is what Renumber needs of a dialect.
-type Dialect interface {
-	Quote(ident string) string
-	Placeholder(n int) string
-}
-
-// Renumber gives new numbers to the replayed rows ids (now pending again,
-// in tx) whose key has gone past them, and to the pending rows of those
-// keys after them, in id order, after the key's last number. A key has
-// gone past a replayed row numbered s when some number after s is held by
-// no pending or dead row: a row numbered after it was published (or
-// deleted) — which ClaimOptions.SkipDeadKeys allows. A key that has not
-// (its later rows wait behind the dead one, the default) keeps its
-// numbers: a consumer has applied none of them.
-func Renumber(ctx context.Context, tx *sql.Tx, d Dialect, t dialects.Table, ids []int64) error {
-	q, s := t.Qualified(d), Table(t).Qualified(d)
-	rows, err := tx.QueryContext(ctx, `SELECT k.topic, k.msg_key, k.id FROM (
-	SELECT topic, msg_key, MIN(id) AS id, MIN(seq) AS s FROM `+q+`
-	WHERE id IN (`+rowsql.IDList(ids)+`) AND seq IS NOT NULL AND msg_key IS NOT NULL
-	GROUP BY topic, msg_key) k
-JOIN `+s+` c ON c.topic = k.topic AND c.msg_key = k.msg_key
-WHERE c.seq - k.s > (SELECT COUNT(*) FROM `+q+` o WHERE o.topic = k.topic AND o.msg_key = k.msg_key
-	AND o.published_at IS NULL AND o.seq > k.s)`)
-	if err != nil {
-		return fmt.Errorf("renumber replayed rows: %w", err)
+	if len(keys) < 2 {
+		return keys
 	}
-	type gone struct {
-		key Key
-		id  int64
-	}
-	var keys []gone
-	for rows.Next() {
-		var g gone
-		if err := rows.Scan(&g.key.Topic, &g.key.Key, &g.id); err != nil {
-			rows.Close()
-			return fmt.Errorf("renumber replayed rows: %w", err)
+	slices.SortFunc(keys, Compare)
+	return slices.CompactFunc(keys, func(a, b Key) bool { return Compare(a, b) == 0 })
+}
+
+// LockID is the 64-bit lock number of key in outbox table t (PostgreSQL's
+// advisory locks): FNV-1a over the table's name, the topic and the key.
+// Two keys that share a number only wait for each other.
+func LockID(t dialects.Table, k Key) int64 {
+	h := uint64(14695981039346656037)
+	add := func(b []byte) {
+		for _, c := range b {
+			h ^= uint64(c)
+			h *= 1099511628211
 		}
-		keys = append(keys, g)
+		h ^= 0xff // separator
+		h *= 1099511628211
 	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("renumber replayed rows: %w", err)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("renumber replayed rows: %w", err)
-	}
-	// In the writers' order of counters (see Plan).
-	slices.SortFunc(keys, func(a, b gone) int { return Compare(a.key, b.key) })
-	for _, g := range keys {
-		if err := renumberKey(ctx, tx, d, t, g.key, g.id); err != nil {
-			return err
-		}
-	}
-	return nil
+	add([]byte(t.String()))
+	add([]byte(k.Topic))
+	add(k.Key)
+	return int64(h)
 }
 
-// renumberKey numbers the pending rows of key from id on after the key's
-// last number.
-func renumberKey(ctx context.Context, tx *sql.Tx, d Dialect, t dialects.Table, key Key, from int64) error {
-	q := t.Qualified(d)
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM `+q+` WHERE topic = `+d.Placeholder(1)+
-		` AND msg_key = `+d.Placeholder(2)+` AND id >= `+d.Placeholder(3)+
-		` AND `+rowsql.PendingWhere+` AND seq IS NOT NULL ORDER BY id FOR UPDATE`, key.Topic, key.Key, from)
-	if err != nil {
-		return fmt.Errorf("renumber replayed rows of key %q: %w", key.Key, err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("renumber replayed rows of key %q: %w", key.Key, err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("renumber replayed rows of key %q: %w", key.Key, err)
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	// The counter exists (the rows took numbers from it): an UPDATE, which
-	// an operator's role may run with UPDATE alone, then a read of it.
-	n := int64(len(ids))
-	s, where := Table(t).Qualified(d), ` WHERE topic = `+d.Placeholder(2)+` AND msg_key = `+d.Placeholder(3)
-	if _, err := tx.ExecContext(ctx, `UPDATE `+s+` SET seq = seq + `+d.Placeholder(1)+where, n, key.Topic, key.Key); err != nil {
-		return fmt.Errorf("renumber replayed rows of key %q: %w", key.Key, err)
-	}
-	var last int64
-	if err := tx.QueryRowContext(ctx, `SELECT seq FROM `+s+` WHERE topic = `+d.Placeholder(1)+
-		` AND msg_key = `+d.Placeholder(2), key.Topic, key.Key).Scan(&last); err != nil {
-		return fmt.Errorf("renumber replayed rows of key %q: %w", key.Key, err)
-	}
-	var b strings.Builder
-	b.WriteString(`UPDATE ` + q + ` SET seq = CASE id`)
-	first := last - n + 1
-	for i, id := range ids {
-		b.WriteString(" WHEN " + strconv.FormatInt(id, 10) + " THEN " + strconv.FormatInt(first+int64(i), 10))
-	}
-	b.WriteString(` END WHERE id IN (` + rowsql.IDList(ids) + `)`)
-	if _, err := tx.ExecContext(ctx, b.String()); err != nil {
-		return fmt.Errorf("renumber replayed rows of key %q: %w", key.Key, err)
-	}
-	return nil
+// Locker is the dialect's statement that takes the locks of keys (sorted)
+// until q's transaction ends.
+type Locker interface {
+	LockKeys(ctx context.Context, q dialects.Conn, t dialects.Table, keys []Key) error
 }
 
 // InTx runs f on q, or, when q is a *sql.DB, in a transaction of its own:
-// the counters' bump and the rows' insert must commit together.
+// a key lock is held until its transaction ends, so it must be the
+// insert's.
 func InTx(ctx context.Context, q dialects.Conn, f func(q dialects.Conn) error) error {
 	db, ok := q.(*sql.DB)
 	if !ok {
@@ -255,37 +109,15 @@ func InTx(ctx context.Context, q dialects.Conn, f func(q dialects.Conn) error) e
 	return tx.Commit()
 }
 
-// ScanLast reads rows of (topic, msg_key, seq), one per counter of keys
-// (sorted by Compare), and returns the values in the order of keys.
-func ScanLast(rows *sql.Rows, keys []Key) ([]int64, error) {
-	defer rows.Close()
-	last := make([]int64, len(keys))
-	seen := 0
-	for rows.Next() {
-		var k Key
-		var v int64
-		if err := rows.Scan(&k.Topic, &k.Key, &v); err != nil {
-			return nil, err
-		}
-		i, ok := slices.BinarySearchFunc(keys, k, Compare)
-		if !ok {
-			return nil, fmt.Errorf("counter of topic %q key %q: not asked for", k.Topic, k.Key)
-		}
-		last[i] = v
-		seen++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if seen != len(keys) {
-		return nil, fmt.Errorf("%d counters read back, want %d", seen, len(keys))
-	}
-	return last, nil
+// Dialect is what Source and Renumber need of a dialect.
+type Dialect interface {
+	Quote(ident string) string
+	Placeholder(n int) string
 }
 
-// Source reads the source of t's counters: the random number Migrate
-// stored under the empty topic and key (no Kafka topic is empty), 0 when
-// there is none (a table not migrated to the counters' version).
+// Source reads the source of t's numbers: the random number Migrate
+// stored under the empty topic and key of the keys table (no Kafka topic
+// is empty), 0 when there is none (a table not migrated that far).
 func Source(ctx context.Context, db *sql.DB, d Dialect, t dialects.Table) (int64, error) {
 	var v int64
 	err := db.QueryRowContext(ctx, `SELECT seq FROM `+Table(t).Qualified(d)+` WHERE topic = `+d.Placeholder(1)+
@@ -297,4 +129,114 @@ func Source(ctx context.Context, db *sql.DB, d Dialect, t dialects.Table) (int64
 		return 0, fmt.Errorf("sequence source of %s: %w", t, err)
 	}
 	return v, nil
+}
+
+// Renumber gives the replayed rows ids (pending again, in tx) and the
+// pending rows of their keys after them new numbers, in id order, above
+// every id the table has handed out. A replayed row may have been passed
+// by later rows of its key (RelayConfig.SkipDeadKeys), which a consumer
+// has applied: its old number would make it look stale. The rows that
+// waited behind it (the default) keep their order. The numbers are drawn
+// from the table's own id sequence, by inserting and deleting as many
+// placeholder rows in tx (never visible to anyone): a row captured later
+// takes a higher id, so a higher number.
+func Renumber(ctx context.Context, tx *sql.Tx, d Dialect, t dialects.Table, ids []int64) error {
+	q := t.Qualified(d)
+	rows, err := tx.QueryContext(ctx, `SELECT o.id FROM `+q+` o
+WHERE o.`+strings.ReplaceAll(rowsql.PendingWhere, " AND ", " AND o.")+` AND o.msg_key IS NOT NULL
+	AND EXISTS (SELECT 1 FROM `+q+` r WHERE r.id IN (`+rowsql.IDList(ids)+`)
+		AND r.topic = o.topic AND r.msg_key = o.msg_key AND r.id <= o.id)
+ORDER BY o.id FOR UPDATE`)
+	if err != nil {
+		return fmt.Errorf("renumber replayed rows: %w", err)
+	}
+	var renumber []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("renumber replayed rows: %w", err)
+		}
+		renumber = append(renumber, id)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("renumber replayed rows: %w", err)
+	}
+	if len(renumber) == 0 {
+		return nil
+	}
+	nums, err := draw(ctx, tx, d, t, len(renumber))
+	if err != nil {
+		return fmt.Errorf("renumber replayed rows: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString(`UPDATE ` + q + ` SET seq = CASE id`)
+	for i, id := range renumber {
+		b.WriteString(" WHEN " + strconv.FormatInt(id, 10) + " THEN " + strconv.FormatInt(nums[i], 10))
+	}
+	b.WriteString(` END WHERE id IN (` + rowsql.IDList(renumber) + `)`)
+	if _, err := tx.ExecContext(ctx, b.String()); err != nil {
+		return fmt.Errorf("renumber replayed rows: %w", err)
+	}
+	return nil
+}
+
+// draw takes n new ids of t's id sequence, in increasing order, through
+// placeholder rows inserted and deleted in tx.
+func draw(ctx context.Context, tx *sql.Tx, d Dialect, t dialects.Table, n int) ([]int64, error) {
+	q := t.Qualified(d)
+	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	b.WriteString(`INSERT INTO ` + q + ` (event_id, topic, event_type, payload, headers, available_at, created_at) VALUES `)
+	args := make([]any, 0, 4*n)
+	next := func(v any) string {
+		args = append(args, v)
+		return d.Placeholder(len(args))
+	}
+	placeholders := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		id := placeholderID()
+		b.WriteString("(" + next(id) + ", '', '', " + next([]byte{}) + ", '{}', " + next(far) + ", " + next(far) + ")")
+		placeholders = append(placeholders, "'"+id+"'")
+	}
+	stmt := b.String()
+	if _, err := tx.ExecContext(ctx, stmt, args...); err != nil {
+		return nil, fmt.Errorf("draw %d numbers: %w", n, err)
+	}
+	in := strings.Join(placeholders, ", ")
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM `+q+` WHERE event_id IN (`+in+`) ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("draw %d numbers: %w", n, err)
+	}
+	var nums []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("draw %d numbers: %w", n, err)
+		}
+		nums = append(nums, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("draw %d numbers: %w", n, err)
+	}
+	if len(nums) != n {
+		return nil, fmt.Errorf("draw %d numbers: read back %d", n, len(nums))
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM `+q+` WHERE id IN (`+rowsql.IDList(nums)+`)`); err != nil {
+		return nil, fmt.Errorf("draw %d numbers: %w", n, err)
+	}
+	return nums, nil
+}
+
+// placeholderID is a random UUID (version 4) text for a placeholder row.
+func placeholderID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
