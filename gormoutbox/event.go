@@ -108,11 +108,7 @@ func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e, befo
 			Size: len(payload), Limit: p.cfg.MaxPayloadBytes}
 	}
 	key := aggID
-	// A key that is not the primary key is not ordered by the entity's row
-	// lock: two entities of one key may be written concurrently, so the
-	// key is locked (Record.LockKey) to keep id order = commit order.
-	keyIsPK := sameFields(m.keyFields, m.pkFields)
-	if !keyIsPK {
+	if !sameFields(m.keyFields, m.pkFields) {
 		key = keyString(fieldValues(ctx, m.keyFields, e))
 	}
 	if len(key) > MaxKeyLen {
@@ -132,7 +128,7 @@ func (p *Plugin) entityRecord(ctx context.Context, m *model, typ string, e, befo
 		CreatedAt:     now,
 		AvailableAt:   now,
 		AckTopic:      m.ackTopic,
-		LockKey:       !keyIsPK,
+		LockKey:       m.keyLocked,
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
@@ -78,6 +79,32 @@ func sameFields(a, b []*schema.Field) bool {
 		}
 	}
 	return true
+}
+
+// uniqueFields reports whether fields, as a set, are unique in the model's
+// table by its tags: one field tagged unique, or a unique index (not a
+// partial one) over exactly these fields. Writers of one such key then
+// meet on the entity's row or on the index, as for the primary key.
+func uniqueFields(sch *schema.Schema, fields []*schema.Field) bool {
+	if len(fields) == 1 && fields[0].Unique {
+		return true
+	}
+	for _, idx := range sch.ParseIndexes() {
+		if idx.Class != "UNIQUE" || idx.Where != "" || len(idx.Fields) != len(fields) {
+			continue
+		}
+		all := true
+		for _, f := range fields {
+			if !slices.ContainsFunc(idx.Fields, func(o schema.IndexOption) bool { return o.Field == f }) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // keyString renders key values as a message key / aggregate id: the value

@@ -89,9 +89,13 @@ type model struct {
 	version       string
 	ackTopic      string
 	keyFields     []*schema.Field
-	pkFields      []*schema.Field
-	pkDBNames     []string
-	softDelete    bool
+	// keyLocked: the key is neither the primary key nor unique, so rows of
+	// different entities share it and their writers must lock it
+	// (dialects.Record.LockKey) to take their ids in commit order.
+	keyLocked  bool
+	pkFields   []*schema.Field
+	pkDBNames  []string
+	softDelete bool
 	// dbDefaults are fields whose default the database computes (not a
 	// literal GORM can fill in); without RETURNING they need a reload.
 	dbDefaults []*schema.Field
@@ -273,6 +277,7 @@ func parseModel(sch *schema.Schema) (*model, error) {
 	default:
 		m.keyFields = m.pkFields
 	}
+	m.keyLocked = !sameFields(m.keyFields, m.pkFields) && !uniqueFields(sch, m.keyFields)
 	if m.createType == "" {
 		m.createType = name + "Created"
 	}

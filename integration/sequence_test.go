@@ -160,3 +160,78 @@ func TestSequenceHeader(t *testing.T) {
 		}
 	})
 }
+
+// Line is an event source keyed by a field that is neither its primary
+// key nor unique: lines of one order share the key.
+type Line struct {
+	gormoutbox.Source `outbox:"topic:lines"`
+	ID                uint   `gorm:"primaryKey"`
+	OrderRef          string `gorm:"size:32" outbox:"key"`
+	Qty               int
+}
+
+// Writers of a key that rows of different entities share (Line's
+// OrderRef), and of explicit events, lock it: the second waits for the
+// first to commit, so ids — x-sequence numbers — follow commit order.
+// Writers of a primary key or a unique key (Inventory's SKU) take no
+// lock: their entity's row or index orders them, and different entities
+// do not wait for each other.
+func TestKeyLocks(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Line{}, &Inventory{})
+		// second runs write in a transaction of its own and reports when
+		// it committed.
+		second := func(write func(tx *gorm.DB) error) <-chan error {
+			done := make(chan error, 1)
+			go func() { done <- db.Transaction(write) }()
+			return done
+		}
+		cases := []struct {
+			name         string
+			first, other func(tx *gorm.DB) error
+			waits        bool
+		}{
+			{"shared key", func(tx *gorm.DB) error { return tx.Create(&Line{OrderRef: "o-1", Qty: 1}).Error },
+				func(tx *gorm.DB) error { return tx.Create(&Line{OrderRef: "o-1", Qty: 2}).Error }, true},
+			{"explicit events", func(tx *gorm.DB) error {
+				return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "orders", Key: "o-2", Type: "Noted", Payload: 1})
+			}, func(tx *gorm.DB) error {
+				return gormoutbox.Publish(tx, gormoutbox.Event{Topic: "orders", Key: "o-2", Type: "Noted", Payload: 2})
+			}, true},
+			{"unique key", func(tx *gorm.DB) error { return tx.Create(&Inventory{SKU: "K-1"}).Error },
+				func(tx *gorm.DB) error { return tx.Create(&Inventory{SKU: "K-2"}).Error }, false},
+			{"another shared key", func(tx *gorm.DB) error { return tx.Create(&Line{OrderRef: "o-3"}).Error },
+				func(tx *gorm.DB) error { return tx.Create(&Line{OrderRef: "o-4"}).Error }, false},
+		}
+		for _, c := range cases {
+			tx := db.Begin()
+			if err := c.first(tx); err != nil {
+				tx.Rollback()
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			done := second(c.other)
+			select {
+			case err := <-done:
+				if c.waits {
+					t.Errorf("%s: the second writer committed before the first (err %v)", c.name, err)
+				} else if err != nil {
+					t.Errorf("%s: %v", c.name, err)
+				}
+				if err := tx.Commit().Error; err != nil {
+					t.Fatal(err)
+				}
+				continue
+			case <-time.After(500 * time.Millisecond):
+				if !c.waits {
+					t.Errorf("%s: the second writer waited for the first", c.name)
+				}
+			}
+			if err := tx.Commit().Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("%s: second writer: %v", c.name, err)
+			}
+		}
+	})
+}
