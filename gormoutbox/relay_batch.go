@@ -201,7 +201,7 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 	}
 	switch {
 	case len(outageRetries) > 0:
-		until := r.outage.fail(now, r.cfg.MinBackoff, r.cfg.MaxBackoff)
+		until := r.outage.fail(now, r.cfg.MinBackoff, r.cfg.OutageMaxBackoff)
 		for _, j := range outageRetries {
 			out.Retries[j].AvailableAt = until
 		}

@@ -31,6 +31,9 @@ const (
 	// DefaultBlockedRecheck is how long a row blocked behind a dead row of
 	// its key waits before a claim looks at it again.
 	DefaultBlockedRecheck = time.Minute
+	// DefaultOutageMaxBackoff caps the relay's wait between tries while
+	// the broker is down.
+	DefaultOutageMaxBackoff = 10 * time.Second
 )
 
 // RelayConfig configures a Relay. The zero value is ready to use.
@@ -63,6 +66,14 @@ type RelayConfig struct {
 	// which a random half is taken off (jitter). Defaults 1s and 5m.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+
+	// OutageMaxBackoff caps the relay's backoff as a whole while the
+	// broker is down (ErrBrokerUnavailable): MinBackoff × 2^(n−1) after
+	// the n-th failed batch in a row, capped here rather than at
+	// MaxBackoff, so that the relay finds the broker back within about
+	// this long however long the outage (one claim and one refused
+	// connection per try). Default 10s, or MaxBackoff when smaller.
+	OutageMaxBackoff time.Duration
 
 	// UnknownTopicGrace is how long after a topic first fails with
 	// ErrUnknownTopic (a topic being created, a cluster starting) its
@@ -200,6 +211,7 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	defd(&cfg.UnknownTopicGrace, DefaultUnknownTopicGrace)
 	defd(&cfg.PublishTimeout, DefaultPublishTimeout)
 	defd(&cfg.BlockedRecheck, DefaultBlockedRecheck)
+	defd(&cfg.OutageMaxBackoff, min(DefaultOutageMaxBackoff, cfg.MaxBackoff))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -222,6 +234,9 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	}
 	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff {
 		bad("MinBackoff = %v, MaxBackoff = %v: want 0 <= MinBackoff <= MaxBackoff", cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	if cfg.OutageMaxBackoff < cfg.MinBackoff {
+		bad("OutageMaxBackoff = %v, want at least MinBackoff (%v)", cfg.OutageMaxBackoff, cfg.MinBackoff)
 	}
 	if cfg.BlockedRecheck < 0 {
 		bad("BlockedRecheck = %v must not be negative", cfg.BlockedRecheck)

@@ -10,7 +10,8 @@ import (
 
 // outage is the relay's backoff as a whole while the broker is down: each
 // batch that fails with an error of the broker (ErrBrokerUnavailable)
-// lengthens it (MinBackoff × 2^(n−1), capped at MaxBackoff, with jitter),
+// lengthens it (MinBackoff × 2^(n−1), capped at OutageMaxBackoff, with
+// jitter),
 // and a batch that publishes anything ends it. Rows count no attempt for
 // such failures, so an outage of any length dead-letters nothing.
 type outage struct {

@@ -216,6 +216,7 @@ func TestRelayConfigErrors(t *testing.T) {
 		{gormoutbox.RelayConfig{Shards: 4, Workers: 5}, "RelayConfig.Workers"},
 		{gormoutbox.RelayConfig{BlockedRecheck: -time.Second}, "RelayConfig.BlockedRecheck"},
 		{gormoutbox.RelayConfig{PublishTimeout: -time.Second}, "RelayConfig.PublishTimeout"},
+		{gormoutbox.RelayConfig{MinBackoff: 2 * time.Second, OutageMaxBackoff: time.Second}, "RelayConfig.OutageMaxBackoff"},
 	}
 	for _, c := range cases {
 		_, err := gormoutbox.NewRelay(db, pub, c.cfg)

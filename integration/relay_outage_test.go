@@ -367,3 +367,46 @@ func TestRelayDeadRowBlocksKey(t *testing.T) {
 		}
 	})
 }
+
+// However long the outage, the relay tries the broker at least every
+// OutageMaxBackoff (here 200 ms, with MaxBackoff at its 5 minutes), so it
+// finds it back within about that long and drains.
+func TestRelayOutageMaxBackoff(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d testenv.Dialect) {
+		ctx := context.Background()
+		db, _ := setup(t, d, nil, gormoutbox.Config{})
+		writeSeqEvents(t, db, "outage-cap", 4, 5, 1, 5)
+		var down atomic.Bool
+		down.Store(true)
+		var published atomic.Int64
+		pub := funcPublisher(func(_ context.Context, msgs []gormoutbox.Message) error {
+			if down.Load() {
+				return fmt.Errorf("%w: the test's broker is down", gormoutbox.ErrBrokerUnavailable)
+			}
+			published.Add(int64(len(msgs)))
+			return nil
+		})
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{MinBackoff: 100 * time.Millisecond,
+			OutageMaxBackoff: 200 * time.Millisecond, LockWait: -1})
+		drain := func() {
+			if _, err := r.Drain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// 6 s down: uncapped, the backoff would have grown past 3 s.
+		for end := time.Now().Add(6 * time.Second); time.Now().Before(end); {
+			drain()
+		}
+		down.Store(false)
+		back := time.Now()
+		for published.Load() < 20 {
+			if time.Since(back) > 2*time.Second {
+				t.Fatalf("%d of 20 events published %v after the broker came back; want all within about OutageMaxBackoff",
+					published.Load(), time.Since(back))
+			}
+			drain()
+		}
+		t.Logf("%s: drained %v after the broker came back", d.Name, time.Since(back).Round(time.Millisecond))
+	})
+}
