@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
+	kafkago "github.com/segmentio/kafka-go"
 	mysqldriver "gorm.io/driver/mysql"
 	pgdriver "gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -37,6 +41,8 @@ type childSpec struct {
 	Brokers []string
 	Topic   string
 	Group   string // the inbox consumer's group
+	// StatsFile is where the consumer keeps its inbox.Stats (JSON).
+	StatsFile string
 	// Relay settings (zero: the library's defaults).
 	MinBackoff, MaxBackoff time.Duration
 	MaxAttempts, MaxShards int
@@ -44,6 +50,8 @@ type childSpec struct {
 }
 
 func TestMain(m *testing.M) {
+	// The MySQL driver logs every connection the faults break to stderr.
+	_ = gomysql.SetLogger(stdlog.New(io.Discard, "", 0))
 	switch os.Getenv(childEnv) {
 	case "":
 		os.Exit(m.Run())
@@ -120,11 +128,31 @@ func runConsumer(ctx context.Context, db *gorm.DB, spec childSpec, log *slog.Log
 	}
 	c, err := inbox.New(db, h, inbox.Config{Brokers: spec.Brokers, GroupID: spec.Group, Topics: []string{spec.Topic},
 		MaxWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: log})
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: log,
+		// The coordinator waits up to the rebalance timeout of a killed
+		// member before the group goes on (kafka-go's default: 30 s).
+		Reader: func(rc *kafkago.ReaderConfig) { rc.RebalanceTimeout = 5 * time.Second },
+		// Asked to (the test made the file StatsFile.killme), the consumer
+		// waits to be killed between a batch's commit and its offsets':
+		// the broker then redelivers messages the inbox has applied.
+		AfterCommit: func(context.Context, []*inbox.Message) {
+			if os.Remove(spec.StatsFile+".killme") == nil {
+				_ = os.WriteFile(spec.StatsFile+".inwindow", nil, 0o644)
+				time.Sleep(time.Minute)
+			}
+		}})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "faults child: inbox: %v\n", err)
 		return 2
 	}
+	go func() {
+		for range time.Tick(100 * time.Millisecond) {
+			b, _ := json.Marshal(c.Stats())
+			if os.WriteFile(spec.StatsFile+".tmp", b, 0o644) == nil {
+				_ = os.Rename(spec.StatsFile+".tmp", spec.StatsFile)
+			}
+		}
+	}()
 	for {
 		if err := c.Run(ctx); err != nil {
 			log.Warn("faults consumer: run", "error", err)

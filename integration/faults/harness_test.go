@@ -27,6 +27,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/go-outbox/outbox/gormoutbox"
+	"github.com/go-outbox/outbox/inbox"
 	"github.com/go-outbox/outbox/internal/testenv"
 )
 
@@ -172,6 +173,8 @@ type child struct {
 	log  string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
+	// skipped sums the inbox duplicates the consumer's runs skipped.
+	skipped int64
 }
 
 func startChild(t *testing.T, role string, n int, spec childSpec) *child {
@@ -222,6 +225,40 @@ func (c *child) kill() {
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
+	if c.spec.StatsFile == "" {
+		return
+	}
+	var st inbox.Stats
+	if b, err := os.ReadFile(c.spec.StatsFile); err == nil && json.Unmarshal(b, &st) == nil {
+		c.mu.Lock()
+		c.skipped += st.Duplicates
+		c.mu.Unlock()
+	}
+	_ = os.Remove(c.spec.StatsFile)
+}
+
+// killInWindow has the consumer SIGKILLed right after a batch's commit,
+// before its offsets are committed (a kill at the worst point), or, if it
+// commits no batch within 10 s, wherever it is.
+func (c *child) killInWindow() {
+	_ = os.Remove(c.spec.StatsFile + ".inwindow")
+	_ = os.WriteFile(c.spec.StatsFile+".killme", nil, 0o644)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(c.spec.StatsFile + ".inwindow"); err == nil {
+			break
+		}
+	}
+	c.kill()
+	_ = os.Remove(c.spec.StatsFile + ".killme")
+	_ = os.Remove(c.spec.StatsFile + ".inwindow")
+}
+
+// redeliveries returns the duplicates the consumer's runs skipped so far
+// (each run's count as of its last report, at most 100 ms old).
+func (c *child) redeliveries() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.skipped
 }
 
 // writers runs n goroutines, each updating random accounts in

@@ -64,7 +64,7 @@ most 8 of the 16 shards (MaxShards).
 		for _, r := range rows {
 			twice := "—"
 			if r.Twice >= 0 {
-				twice = fmt.Sprint(r.Twice)
+				twice = fmt.Sprintf("%d (of %d redelivered)", r.Twice, r.Redelivered)
 			}
 			db := map[string]string{"postgres": "PostgreSQL", "mysql": "MariaDB"}[r.DB]
 			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d (%.2f %%) | %d | %d | %d | %s | %.1f s |\n", db, r.Detail, r.Events, r.Delivered,
