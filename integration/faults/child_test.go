@@ -127,8 +127,8 @@ func runConsumer(ctx context.Context, db *gorm.DB, spec childSpec, log *slog.Log
 		return tx.Create(&Effect{EventID: m.EventID, Name: string(m.Key), Version: v.Version}).Error
 	}
 	c, err := inbox.New(db, h, inbox.Config{Brokers: spec.Brokers, GroupID: spec.Group, Topics: []string{spec.Topic},
-		MaxWait: 50 * time.Millisecond, SessionTimeout: 6 * time.Second,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: log,
+		SessionTimeout: 6 * time.Second,
+		MinBackoff:     20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: log,
 		// The coordinator waits up to the rebalance timeout of a killed
 		// member before the group goes on (kafka-go's default: 30 s).
 		Reader: func(rc *kafkago.ReaderConfig) { rc.RebalanceTimeout = 5 * time.Second },

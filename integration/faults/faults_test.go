@@ -228,7 +228,7 @@ func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations) result {
 	}
 	res := result{Fault: f.Name, DB: dbd.Name, Detail: detail, Recover: time.Since(faultEnd), WriteFailures: failed, Twice: -1}
 	if f.Consumer {
-		waitEffects(t, e.db, len(want), faultEnd.Add(d.Wait))
+		waitEffects(t, e.db, len(want), faultEnd.Add(d.Wait), func() { logGroup(t, e.broker.addrs(), spec.Group) })
 		res.Recover = time.Since(faultEnd)
 	}
 	time.Sleep(time.Second) // late duplicates
@@ -271,7 +271,7 @@ func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations) result {
 const distinctEffects = `SELECT COUNT(*) FROM (SELECT DISTINCT name, version FROM effects) d`
 
 // waitEffects waits until the consumer has applied n distinct events.
-func waitEffects(t *testing.T, db *gorm.DB, n int, deadline time.Time) {
+func waitEffects(t *testing.T, db *gorm.DB, n int, deadline time.Time, diagnose func()) {
 	t.Helper()
 	for ; ; time.Sleep(100 * time.Millisecond) {
 		var got int64
@@ -282,7 +282,41 @@ func waitEffects(t *testing.T, db *gorm.DB, n int, deadline time.Time) {
 			return
 		}
 		if time.Now().After(deadline) {
+			logSessions(t, db)
+			diagnose()
 			t.Fatalf("the inbox consumer applied %d of %d events", got, n)
+		}
+	}
+}
+
+// logSessions logs the database sessions of the test (what a stuck
+// process waits for).
+func logSessions(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	q := `SELECT pid::text, state, wait_event_type, wait_event, (now() - xact_start)::text, left(query, 160)
+		FROM pg_stat_activity WHERE application_name = current_setting('application_name')`
+	if db.Dialector.Name() == "mysql" {
+		q = `SELECT CAST(id AS CHAR), command, state, CAST(time AS CHAR), '', left(info, 160)
+		FROM information_schema.processlist WHERE db = database()`
+	}
+	rows, err := db.Raw(q).Rows()
+	if err != nil {
+		t.Logf("sessions: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a, b, c, d, e, f *string
+		if err := rows.Scan(&a, &b, &c, &d, &e, &f); err != nil {
+			t.Logf("sessions: %v", err)
+		} else {
+			deref := func(p *string) string {
+				if p == nil {
+					return "-"
+				}
+				return *p
+			}
+			t.Logf("session %s: %s %s %s %s %s", deref(a), deref(b), deref(c), deref(d), deref(e), deref(f))
 		}
 	}
 }
@@ -367,6 +401,7 @@ func crashDatabase(t *testing.T, e *env, d durations) string {
 func killConsumer(t *testing.T, e *env, d durations) string {
 	for i := 0; i < d.Inbox; i++ {
 		time.Sleep(jitter(d.Window / time.Duration(d.Inbox)))
+		e.cons.waitWorking()
 		if i%2 == 0 {
 			e.cons.kill()
 		} else {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -183,6 +184,9 @@ func startChild(t *testing.T, role string, n int, spec childSpec) *child {
 	c.start()
 	t.Cleanup(func() {
 		c.kill()
+		if b, err := os.ReadFile(c.log); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			t.Errorf("the race detector found a data race in %s %d (log %s)", role, n, c.log)
+		}
 		if t.Failed() || os.Getenv("OUTBOX_FAULTS_LOGS") != "" {
 			if b, err := os.ReadFile(c.log); err == nil && len(b) > 0 {
 				if len(b) > 4000 {
@@ -225,11 +229,20 @@ func (c *child) kill() {
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
+	// It must have run until killed: a child that exited by itself (a
+	// panic, a fatal error) would leave the other relay to do its work
+	// unnoticed.
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && !ws.Signaled() {
+		c.t.Errorf("%s exited by itself (%v) before it was killed; see its log", c.role, cmd.ProcessState)
+	}
 	if c.spec.StatsFile == "" {
 		return
 	}
 	var st inbox.Stats
 	if b, err := os.ReadFile(c.spec.StatsFile); err == nil && json.Unmarshal(b, &st) == nil {
+		if c.t.Failed() || os.Getenv("OUTBOX_FAULTS_LOGS") != "" {
+			c.t.Logf("%s killed; its inbox stats: %+v", c.role, st)
+		}
 		c.mu.Lock()
 		c.skipped += st.Duplicates
 		c.mu.Unlock()
@@ -237,13 +250,29 @@ func (c *child) kill() {
 	_ = os.Remove(c.spec.StatsFile)
 }
 
+// waitWorking waits until the consumer (this run of it) has committed a
+// batch, that is until it has joined its group, so that a kill does not
+// land in the middle of a join: kfake starts a member's session timer
+// only once a join's answer has reached it, so a member killed while
+// joining would hold its partitions for ever (real Kafka expires it after
+// the session timeout).
+func (c *child) waitWorking() {
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		var st inbox.Stats
+		if b, err := os.ReadFile(c.spec.StatsFile); err == nil && json.Unmarshal(b, &st) == nil && st.Batches > 0 {
+			return
+		}
+	}
+	c.t.Errorf("the inbox consumer committed no batch within 60 s of its start")
+}
+
 // killInWindow has the consumer SIGKILLed right after a batch's commit,
 // before its offsets are committed (a kill at the worst point), or, if it
-// commits no batch within 10 s, wherever it is.
+// commits no batch within 30 s, wherever it is.
 func (c *child) killInWindow() {
 	_ = os.Remove(c.spec.StatsFile + ".inwindow")
 	_ = os.WriteFile(c.spec.StatsFile+".killme", nil, 0o644)
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		if _, err := os.Stat(c.spec.StatsFile + ".inwindow"); err == nil {
 			break
 		}
@@ -553,4 +582,67 @@ type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, []gormoutbox.Message) error {
 	return errors.New("not for publishing")
+}
+
+// logGroup logs the inbox consumer group as the broker sees it: its
+// members and their partitions, and its committed offsets against the
+// partitions' ends (what a stuck consumer has not read).
+func logGroup(t *testing.T, brokers []string, group string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Logf("group %s: %v", group, err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dreq := kmsg.NewPtrDescribeGroupsRequest()
+	dreq.Groups = []string{group}
+	dres, err := dreq.RequestWith(ctx, cl)
+	if err != nil {
+		t.Logf("describe group %s: %v", group, err)
+		return
+	}
+	for _, g := range dres.Groups {
+		t.Logf("group %s: state %s, protocol %s, %d members", g.Group, g.State, g.Protocol, len(g.Members))
+		for _, m := range g.Members {
+			var a kmsg.ConsumerMemberAssignment
+			_ = a.ReadFrom(m.MemberAssignment)
+			var parts []string
+			for _, tp := range a.Topics {
+				parts = append(parts, fmt.Sprintf("%s%v", tp.Topic, tp.Partitions))
+			}
+			t.Logf("  member %s (%s): %s", m.MemberID, m.ClientHost, strings.Join(parts, " "))
+		}
+	}
+	oreq := kmsg.NewPtrOffsetFetchRequest()
+	oreq.Group = group
+	ores, err := oreq.RequestWith(ctx, cl)
+	if err != nil {
+		t.Logf("offsets of group %s: %v", group, err)
+		return
+	}
+	lreq := kmsg.NewPtrListOffsetsRequest()
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	for p := int32(0); p < 4; p++ {
+		lp := kmsg.NewListOffsetsRequestTopicPartition()
+		lp.Partition, lp.Timestamp = p, -1
+		lt.Partitions = append(lt.Partitions, lp)
+	}
+	lreq.Topics = append(lreq.Topics, lt)
+	ends := map[int32]int64{}
+	if lres, err := lreq.RequestWith(ctx, cl); err == nil {
+		for _, tp := range lres.Topics {
+			for _, p := range tp.Partitions {
+				ends[p.Partition] = p.Offset
+			}
+		}
+	}
+	for _, tp := range ores.Topics {
+		for _, p := range tp.Partitions {
+			t.Logf("  %s/%d: committed %d, end %d", tp.Topic, p.Partition, p.Offset, ends[p.Partition])
+		}
+	}
 }
