@@ -80,6 +80,7 @@ type result struct {
 	Lost, Order, Unknown, Dead    int
 	Twice                         int   // -1: no consumer
 	Redelivered                   int64 // inbox duplicates skipped
+	Failed                        bool
 	Recover                       time.Duration
 	WriteFailures                 int64
 }
@@ -109,10 +110,14 @@ func TestFaults(t *testing.T) {
 				t.Parallel()
 				for _, f := range faultList {
 					t.Run(f.Name, func(t *testing.T) {
-						r := runFault(t, db, f, d)
-						mu.Lock()
-						results = append(results, r)
-						mu.Unlock()
+						r := &result{Fault: f.Name, DB: db.Name, Twice: -1}
+						defer func() { // also when the subtest fails
+							r.Failed = t.Failed()
+							mu.Lock()
+							results = append(results, *r)
+							mu.Unlock()
+						}()
+						runFault(t, db, f, d, r)
 					})
 				}
 			})
@@ -138,7 +143,8 @@ type env struct {
 	server  *ownServer
 }
 
-func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations) result {
+// runFault runs fault f on database dbd and fills in res.
+func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations, res *result) {
 	const keys, nWriters = 100, 16
 	ctx := context.Background()
 	e := &env{dialect: dbd.Name}
@@ -207,11 +213,22 @@ func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations) result {
 	stopWriters := writers(e.db, nWriters, keys)
 	time.Sleep(d.Warmup)
 	began := time.Now()
-	detail := f.inject(t, e, d)
+	res.Detail = f.inject(t, e, d)
 	faultEnd := time.Now()
 	commits, failed := stopWriters()
+	res.WriteFailures = failed
 	want := committedChanges(t, e.db)
-	t.Logf("%s: %d commits (%d failed transactions), fault %v: %s", f.Name, commits, failed, faultEnd.Sub(began).Round(time.Millisecond), detail)
+	t.Logf("%s: %d commits (%d failed transactions), fault %v: %s", f.Name, commits, failed, faultEnd.Sub(began).Round(time.Millisecond), res.Detail)
+	check := func() Report {
+		del, bad := rd.delivered()
+		if len(bad) > 0 {
+			t.Errorf("%d records without a version, e.g. %q", len(bad), bad[0])
+		}
+		rep := Check(want, del)
+		res.Events, res.Delivered, res.Duplicates = rep.Committed, rep.Delivered, rep.Duplicates
+		res.Lost, res.Order, res.Unknown = len(rep.Lost), len(rep.OrderViolations), len(rep.Unknown)
+		return rep
+	}
 
 	// Caught up: the topic holds every committed change.
 	var got int
@@ -221,24 +238,18 @@ func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations) result {
 			break
 		}
 		if time.Now().After(deadline) {
-			del, _ := rd.delivered()
+			res.Recover = time.Since(faultEnd)
 			t.Fatalf("not caught up %v after the fault: %d of %d committed changes on the topic; %s",
-				d.Wait, got, len(want), Check(want, del))
+				d.Wait, got, len(want), check())
 		}
 	}
-	res := result{Fault: f.Name, DB: dbd.Name, Detail: detail, Recover: time.Since(faultEnd), WriteFailures: failed, Twice: -1}
+	res.Recover = time.Since(faultEnd)
 	if f.Consumer {
 		waitEffects(t, e.db, len(want), faultEnd.Add(d.Wait), func() { logGroup(t, e.broker.addrs(), spec.Group) })
 		res.Recover = time.Since(faultEnd)
 	}
 	time.Sleep(time.Second) // late duplicates
-	del, bad := rd.delivered()
-	if len(bad) > 0 {
-		t.Errorf("%d records without a version, e.g. %q", len(bad), bad[0])
-	}
-	rep := Check(want, del)
-	res.Events, res.Delivered, res.Duplicates = rep.Committed, rep.Delivered, rep.Duplicates
-	res.Lost, res.Order, res.Unknown = len(rep.Lost), len(rep.OrderViolations), len(rep.Unknown)
+	rep := check()
 	if !rep.OK() {
 		t.Errorf("%s on %s: %s", f.Name, dbd.Name, rep)
 	}
@@ -260,9 +271,11 @@ func runFault(t *testing.T, dbd testenv.Dialect, f fault, d durations) result {
 			t.Errorf("%d inbox effects applied twice, want 0", res.Twice)
 		}
 	}
-	t.Logf("%s on %s: %s; %d dead; %d inbox effects applied twice (%d redeliveries skipped); recovered in %v",
-		f.Name, dbd.Name, rep, res.Dead, res.Twice, res.Redelivered, res.Recover.Round(time.Millisecond))
-	return res
+	inboxSaid := ""
+	if f.Consumer {
+		inboxSaid = fmt.Sprintf("; %d inbox effects applied twice (%d redeliveries skipped)", res.Twice, res.Redelivered)
+	}
+	t.Logf("%s on %s: %s; %d dead%s; recovered in %v", f.Name, dbd.Name, rep, res.Dead, inboxSaid, res.Recover.Round(time.Millisecond))
 }
 
 // distinctEffects counts the changes the consumer applied: an effect is

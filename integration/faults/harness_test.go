@@ -443,11 +443,15 @@ func startOwnServer(t *testing.T, dialect string) *ownServer {
 	}
 	// Under /var/tmp, like the shared servers: the servers' OS users must
 	// be able to reach it (t.TempDir is private to root).
-	dir, err := os.MkdirTemp("/var/tmp", "go-outbox-faults-")
+	sweepOwnServers(t, root)
+	dir, err := os.MkdirTemp("/var/tmp", ownServerPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s := &ownServer{t: t, service: dialect, dir: dir, root: root}
@@ -481,6 +485,29 @@ func startOwnServer(t *testing.T, dialect string) *ownServer {
 		t.Fatalf("%s/env has no %s:\n%s", dir, key, env)
 	}
 	return s
+}
+
+// ownServerPrefix names the state directories of the suite's servers.
+const ownServerPrefix = "go-outbox-faults-"
+
+// sweepOwnServers stops and removes the servers of earlier runs of the
+// suite that died without cleaning up (killed, timed out): those whose
+// owner.pid is no longer a running process.
+func sweepOwnServers(t *testing.T, root string) {
+	dirs, _ := filepath.Glob(filepath.Join("/var/tmp", ownServerPrefix+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(string(b)); err != nil || alive(pid) {
+			continue
+		}
+		old := &ownServer{dir: dir, root: root, env: append(os.Environ(), "OUTBOX_STATE_DIR="+dir)}
+		out, err := old.script("down")
+		t.Logf("removed the servers of a dead run of the suite in %s (down: %v)\n%s", dir, err, out)
+		_ = os.RemoveAll(dir)
+	}
 }
 
 func (s *ownServer) script(args ...string) ([]byte, error) {

@@ -73,6 +73,12 @@ most 8 of the 16 shards (MaxShards).
 				twice = fmt.Sprintf("%d (of %d redelivered)", r.Twice, r.Redelivered)
 			}
 			db := map[string]string{"postgres": "PostgreSQL", "mysql": "MariaDB"}[r.DB]
+			if r.WriteFailures > 0 {
+				r.Detail += fmt.Sprintf("; %d writer transactions failed", r.WriteFailures)
+			}
+			if r.Failed {
+				r.Detail = "**FAILED** (see the test log): " + r.Detail
+			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d (%.2f %%) | %d | %d | %d | %s | %.1f s |\n", db, r.Detail, r.Events, r.Delivered,
 				r.Duplicates, 100*float64(r.Duplicates)/float64(max(r.Events, 1)), r.Lost, r.Order, r.Dead, twice, r.Recover.Seconds())
 		}
