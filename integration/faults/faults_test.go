@@ -42,7 +42,7 @@ var (
 	short = durations{Name: "short", Warmup: 2 * time.Second, Window: 8 * time.Second, Outage: 8 * time.Second,
 		Kills: 4, Cuts: 8, Restarts: 2, Inbox: 3, Wait: 2 * time.Minute}
 	long = durations{Name: "long", Warmup: 5 * time.Second, Window: 60 * time.Second, Outage: 60 * time.Second,
-		Kills: 20, Cuts: 30, Restarts: 4, Inbox: 10, Wait: 5 * time.Minute}
+		Kills: 20, Cuts: 30, Restarts: 4, Inbox: 10, Wait: 10 * time.Minute}
 )
 
 // Relay settings: fast backs off quickly (a failure counted by mistake
