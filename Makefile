@@ -13,13 +13,16 @@ STATICCHECK_VERSION := v0.8.2
 # Services for up/down, e.g. make up SERVICES="postgres broker"
 SERVICES ?=
 
+# Where make faults writes its results (markdown), e.g. REPORT=docs/reliability.md
+REPORT ?=
+
 # GORM checkout (tag v1.31.2 of github.com/go-gorm/gorm, beside this one by
 # default) whose own test suite gorm-suite runs, and its
 # dialects (default: postgres mysql mysql-noreturning).
 GORM_SRC ?= ../gorm
 GORM_DIALECTS ?=
 
-.PHONY: help up down status env test demo demo-mysql bench lint gorm-suite
+.PHONY: help up down status env test faults demo demo-mysql bench lint gorm-suite
 
 help: ## List the targets (default)
 	@echo "Usage: make <target>"
@@ -40,6 +43,9 @@ env: ## Print the env file (OUTBOX_TEST_POSTGRES_URL, OUTBOX_TEST_MYSQL_DSN, OUT
 
 test: ## Start servers (PgBouncer too), go vet, go test -race ./... (scripts/test.sh)
 	scripts/test.sh
+
+faults: ## Long fault suite (~10 min): relay kills, 60 s broker outage, cuts, DB crashes; REPORT=docs/reliability.md writes the tables (scripts/faults.sh)
+	scripts/faults.sh $(if $(REPORT),-report $(REPORT))
 
 demo: ## Start PostgreSQL + kfake broker and run examples/postgres (scripts/demo.sh)
 	scripts/demo.sh
