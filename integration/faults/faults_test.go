@@ -66,7 +66,7 @@ type fault struct {
 
 var faultList = []fault{
 	{Name: "relay-kill", Title: "Relays SIGKILLed at random points and restarted", Relay: quick, inject: killRelays},
-	{Name: "broker-outage", Title: "Broker stopped, default backoff (MinBackoff 1 s, MaxBackoff 5 min, MaxAttempts 10)", inject: stopBroker},
+	{Name: "broker-outage", Title: "Broker stopped, default backoff (MinBackoff 1 s, MaxBackoff 5 min, OutageMaxBackoff 10 s, MaxAttempts 10)", inject: stopBroker},
 	{Name: "broker-outage-fast-backoff", Title: "Broker stopped for longer than MaxAttempts × MaxBackoff (3 × 100 ms)", Relay: fast, inject: stopBroker},
 	{Name: "db-conn-cut", Title: "Relays' database connections cut (TCP proxy closes every connection)", Relay: quick, Proxy: true, inject: cutConnections},
 	{Name: "db-crash", Title: "Database server SIGKILLed and restarted (own instance)", Relay: quick, OwnServer: true, inject: crashDatabase},

@@ -42,7 +42,7 @@ The database crashes are SIGKILLs of the server's processes, on a server instanc
 (scripts/servers.sh with a state directory of its own and free ports), started again at once.
 
 Relay settings: "quick" is MinBackoff 50 ms, MaxBackoff 1 s, MaxAttempts 5; "fast" is MinBackoff 10 ms,
-MaxBackoff 100 ms, MaxAttempts 3; "default" the library's (1 s, 5 min, 10). On MariaDB each relay takes at
+MaxBackoff 100 ms, MaxAttempts 3; "default" the library's (1 s, 5 min, OutageMaxBackoff 10 s, 10). On MariaDB each relay takes at
 most 8 of the 16 shards (MaxShards).
 
 `)
