@@ -72,7 +72,8 @@ type RelayConfig struct {
 	// the n-th failed batch in a row, capped here rather than at
 	// MaxBackoff, so that the relay finds the broker back within about
 	// this long however long the outage (one claim and one refused
-	// connection per try). Default 10s, or MaxBackoff when smaller.
+	// connection per try). Default 10s, brought within [MinBackoff,
+	// MaxBackoff].
 	OutageMaxBackoff time.Duration
 
 	// UnknownTopicGrace is how long after a topic first fails with
@@ -211,7 +212,7 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	defd(&cfg.UnknownTopicGrace, DefaultUnknownTopicGrace)
 	defd(&cfg.PublishTimeout, DefaultPublishTimeout)
 	defd(&cfg.BlockedRecheck, DefaultBlockedRecheck)
-	defd(&cfg.OutageMaxBackoff, min(DefaultOutageMaxBackoff, cfg.MaxBackoff))
+	defd(&cfg.OutageMaxBackoff, min(max(DefaultOutageMaxBackoff, cfg.MinBackoff), cfg.MaxBackoff))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
