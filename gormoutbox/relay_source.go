@@ -21,7 +21,7 @@ type sequenceSource struct {
 // retrySource is how often a missing or unreadable source is looked for.
 const retrySource = time.Minute
 
-// refresh reads the source when it is not known yet and was not looked
+// refreshSource reads the source when it is not known yet and was not looked
 // for within retrySource.
 func (r *Relay) refreshSource(ctx context.Context) {
 	s := &r.source
