@@ -49,6 +49,11 @@ type Event struct {
 	// topic (see Acknowledge): the row then waits after publication for
 	// an answer.
 	AckTopic string
+	// NotBefore, when later than the write, delays the event: the relay
+	// publishes it no earlier (by the relay's clock). Later events of the
+	// same key wait for it, so the key's order is kept. Zero (or a time
+	// already past) means at once.
+	NotBefore time.Time
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -178,8 +183,17 @@ func (p *Plugin) eventRecord(ctx context.Context, e *Event, now time.Time) (dial
 		Headers:       h,
 		Shard:         p.shard(shardKey),
 		CreatedAt:     now,
-		AvailableAt:   now,
+		AvailableAt:   notBefore(now, e.NotBefore),
 		AckTopic:      e.AckTopic,
 		LockKey:       true, // writers of an explicit key share no row lock
 	}, nil
+}
+
+// notBefore is when an event written at now and delayed to at may first
+// be published: the later of the two, in UTC.
+func notBefore(now, at time.Time) time.Time {
+	if at.After(now) {
+		return at.UTC()
+	}
+	return now
 }
