@@ -214,22 +214,7 @@ func BenchmarkRelayVsHandWritten(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
 			ctx := context.Background()
-			db := d.Open(b, nil)
-			p := gormoutbox.New(gormoutbox.Config{})
-			if err := db.Use(p); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Migrate(ctx); err != nil {
-				b.Fatal(err)
-			}
-			sqlDB, err := db.DB()
-			if err != nil {
-				b.Fatal(err)
-			}
-			table, err := dialects.ParseTable(p.Table())
-			if err != nil {
-				b.Fatal(err)
-			}
+			db, p, sqlDB, table := rbOutbox(b, d, gormoutbox.Config{})
 			hwCreate(b, sqlDB, d.Name)
 			brokers, _ := kafkaenv.Kafka(b, rbPartitions)
 			relayTopic, hwTopic := kafkaenv.TopicName("floor-relay"), kafkaenv.TopicName("floor-hand")

@@ -38,23 +38,6 @@ func BenchmarkCaptureKeyLock(b *testing.B) {
 	}
 }
 
-// benchDBWith is benchDB with the plugin configured by cfg.
-func benchDBWith(b testing.TB, d testenv.Dialect, cfg gormoutbox.Config) *gorm.DB {
-	b.Helper()
-	db := d.Open(b, nil)
-	p := gormoutbox.New(cfg)
-	if err := db.Use(p); err != nil {
-		b.Fatal(err)
-	}
-	if err := p.Migrate(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	if err := db.AutoMigrate(&BenchInventory{}); err != nil {
-		b.Fatal(err)
-	}
-	return db
-}
-
 // benchAB times fa and fb, alternating which goes first, and reports
 // their times per op and the ratio a/b.
 func benchAB(b *testing.B, a string, fa func(int) error, bn string, fb func(int) error) {

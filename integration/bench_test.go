@@ -111,15 +111,19 @@ func benchAlternate(b *testing.B, tagged, plain func(i int) error) {
 // benchmark tables.
 func benchDB(b testing.TB, d testenv.Dialect) *gorm.DB {
 	b.Helper()
-	db := d.Open(b, nil)
-	p := gormoutbox.New(gormoutbox.Config{})
-	if err := db.Use(p); err != nil {
+	db := benchDBWith(b, d, gormoutbox.Config{})
+	if err := db.AutoMigrate(&BenchPlainInventory{}); err != nil {
 		b.Fatal(err)
 	}
-	if err := p.Migrate(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	if err := db.AutoMigrate(&BenchInventory{}, &BenchPlainInventory{}); err != nil {
+	return db
+}
+
+// benchDBWith opens a database of d with the plugin configured by cfg, the
+// outbox and the tagged benchmark table.
+func benchDBWith(b testing.TB, d testenv.Dialect, cfg gormoutbox.Config) *gorm.DB {
+	b.Helper()
+	db, _, _, _ := rbOutbox(b, d, cfg)
+	if err := db.AutoMigrate(&BenchInventory{}); err != nil {
 		b.Fatal(err)
 	}
 	return db

@@ -90,6 +90,30 @@ func rbRecords(n int, topic string, now time.Time) []dialects.Record {
 	return recs
 }
 
+// rbOutbox opens a database of d with the plugin (configured by cfg)
+// registered and its outbox table migrated, and returns it with its
+// *sql.DB and the outbox table.
+func rbOutbox(b testing.TB, d testenv.Dialect, cfg gormoutbox.Config) (*gorm.DB, *gormoutbox.Plugin, *sql.DB, dialects.Table) {
+	b.Helper()
+	db := d.Open(b, nil)
+	p := gormoutbox.New(cfg)
+	if err := db.Use(p); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		b.Fatal(err)
+	}
+	table, err := dialects.ParseTable(p.Table())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return db, p, sqlDB, table
+}
+
 // rbInsert writes recs with the dialect's own multi-row Insert, 5,000 rows
 // per call, in one transaction.
 func rbInsert(tb testing.TB, d dialects.Dialect, db *sql.DB, t dialects.Table, recs []dialects.Record) {
@@ -405,22 +429,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
 			ctx := context.Background()
-			db := d.Open(b, nil)
-			p := gormoutbox.New(gormoutbox.Config{Shards: rbShards})
-			if err := db.Use(p); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.Migrate(ctx); err != nil {
-				b.Fatal(err)
-			}
-			sqlDB, err := db.DB()
-			if err != nil {
-				b.Fatal(err)
-			}
-			table, err := dialects.ParseTable(p.Table())
-			if err != nil {
-				b.Fatal(err)
-			}
+			db, p, sqlDB, table := rbOutbox(b, d, gormoutbox.Config{Shards: rbShards})
 			brokers, _ := kafkaenv.Kafka(b, rbPartitions)
 			relayTopic, rawTopic := kafkaenv.TopicName("relay-bench"), kafkaenv.TopicName("raw-bench")
 			kafkaenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
@@ -757,16 +766,7 @@ func BenchmarkRelayWorkers(b *testing.B) {
 		for _, workers := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/workers=%d", d.Name, workers), func(b *testing.B) {
 				ctx := context.Background()
-				db := d.Open(b, nil)
-				p := gormoutbox.New(gormoutbox.Config{Shards: rbShards})
-				if err := db.Use(p); err != nil {
-					b.Fatal(err)
-				}
-				if err := p.Migrate(ctx); err != nil {
-					b.Fatal(err)
-				}
-				sqlDB, _ := db.DB()
-				table, _ := dialects.ParseTable(p.Table())
+				db, p, sqlDB, table := rbOutbox(b, d, gormoutbox.Config{Shards: rbShards})
 				brokers, _ := kafkaenv.Kafka(b, rbPartitions)
 				relayTopic, rawTopic := kafkaenv.TopicName("relay-bench"), kafkaenv.TopicName("raw-bench")
 				kafkaenv.CreateTopic(b, brokers, relayTopic, rbPartitions)
