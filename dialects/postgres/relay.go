@@ -64,7 +64,7 @@ func claimSQL(d Dialect, t dialects.Table, o dialects.ClaimOptions) string {
 	q := t.Qualified(d)
 	var shardFilter, bytesCut, bytesWhere string
 	if o.ShardMod > 1 {
-		shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` = ` + strconv.Itoa(o.ShardRem)
+		shardFilter = ` AND shard % ` + strconv.Itoa(o.ShardMod) + ` <> ALL('{` + otherRemainders(o) + `}'::int[])`
 	}
 	if o.MaxBytes > 0 {
 		bytesCut = `,
@@ -102,6 +102,28 @@ FROM c LEFT JOIN LATERAL (
 	ORDER BY p.id DESC LIMIT 1
 ) pv ON true` + dead + bytesWhere + `
 ORDER BY c.id`
+}
+
+// otherRemainders lists, comma-separated, the remainders modulo
+// o.ShardMod other than o.ShardRem. The claim's shard filter is written as
+// "shard % m <> ALL(others)" rather than "shard % m = rem": the planner
+// knows nothing of the expression and estimates an equality at 0.5 % of
+// the rows, so with two workers it chose a sequential scan and a sort of
+// every pending row over the pending index's id order (20 ms instead of
+// 6 ms per 500-row claim at 100k pending rows); an inequality it estimates
+// at 99.5 %, and it walks the index.
+func otherRemainders(o dialects.ClaimOptions) string {
+	var b []byte
+	for r := 0; r < o.ShardMod; r++ {
+		if r == o.ShardRem {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(r), 10)
+	}
+	return string(b)
 }
 
 func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.Row, error) {
