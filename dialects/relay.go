@@ -155,6 +155,23 @@ type Pass interface {
 	Close() error
 }
 
+// A Forker is a Pass that can claim the next batch while its own previous
+// claim is still open (its batch being published): Fork returns a second
+// pass over the same table and options, tied to this one. A claim of
+// either treats the rows of the other's open claim as claimed before its
+// own — a row whose previous pending row of its key is in the other's
+// open claim is returned, not held back — and Finish and Close of each
+// pass act on its own claim only.
+//
+// The caller must then publish the two passes' batches one after the
+// other, in the order of their claims, and hold back (leave out of
+// Outcome.Published and Outcome.Retries) the rows of the later batch
+// whose topic and key did not all get published in the earlier one.
+type Forker interface {
+	Pass
+	Fork() Pass
+}
+
 // DeadQuery selects dead-lettered rows.
 type DeadQuery struct {
 	// Topic restricts to one topic when set.

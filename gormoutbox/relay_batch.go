@@ -14,7 +14,13 @@ import (
 )
 
 // batch publishes claimed rows and records the outcome.
-func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *passLog) (DrainResult, bool, error) {
+//
+// prior holds the topics and keys (topic + "\x00" + key) whose rows of the
+// previous batch were not all published, when rows were claimed while that
+// batch was in flight (a forked pass, dialects.Forker): the rows of those
+// keys are held back, as their earlier rows were. batch returns the keys of
+// rows that were not published, for the batch after it.
+func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *passLog, prior map[string]bool) (DrainResult, bool, map[string]bool, error) {
 	res := DrainResult{Batches: 1}
 	msgs := make([]Message, len(rows))
 	src := r.sourceValue()
@@ -29,6 +35,10 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 	// (the next claim's guard decides whether they may pass a dead row).
 	vetoed := make(map[string]error)
 	for i := range rows {
+		if rows[i].Key != nil && prior[rows[i].Topic+"\x00"+string(rows[i].Key)] {
+			errs[i] = errPriorBatch
+			continue
+		}
 		if rows[i].Invalid != nil {
 			// A row that cannot be published as stored is dead-lettered at
 			// once and is neither given to hooks nor sent.
@@ -212,11 +222,15 @@ func (r *Relay) batch(ctx context.Context, pass dialects.Pass, rows []Row, pl *p
 	if err := pass.Finish(ctx, out); err != nil {
 		// Nothing is lost: the rows stay pending and are claimed again;
 		// those already sent are sent twice (consumers dedupe by event id).
-		return DrainResult{Batches: 1}, allFailed, fmt.Errorf("gormoutbox: relay: %w", err)
+		return DrainResult{Batches: 1}, allFailed, nil, fmt.Errorf("gormoutbox: relay: %w", err)
 	}
 	pl.add(res, perr, &lb)
-	return res, allFailed, nil
+	return res, allFailed, failed, nil
 }
+
+// errPriorBatch holds back a row whose key had a row left unpublished in
+// the batch before, claimed while this one was in flight.
+var errPriorBatch = fmt.Errorf("%w (an earlier row of its key in the batch before was not published)", ErrHeldBack)
 
 // backoff returns the wait before attempt n+1: MinBackoff × 2^(n−1), capped
 // at MaxBackoff, with "equal jitter" (a random point in its upper half).

@@ -116,7 +116,7 @@ func TestBatchOutcome(t *testing.T) {
 	}
 	pass := &fakePass{}
 	var pl passLog
-	res, allFailed, err := r.batch(context.Background(), pass, slices.Clone(rows), &pl)
+	res, allFailed, _, err := r.batch(context.Background(), pass, slices.Clone(rows), &pl, nil)
 	if err != nil || allFailed {
 		t.Fatalf("batch: allFailed %v, err %v", allFailed, err)
 	}
@@ -181,16 +181,16 @@ func TestBatchAllFailed(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	pub := &fakePublisher{all: errors.New("brokers down")}
 	pass := &fakePass{}
-	res, allFailed, err := batchRelay(pub, now).batch(context.Background(), pass,
-		[]Row{batchRow(1, "a", 0), batchRow(2, "b", 0)}, &passLog{})
+	res, allFailed, _, err := batchRelay(pub, now).batch(context.Background(), pass,
+		[]Row{batchRow(1, "a", 0), batchRow(2, "b", 0)}, &passLog{}, nil)
 	if err != nil || !allFailed || res.Retried != 2 || res.Published != 0 {
 		t.Errorf("publisher down: result %+v, allFailed %v, err %v; want 2 retried, allFailed", res, allFailed, err)
 	}
 
 	hook := &vetoHook{veto: map[string]error{"e1": errors.New("no"), "e2": errors.New("no")}}
 	pub = &fakePublisher{}
-	res, allFailed, err = batchRelay(pub, now, hook).batch(context.Background(), pass,
-		[]Row{batchRow(1, "a", 0), batchRow(2, "b", 0)}, &passLog{})
+	res, allFailed, _, err = batchRelay(pub, now, hook).batch(context.Background(), pass,
+		[]Row{batchRow(1, "a", 0), batchRow(2, "b", 0)}, &passLog{}, nil)
 	if err != nil || !allFailed || res.Retried != 2 || len(pub.got) != 0 {
 		t.Errorf("all vetoed: result %+v, allFailed %v, err %v, sent %v; want 2 retried, none sent", res, allFailed, err, pub.got)
 	}
@@ -201,9 +201,41 @@ func TestBatchAllFailed(t *testing.T) {
 func TestBatchFinishError(t *testing.T) {
 	fail := errors.New("connection reset")
 	pass := &fakePass{err: fail}
-	res, _, err := batchRelay(&fakePublisher{}, time.Now()).batch(context.Background(), pass,
-		[]Row{batchRow(1, "a", 0)}, &passLog{})
+	res, _, _, err := batchRelay(&fakePublisher{}, time.Now()).batch(context.Background(), pass,
+		[]Row{batchRow(1, "a", 0)}, &passLog{}, nil)
 	if !errors.Is(err, fail) || res != (DrainResult{Batches: 1}) {
 		t.Errorf("result %+v, err %v; want only the batch counted and the Finish error", res, err)
+	}
+}
+
+// A batch claimed while the batch before it was in flight (a forked pass)
+// holds back the rows of the keys that batch left unpublished: they are
+// neither sent nor in the outcome, and batch reports their keys in turn.
+func TestBatchPriorKeysHeldBack(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	pub := &fakePublisher{fail: map[string]error{"e1": errors.New("leader not available")}}
+	pass := &fakePass{}
+	res, _, unpublished, err := batchRelay(pub, now).batch(context.Background(), pass,
+		[]Row{batchRow(1, "a", 0), batchRow(2, "b", 0), batchRow(3, "", 0), batchRow(4, "c", 0)}, &passLog{},
+		map[string]bool{"t\x00b": true, "t\x00": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"e1", "e3", "e4"}; !slices.Equal(pub.got, want) {
+		t.Errorf("published %v, want %v (e2's key was left unpublished by the batch before)", pub.got, want)
+	}
+	if res.HeldBack != 1 || res.Published != 2 || res.Retried != 1 {
+		t.Errorf("result %+v, want 1 held back, 2 published, 1 retried", res)
+	}
+	if len(pass.finished) != 1 || slices.Contains(pass.finished[0].Published, 2) {
+		t.Fatalf("outcome %+v: row 2 must be left untouched", pass.finished)
+	}
+	for _, r := range pass.finished[0].Retries {
+		if r.ID == 2 {
+			t.Errorf("row 2 in the retries: %+v", r)
+		}
+	}
+	if !unpublished["t\x00a"] || !unpublished["t\x00b"] || unpublished["t\x00c"] {
+		t.Errorf("unpublished keys %v, want a (failed) and b (held back), not c", unpublished)
 	}
 }

@@ -143,6 +143,17 @@ type RelayConfig struct {
 	// about 30% slower here (docs/benchmarks.md).
 	Workers int
 
+	// NoOverlap turns off claiming a worker's next batch while its current
+	// one is published and marked. By default, on the databases whose
+	// passes can be forked (PostgreSQL: dialects.Forker), each worker holds
+	// two claims — the batch being published and the next one — on two
+	// connections, so that the claim's database time overlaps the
+	// broker's; batches are still published one after the other, in claim
+	// order, and a key with a row left unpublished holds back its rows of
+	// the next batch. Set it when the relay must use one connection per
+	// worker. Default false.
+	NoOverlap bool
+
 	// Hooks are called, in order, around each message's publication (see
 	// Hook; package hooks has ready-made ones).
 	Hooks []Hook

@@ -98,6 +98,13 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 }
 
 // drain is one worker's loop of Drain.
+//
+// When the dialect's pass can be forked (dialects.Forker, PostgreSQL), the
+// worker claims the next batch on the fork while the current batch is
+// published and marked, so that the claim's round trips and server time
+// overlap the broker's; the batches are still published one after the
+// other, in claim order, and the rows of the next batch whose key had a
+// row left unpublished in the current one are held back (batch's prior).
 func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions, g *idleGroup, pl *passLog) (DrainResult, error) {
 	var total DrainResult
 	pass, err := r.d.Open(ctx, r.db, r.table, opts)
@@ -105,62 +112,106 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 		g.leave()
 		return total, err
 	}
+	var fork dialects.Pass
+	if f, ok := pass.(dialects.Forker); ok && !r.cfg.NoOverlap {
+		fork = f.Fork()
+	}
 	idle := false
 	defer func() {
-		if cerr := pass.Close(); cerr != nil {
-			r.log.Error("outbox relay: closing pass", "error", cerr)
+		for _, p := range []dialects.Pass{fork, pass} {
+			if p == nil {
+				continue
+			}
+			if cerr := p.Close(); cerr != nil {
+				r.log.Error("outbox relay: closing pass", "error", cerr)
+			}
 		}
 	}()
+	var (
+		rows  []Row           // claimed on pass, to publish next
+		prior map[string]bool // keys left unpublished by the batch rows were claimed beside
+	)
 	for ctx.Err() == nil && time.Since(start) < r.cfg.Budget {
-		kick := r.kicked() // taken before the claim: a Notify during it is not lost
-		rows, err := pass.Claim(ctx, r.cfg.Now(), r.cfg.BatchSize)
-		if err != nil {
-			if !idle {
-				g.leave()
-			}
-			if ctx.Err() != nil {
-				return total, ctx.Err() // stopped between batches: nothing in flight
-			}
-			return total, err
-		}
 		if len(rows) == 0 {
-			// Done when every worker has found nothing; until then keep
-			// looking, for the others' pass is not over and new rows of
-			// this worker's shards would otherwise wait for the next one.
-			if !idle {
-				idle = true
-				if g.idle() {
+			prior = nil
+			kick := r.kicked() // taken before the claim: a Notify during it is not lost
+			rows, err = pass.Claim(ctx, r.cfg.Now(), r.cfg.BatchSize)
+			if err != nil {
+				if !idle {
+					g.leave()
+				}
+				if ctx.Err() != nil {
+					return total, ctx.Err() // stopped between batches: nothing in flight
+				}
+				return total, err
+			}
+			if len(rows) == 0 {
+				// Done when every worker has found nothing; until then keep
+				// looking, for the others' pass is not over and new rows of
+				// this worker's shards would otherwise wait for the next one.
+				if !idle {
+					idle = true
+					if g.idle() {
+						break
+					}
+				}
+				if g.done() {
 					break
 				}
+				t := time.NewTimer(idlePoll)
+				select {
+				case <-ctx.Done():
+				case <-g.overCh:
+				case <-kick:
+				case <-t.C:
+				}
+				t.Stop()
+				continue
 			}
-			if g.done() {
-				break
-			}
-			t := time.NewTimer(idlePoll)
-			select {
-			case <-ctx.Done():
-			case <-g.overCh:
-			case <-kick:
-			case <-t.C:
-			}
-			t.Stop()
-			continue
 		}
 		if idle {
 			idle = false
 			g.busy()
 		}
-		res, allFailed, err := r.batch(context.WithoutCancel(ctx), pass, rows, pl)
+		// The next claim runs on the fork while this batch is published.
+		var (
+			next     []Row
+			nextErr  error
+			nextDone chan struct{}
+		)
+		if fork != nil {
+			nextDone = make(chan struct{})
+			go func() {
+				defer close(nextDone)
+				next, nextErr = fork.Claim(ctx, r.cfg.Now(), r.cfg.BatchSize)
+			}()
+		}
+		res, allFailed, unpublished, err := r.batch(context.WithoutCancel(ctx), pass, rows, pl, prior)
 		total.add(res)
+		if nextDone != nil {
+			<-nextDone
+		}
+		rows = nil
 		if err != nil {
 			g.leave()
-			return total, err
+			return total, err // the fork's claim, if any, is released untouched
 		}
 		if allFailed {
 			break
 		}
 		if _, paused := r.outage.pausedUntil(r.cfg.Now()); paused {
 			break // the broker failed part of the batch: back off
+		}
+		if fork != nil {
+			if nextErr != nil {
+				g.leave()
+				if ctx.Err() != nil {
+					return total, ctx.Err()
+				}
+				return total, nextErr
+			}
+			rows, prior = next, unpublished
+			pass, fork = fork, pass
 		}
 	}
 	if !idle {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
@@ -25,8 +26,10 @@ var _ dialects.Relayer = Dialect{}
 // Relays share rows, not shards: o.ShardLocks is ignored (its
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
-	return &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o)}, nil
+	return &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o), pair: &openClaims{}}, nil
 }
+
+var _ dialects.Forker = (*pass)(nil)
 
 type pass struct {
 	d         Dialect
@@ -35,6 +38,46 @@ type pass struct {
 	tx        *sql.Tx
 	o         dialects.ClaimOptions
 	claimStmt string // claimSQL of the pass's options, built once
+	// pair holds the open claims of the pass and of its fork, if any
+	// (slot 0 the original, 1 the fork).
+	pair *openClaims
+	slot int
+}
+
+// openClaims are the ids of the open claims of two forked passes.
+type openClaims struct {
+	mu   sync.Mutex
+	open [2]map[int64]bool
+}
+
+// Fork implements dialects.Forker: a second pass with its own transaction
+// over the same table and options. The two passes' claims skip each
+// other's locked rows (SKIP LOCKED) and take a row whose previous pending
+// row is in the other's open claim as in order.
+func (p *pass) Fork() dialects.Pass {
+	return &pass{d: p.d, db: p.db, t: p.t, o: p.o, claimStmt: p.claimStmt, pair: p.pair, slot: 1 - p.slot}
+}
+
+// siblingOpen returns the ids of the sibling's open claim (nil when the
+// pass is not forked or the sibling holds none).
+func (p *pass) siblingOpen() map[int64]bool {
+	p.pair.mu.Lock()
+	defer p.pair.mu.Unlock()
+	return p.pair.open[1-p.slot]
+}
+
+// setOpen records the ids of the pass's own open claim (nil: none).
+func (p *pass) setOpen(rows []dialects.Row) {
+	var ids map[int64]bool
+	if len(rows) > 0 {
+		ids = make(map[int64]bool, len(rows))
+		for i := range rows {
+			ids[rows[i].ID] = true
+		}
+	}
+	p.pair.mu.Lock()
+	p.pair.open[p.slot] = ids
+	p.pair.mu.Unlock()
 }
 
 // claimSQL locks the first due pending rows in id order, skipping rows
@@ -155,6 +198,9 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		out    []dialects.Row
 		parked bool
 	)
+	// Taken before the claim's snapshot: a sibling row finished meanwhile
+	// is no longer pending in it, so no row can lean on a stale set.
+	sibling := p.siblingOpen()
 	for round := 0; round < claim.MaxRounds; round++ {
 		args := []any{now.UTC(), limit}
 		if !p.o.SkipDeadKeys {
@@ -167,6 +213,13 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		all, err := rowscan.Candidates(rows, true, limit)
 		if err != nil {
 			return fail(err)
+		}
+		for i := range all {
+			if sibling[all[i].Prev] {
+				// In order: the previous row is in the sibling's batch,
+				// published before this one.
+				all[i].Prev = 0
+			}
 		}
 		kept, park := claim.OrderedPrefix(all, now)
 		if len(park) > 0 {
@@ -195,6 +248,7 @@ FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, until) WHERE o.id = u.id`,
 		return nil, tx.Rollback()
 	}
 	p.tx = tx
+	p.setOpen(out)
 	return out, nil
 }
 
@@ -204,6 +258,7 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 		return errors.New("postgres relay: Finish without a claim")
 	}
 	p.tx = nil
+	p.setOpen(nil)
 	if err := finish(ctx, p.d, tx, p.t, o); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -298,6 +353,7 @@ func (p *pass) Close() error {
 	}
 	tx := p.tx
 	p.tx = nil
+	p.setOpen(nil)
 	return tx.Rollback()
 }
 
