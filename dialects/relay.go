@@ -125,6 +125,12 @@ type ClaimOptions struct {
 	// key is parked before a claim looks at it again (default 1 minute).
 	// Replay makes the blocked rows of a replayed row's key due at once.
 	BlockedRecheck time.Duration
+	// Conn, when set, is the connection the pass runs on instead of
+	// connections of the pool: the caller holds it between passes (so
+	// that a relay does not depend on the application's idle pool) and
+	// closes it; Close of the pass leaves it open. A pass whose Close
+	// fails leaves it marked bad (closing it then discards it).
+	Conn *sql.Conn
 }
 
 // ShardLocks tune the passes of a dialect that takes a lock per shard
@@ -167,9 +173,12 @@ type Pass interface {
 // other, in the order of their claims, and hold back (leave out of
 // Outcome.Published and Outcome.Retries) the rows of the later batch
 // whose topic and key did not all get published in the earlier one.
+//
+// conn, when not nil, is the connection the fork runs on (as
+// ClaimOptions.Conn).
 type Forker interface {
 	Pass
-	Fork() Pass
+	Fork(conn *sql.Conn) Pass
 }
 
 // DeadQuery selects dead-lettered rows.

@@ -176,7 +176,13 @@ type Relay struct {
 	outage outage         // the backoff as a whole while the broker is down (relay_outage.go)
 	admin  *Admin         // the admin calls (admin.go)
 	source sequenceSource // of the per-key counters (relay_source.go)
+	conns  connKeeper     // the connections held between passes (relay_conns.go)
 }
+
+// Close returns the connections the relay holds between passes
+// (RelayConfig.HeldConns) to the pool. A relay may still be used after
+// Close: it takes connections again as it needs them.
+func (r *Relay) Close() error { return r.conns.close() }
 
 // Row is an outbox row as the relay reads it (see DeadLetters).
 type Row = dialects.Row
@@ -208,7 +214,8 @@ func NewRelay(db *gorm.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
 	}
 	return &Relay{cfg: cfg, db: sqlDB, d: cfg.Dialect, table: table, pub: pub,
 		log: log.With("outbox_table", table.String()), warn: logLimiter{every: WarnInterval},
-		kickCh: make(chan struct{}), admin: newAdmin(sqlDB, cfg.Dialect, table, cfg.Now, cfg.CleanupBatch)}, nil
+		kickCh: make(chan struct{}), admin: newAdmin(sqlDB, cfg.Dialect, table, cfg.Now, cfg.CleanupBatch),
+		conns: connKeeper{db: sqlDB, keep: max(cfg.HeldConns, 0)}}, nil
 }
 
 // Notify tells a running pass that new rows were committed: its idle

@@ -154,6 +154,16 @@ type RelayConfig struct {
 	// worker. Default false.
 	NoOverlap bool
 
+	// HeldConns is how many connections the relay holds between passes
+	// (each worker's pass and fork run on them), so that a pass never
+	// waits for a connection to be opened when the application's pool
+	// keeps few idle ones (database/sql keeps 2 by default). They are
+	// taken from the pool as the passes first need them, checked after
+	// 2 s unused, replaced when broken, and returned to the pool after
+	// 10 s unused and by Relay.Close.
+	// Default 2 × Workers (Workers with NoOverlap); negative holds none.
+	HeldConns int
+
 	// Hooks are called, in order, around each message's publication (see
 	// Hook; package hooks has ready-made ones).
 	Hooks []Hook
@@ -211,6 +221,12 @@ func relayConfig(db *gorm.DB, cfg RelayConfig) (RelayConfig, dialects.Table, err
 	def(&cfg.MaxAttempts, DefaultMaxAttempts)
 	def(&cfg.CleanupBatch, DefaultCleanupBatch)
 	def(&cfg.Workers, min(DefaultWorkers, max(cfg.Shards, 1)))
+	if cfg.HeldConns == 0 {
+		cfg.HeldConns = 2 * cfg.Workers
+		if cfg.NoOverlap {
+			cfg.HeldConns = cfg.Workers
+		}
+	}
 	defd := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d

@@ -2,6 +2,7 @@ package gormoutbox
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"sync"
 	"time"
@@ -107,25 +108,46 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 // row left unpublished in the current one are held back (batch's prior).
 func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions, g *idleGroup, pl *passLog) (DrainResult, error) {
 	var total DrainResult
-	pass, err := r.d.Open(ctx, r.db, r.table, opts)
+	conn, err := r.conns.get(ctx)
 	if err != nil {
 		g.leave()
 		return total, err
 	}
-	var fork dialects.Pass
+	opts.Conn = conn
+	pass, err := r.d.Open(ctx, r.db, r.table, opts)
+	if err != nil {
+		r.conns.put(conn, false)
+		g.leave()
+		return total, err
+	}
+	var (
+		fork     dialects.Pass
+		forkConn *sql.Conn
+	)
 	if f, ok := pass.(dialects.Forker); ok && !r.cfg.NoOverlap {
-		fork = f.Fork()
+		if forkConn, err = r.conns.get(ctx); err != nil {
+			_ = pass.Close()
+			r.conns.put(conn, false)
+			g.leave()
+			return total, err
+		}
+		fork = f.Fork(forkConn)
 	}
 	idle := false
+	var failed bool // an error: the held connections are not kept
 	defer func() {
+		ok := !failed
 		for _, p := range []dialects.Pass{fork, pass} {
 			if p == nil {
 				continue
 			}
 			if cerr := p.Close(); cerr != nil {
+				ok = false
 				r.log.Error("outbox relay: closing pass", "error", cerr)
 			}
 		}
+		r.conns.put(forkConn, ok)
+		r.conns.put(conn, ok)
 	}()
 	var (
 		rows  []Row           // claimed on pass, to publish next
@@ -137,6 +159,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 			kick := r.kicked() // taken before the claim: a Notify during it is not lost
 			rows, err = pass.Claim(ctx, r.cfg.Now(), r.cfg.BatchSize)
 			if err != nil {
+				failed = true
 				if !idle {
 					g.leave()
 				}
@@ -193,6 +216,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 		}
 		rows = nil
 		if err != nil {
+			failed = true
 			g.leave()
 			return total, err // the fork's claim, if any, is released untouched
 		}
@@ -204,6 +228,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 		}
 		if fork != nil {
 			if nextErr != nil {
+				failed = true
 				g.leave()
 				if ctx.Err() != nil {
 					return total, ctx.Err()

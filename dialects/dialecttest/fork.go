@@ -1,6 +1,7 @@
 package dialecttest
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func runFork(t *testing.T, h Harness) {
 		if got := idsOf(first); !slices.Equal(got, ids[:3]) {
 			t.Fatalf("first claim = %v, want %v", got, ids[:3])
 		}
-		fork := f.Fork()
+		fork := f.Fork(nil)
 		t.Cleanup(func() { _ = fork.Close() })
 		// A pass of its own holds back j2 and k3 (their previous rows are
 		// held by the first claim) and cannot take m1 (the fork will hold
@@ -92,10 +93,54 @@ func runFork(t *testing.T, h Harness) {
 		if got := idsOf(e.claim(blocker, e.now, 1)); !slices.Equal(got, k[:1]) {
 			t.Fatalf("another pass's claim = %v, want %v", got, k[:1])
 		}
-		fork := f.Fork()
+		conn, err := e.db.Conn(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		fork := f.Fork(conn)
 		t.Cleanup(func() { _ = fork.Close() })
 		if got := idsOf(e.claim(fork, e.now, 100)); len(got) != 0 {
 			t.Fatalf("the fork's claim = %v, want nothing: row %d is held by another pass", got, k[0])
+		}
+	})
+}
+
+// runHeldConn checks ClaimOptions.Conn: a pass runs on the connection it
+// is given and leaves it open, released (no rows or shards held), when it
+// is closed; the next pass on the same connection claims again.
+func runHeldConn(t *testing.T, h Harness) {
+	outboxCase(t, "PassOnGivenConn", func(t *testing.T) {
+		e := newOutboxEnv(t, h)
+		conn, err := e.db.Conn(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		for round := 0; round < 2; round++ {
+			want := e.keyed("t", "k", 2)
+			p := e.open(dialects.ClaimOptions{Conn: conn})
+			got := e.claim(p, e.now, 100)
+			if !slices.Equal(idsOf(got), want) {
+				t.Fatalf("claim %d on the given connection = %v, want %v", round+1, idsOf(got), want)
+			}
+			if err := p.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: idsOf(got)}); err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			// Another row, claimed and left unfinished: Close releases it.
+			extra := e.insert(e.rec("t", []byte(fmt.Sprint("x", round))))
+			if got := idsOf(e.claim(p, e.now, 10)); !slices.Equal(got, extra) {
+				t.Fatalf("claim of the extra row = %v, want %v", got, extra)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if err := conn.PingContext(e.ctx); err != nil {
+				t.Fatalf("the given connection after Close: %v", err)
+			}
+			if got := e.publish(e.now); !slices.Equal(got, extra) {
+				t.Fatalf("another pass after Close = %v, want the released row %v", got, extra)
+			}
 		}
 	})
 }

@@ -59,11 +59,15 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	if o.Shards <= 0 {
 		return nil, fmt.Errorf("relay on %s: shard count %d must be positive", t, o.Shards)
 	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("relay on %s: %w", t, err)
+	conn := o.Conn
+	if conn == nil {
+		var err error
+		if conn, err = db.Conn(ctx); err != nil {
+			return nil, fmt.Errorf("relay on %s: %w", t, err)
+		}
 	}
 	p := &pass{d: d, t: t, conn: conn, o: o}
+	var err error
 	if p.database, err = currentDatabase(ctx, conn); err != nil {
 		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
 	}
@@ -524,6 +528,9 @@ func (p *pass) Close() error {
 		}
 	}
 	p.held = nil
+	if conn == p.o.Conn {
+		return err // the caller's: left open (marked bad when the locks were not released)
+	}
 	return errors.Join(err, conn.Close())
 }
 

@@ -26,7 +26,9 @@ var _ dialects.Relayer = Dialect{}
 // Relays share rows, not shards: o.ShardLocks is ignored (its
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
-	return &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o), pair: &openClaims{}}, nil
+	p := &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o), pair: &openClaims{}}
+	p.on = p.beginner(o.Conn)
+	return p, nil
 }
 
 var _ dialects.Forker = (*pass)(nil)
@@ -34,6 +36,7 @@ var _ dialects.Forker = (*pass)(nil)
 type pass struct {
 	d         Dialect
 	db        *sql.DB
+	on        beginner // o.Conn, or db
 	t         dialects.Table
 	tx        *sql.Tx
 	o         dialects.ClaimOptions
@@ -54,8 +57,24 @@ type openClaims struct {
 // over the same table and options. The two passes' claims skip each
 // other's locked rows (SKIP LOCKED) and take a row whose previous pending
 // row is in the other's open claim as in order.
-func (p *pass) Fork() dialects.Pass {
-	return &pass{d: p.d, db: p.db, t: p.t, o: p.o, claimStmt: p.claimStmt, pair: p.pair, slot: 1 - p.slot}
+func (p *pass) Fork(conn *sql.Conn) dialects.Pass {
+	f := &pass{d: p.d, db: p.db, t: p.t, o: p.o, claimStmt: p.claimStmt, pair: p.pair, slot: 1 - p.slot}
+	f.o.Conn = conn
+	f.on = f.beginner(conn)
+	return f
+}
+
+// beginner is what a pass begins its claims on.
+type beginner interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}
+
+// beginner returns conn, or the pass's pool when conn is nil.
+func (p *pass) beginner(conn *sql.Conn) beginner {
+	if conn != nil {
+		return conn
+	}
+	return p.db
 }
 
 // siblingOpen returns the ids of the sibling's open claim (nil when the
@@ -176,7 +195,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 	// database/sql rolls a transaction back when the context given to
 	// BeginTx is done; a claim must outlive a cancelled pass so that the
 	// batch in flight can still be marked. The statements honour ctx.
-	tx, err := p.db.BeginTx(context.WithoutCancel(ctx), nil)
+	tx, err := p.on.BeginTx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 	}
