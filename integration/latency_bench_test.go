@@ -32,7 +32,9 @@ type LatencyItem struct {
 // second — and measures, per event, from the return of the writer's
 // commit to a consumer's receipt of the message. "wake" wires the
 // documented wake-ups (gormoutbox.Config.Wake, and Relay.Listen on
-// PostgreSQL); "cron-only" does not.
+// PostgreSQL); "cron-only" does not. The pool keeps as many idle
+// connections as the README recommends (one per writer), except in
+// "wake-default-pool", which leaves database/sql's default (2 idle).
 func BenchmarkCommitToKafkaLatency(b *testing.B) {
 	const (
 		rate     = 1000
@@ -40,10 +42,14 @@ func BenchmarkCommitToKafkaLatency(b *testing.B) {
 		writers  = 16
 	)
 	for _, d := range testenv.Dialects() {
-		for _, mode := range []string{"wake", "cron-only"} {
+		for _, mode := range []string{"wake", "wake-default-pool", "cron-only"} {
 			b.Run(d.Name+"/"+mode, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					lat := latencyRun(b, d, mode == "wake", rate, duration, writers)
+					idle := writers
+					if mode == "wake-default-pool" {
+						idle = 0
+					}
+					lat := latencyRun(b, d, mode != "cron-only", idle, rate, duration, writers)
 					slices.Sort(lat)
 					q := func(p float64) float64 {
 						return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
@@ -59,7 +65,9 @@ func BenchmarkCommitToKafkaLatency(b *testing.B) {
 	}
 }
 
-func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration time.Duration, writers int) []time.Duration {
+// latencyRun runs one measurement; idle, when positive, is the pool's
+// SetMaxIdleConns (0 leaves database/sql's default).
+func latencyRun(b *testing.B, d testenv.Dialect, wake bool, idle, rate int, duration time.Duration, writers int) []time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var sched atomic.Pointer[scheduler.Scheduler]
@@ -72,10 +80,11 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration t
 		}
 	}
 	db := d.Open(b, nil)
-	// database/sql keeps 2 idle connections by default: 16 writers and the
-	// relay would keep opening new ones (a process fork each on PostgreSQL).
-	if sqlDB, err := db.DB(); err == nil {
-		sqlDB.SetMaxIdleConns(32)
+	// database/sql keeps 2 idle connections by default: 16 writers would
+	// keep opening new ones (a process fork each on PostgreSQL). The relay
+	// holds its own (RelayConfig.HeldConns).
+	if sqlDB, err := db.DB(); err == nil && idle > 0 {
+		sqlDB.SetMaxIdleConns(idle)
 	}
 	p := gormoutbox.New(cfg)
 	if err := db.Use(p); err != nil {
