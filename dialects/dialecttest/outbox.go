@@ -15,6 +15,7 @@ func runOutbox(t *testing.T, h Harness) {
 	t.Run("Hostile", func(t *testing.T) { runHostile(t, h) })
 	t.Run("Bytes", func(t *testing.T) { runBytes(t, h) })
 	t.Run("Sequence", func(t *testing.T) { runSequence(t, h) })
+	t.Run("Guard", func(t *testing.T) { runGuard(t, h) })
 	t.Run("Fork", func(t *testing.T) { runFork(t, h) })
 	t.Run("HeldConn", func(t *testing.T) { runHeldConn(t, h) })
 }

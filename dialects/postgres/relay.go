@@ -101,14 +101,21 @@ func (p *pass) setOpen(rows []dialects.Row) {
 
 // claimSQL locks the first due pending rows in id order, skipping rows
 // other relays hold, and reads for each the id and available_at of the
-// previous pending row of its topic and key (a backward probe of the
-// pending-key index, LIMIT 1), from which claim.OrderedPrefix drops the
-// rows whose earlier rows are held elsewhere or not due. The rows it drops
-// stay locked until the claim ends.
+// previous pending row of its topic and key, from which claim.OrderedPrefix
+// drops the rows whose earlier rows are held elsewhere or not due. The rows
+// it drops stay locked until the claim ends.
 //
-// The probe is a LATERAL subquery: as a join on a correlated MAX, the
-// planner chose a hash join over the whole table on small tables (three
-// times slower at 10k rows).
+// The previous pending row of a key's first claimed row is found by a
+// backward probe of the pending-key index (LIMIT 1, a LATERAL subquery: as
+// a join on a correlated MAX, the planner chose a hash join over the whole
+// table on small tables). For the key's later claimed rows it is the
+// claimed row before, unless the claim skipped a pending row between its
+// first and last id (one held by another relay, or not due): one count of
+// the pending rows in that id range (g) tells, and only then is every row
+// probed. The probe is gated by a one-time filter, so that a claim of 500
+// rows of 100 keys runs 100 probes, not 500 (the probes were most of the
+// claim's time: 6–7 ms per 500 rows at 100k pending, against 1 ms for the
+// locking scan).
 //
 // Unless o.SkipDeadKeys, a second probe (of the dead-key index, small)
 // finds the nearest earlier dead row of the key: when it is nearer than
@@ -138,15 +145,17 @@ cut AS (
 	WHERE run <= ` + strconv.FormatInt(o.MaxBytes, 10) + ` OR run = n
 )`
 		bytesWhere = `
-WHERE c.id IN (SELECT id FROM cut)`
+WHERE k.id IN (SELECT id FROM cut)`
 	}
-	prev, dead := `pv.id, pv.available_at`, ``
+	pid := `CASE WHEN k.lid IS NOT NULL AND NOT g.gap THEN k.lid ELSE pv.id END`
+	pav := `CASE WHEN k.lid IS NOT NULL AND NOT g.gap THEN k.lav ELSE pv.available_at END`
+	prev, dead := pid+`, `+pav, ``
 	if !o.SkipDeadKeys {
-		prev = `CASE WHEN dv.id > COALESCE(pv.id, 0) THEN dv.id ELSE pv.id END,
-	CASE WHEN dv.id > COALESCE(pv.id, 0) THEN $3 ELSE pv.available_at END`
+		prev = `CASE WHEN dv.id > COALESCE(` + pid + `, 0) THEN dv.id ELSE ` + pid + ` END,
+	CASE WHEN dv.id > COALESCE(` + pid + `, 0) THEN $3 ELSE ` + pav + ` END`
 		dead = ` LEFT JOIN LATERAL (
 	SELECT d.id FROM ` + q + ` d
-	WHERE d.topic = c.topic AND d.msg_key = c.msg_key AND d.id < c.id AND d.dead_at IS NOT NULL
+	WHERE d.topic = k.topic AND d.msg_key = k.msg_key AND d.id < k.id AND d.dead_at IS NOT NULL
 	ORDER BY d.id DESC LIMIT 1
 ) dv ON true`
 	}
@@ -155,15 +164,25 @@ WHERE c.id IN (SELECT id FROM cut)`
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + shardFilter + `
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
-)` + bytesCut + `
-SELECT ` + rowscan.ColumnsOf("c") + `, ` + prev + `
-FROM c LEFT JOIN LATERAL (
+)` + bytesCut + `,
+r AS MATERIALIZED (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM c),
+g AS MATERIALIZED (
+	SELECT (SELECT count(*) FROM ` + q + `, r WHERE published_at IS NULL AND dead_at IS NULL
+		AND id BETWEEN r.lo AND r.hi` + shardFilter + `) > (SELECT n FROM r) AS gap
+),
+k AS (
+	SELECT c.*, lag(c.id) OVER w AS lid, lag(c.available_at) OVER w AS lav
+	FROM c WINDOW w AS (PARTITION BY c.topic, c.msg_key ORDER BY c.id)
+)
+SELECT ` + rowscan.ColumnsOf("k") + `, ` + prev + `
+FROM k CROSS JOIN g LEFT JOIN LATERAL (
 	SELECT p.id, p.available_at FROM ` + q + ` p
-	WHERE p.topic = c.topic AND p.msg_key = c.msg_key AND p.id < c.id
+	WHERE (k.lid IS NULL OR g.gap)
+	  AND p.topic = k.topic AND p.msg_key = k.msg_key AND p.id < k.id
 	  AND p.published_at IS NULL AND p.dead_at IS NULL
 	ORDER BY p.id DESC LIMIT 1
 ) pv ON true` + dead + bytesWhere + `
-ORDER BY c.id`
+ORDER BY k.id`
 }
 
 // otherRemainders lists, comma-separated, the remainders modulo
