@@ -109,6 +109,7 @@ func service(ctx context.Context, db *gorm.DB, brokers []string) error {
 	if err != nil {
 		return err
 	}
+	defer relay.Close() // the connections it holds between passes
 
 	if err := s.Add("outbox-relay", "*/1 * * * * *", scheduler.RelayJob(relay)); err != nil { // every second
 		return err
