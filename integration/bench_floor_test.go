@@ -245,22 +245,27 @@ func BenchmarkRelayVsHandWritten(b *testing.B) {
 			defer func() { _ = w.Close(); tr.CloseIdleConnections() }()
 			hand := &hwRelay{db: sqlDB, dialect: d.Name, w: w, topic: hwTopic}
 
-			var tRelay, tSerial, tHand time.Duration
-			drainRelay := func(r *gormoutbox.Relay, t *time.Duration) func() {
+			var (
+				tRelay, tSerial, tHand time.Duration
+				cRelay, cSerial, cHand cpuMeter
+			)
+			drainRelay := func(r *gormoutbox.Relay, t *time.Duration, c *cpuMeter) func() {
 				return func() {
 					b.StopTimer()
 					rbInsert(b, p.Dialect(), sqlDB, table, rbRecords(rbBacklog, relayTopic, time.Now().UTC()))
 					rbAnalyze(b, p.Dialect(), sqlDB, table)
 					b.StartTimer()
 					start := time.Now()
-					published := 0
-					for published < rbBacklog {
-						res, err := r.Drain(ctx)
-						if err != nil {
-							b.Fatal(err)
+					c.measure(func() {
+						published := 0
+						for published < rbBacklog {
+							res, err := r.Drain(ctx)
+							if err != nil {
+								b.Fatal(err)
+							}
+							published += res.Published
 						}
-						published += res.Published
-					}
+					})
 					*t += time.Since(start)
 				}
 			}
@@ -269,14 +274,18 @@ func BenchmarkRelayVsHandWritten(b *testing.B) {
 				hwFill(b, sqlDB, d.Name, rbRecords(rbBacklog, hwTopic, time.Now().UTC()))
 				b.StartTimer()
 				start := time.Now()
-				n, err := hand.drain(ctx)
+				var (
+					n   int
+					err error
+				)
+				cHand.measure(func() { n, err = hand.drain(ctx) })
 				if err != nil || n != rbBacklog {
 					b.Fatalf("hand-written relay: %d published, %v", n, err)
 				}
 				tHand += time.Since(start)
 			}
 			// The contenders take turns, each first in one round of three.
-			runs := []func(){drainRelay(relay, &tRelay), runHand, drainRelay(serial, &tSerial)}
+			runs := []func(){drainRelay(relay, &tRelay, &cRelay), runHand, drainRelay(serial, &tSerial, &cSerial)}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				for j := range runs {
@@ -290,6 +299,15 @@ func BenchmarkRelayVsHandWritten(b *testing.B) {
 			b.ReportMetric(n/tHand.Seconds(), "hand-events/s")
 			b.ReportMetric(tHand.Seconds()/tRelay.Seconds(), "relay/hand")
 			b.ReportMetric(tHand.Seconds()/tSerial.Seconds(), "nooverlap/hand")
+			// The machine's CPU: busy share while each ran, and busy
+			// milliseconds (database, broker and Go together) per 1,000
+			// events.
+			b.ReportMetric(cRelay.share(), "relay-cpu-share")
+			b.ReportMetric(cSerial.share(), "nooverlap-cpu-share")
+			b.ReportMetric(cHand.share(), "hand-cpu-share")
+			b.ReportMetric(cRelay.msPer1k(n), "relay-cpu-ms/1k")
+			b.ReportMetric(cSerial.msPer1k(n), "nooverlap-cpu-ms/1k")
+			b.ReportMetric(cHand.msPer1k(n), "hand-cpu-ms/1k")
 		})
 	}
 }
