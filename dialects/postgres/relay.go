@@ -109,10 +109,11 @@ func (p *pass) setOpen(rows []dialects.Row) {
 // backward probe of the pending-key index (LIMIT 1, a LATERAL subquery: as
 // a join on a correlated MAX, the planner chose a hash join over the whole
 // table on small tables). For the key's later claimed rows it is the
-// claimed row before, unless the claim skipped a pending row between its
-// first and last id (one held by another relay, or not due): one count of
-// the pending rows in that id range (g) tells, and only then is every row
-// probed. The probe is gated by a one-time filter, so that a claim of 500
+// claimed row before, unless the claim skipped a pending row of the key
+// between its first and last claimed id (one held by another relay, or not
+// due): a count of the key's pending rows in that range (g, one range of
+// the pending-key index per key) tells, and only then are all the key's
+// rows probed. The probe is gated by a one-time filter, so that a claim of 500
 // rows of 100 keys runs 100 probes, not 500 (the probes were most of the
 // claim's time: 6–7 ms per 500 rows at 100k pending, against 1 ms for the
 // locking scan).
@@ -149,6 +150,8 @@ WHERE k.id IN (SELECT id FROM cut)`
 	}
 	pid := `CASE WHEN k.lid IS NOT NULL AND NOT g.gap THEN k.lid ELSE pv.id END`
 	pav := `CASE WHEN k.lid IS NOT NULL AND NOT g.gap THEN k.lav ELSE pv.available_at END`
+	// (g.gap is NULL for rows without a key: they are neither probed nor
+	// given a previous row, and need none.)
 	prev, dead := pid+`, `+pav, ``
 	if !o.SkipDeadKeys {
 		prev = `CASE WHEN dv.id > COALESCE(` + pid + `, 0) THEN dv.id ELSE ` + pid + ` END,
@@ -165,17 +168,20 @@ WHERE k.id IN (SELECT id FROM cut)`
 	ORDER BY id LIMIT $2
 	FOR UPDATE SKIP LOCKED
 )` + bytesCut + `,
-r AS MATERIALIZED (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM c),
 g AS MATERIALIZED (
-	SELECT (SELECT count(*) FROM ` + q + `, r WHERE published_at IS NULL AND dead_at IS NULL
-		AND id BETWEEN r.lo AND r.hi` + shardFilter + `) > (SELECT n FROM r) AS gap
+	SELECT r.topic, r.msg_key, r.n < (
+		SELECT count(*) FROM ` + q + ` p
+		WHERE p.topic = r.topic AND p.msg_key = r.msg_key AND p.id BETWEEN r.lo AND r.hi
+		  AND p.published_at IS NULL AND p.dead_at IS NULL) AS gap
+	FROM (SELECT topic, msg_key, min(id) AS lo, max(id) AS hi, count(*) AS n
+		FROM c WHERE msg_key IS NOT NULL GROUP BY topic, msg_key) r
 ),
 k AS (
 	SELECT c.*, lag(c.id) OVER w AS lid, lag(c.available_at) OVER w AS lav
 	FROM c WINDOW w AS (PARTITION BY c.topic, c.msg_key ORDER BY c.id)
 )
 SELECT ` + rowscan.ColumnsOf("k") + `, ` + prev + `
-FROM k CROSS JOIN g LEFT JOIN LATERAL (
+FROM k LEFT JOIN g ON g.topic = k.topic AND g.msg_key = k.msg_key LEFT JOIN LATERAL (
 	SELECT p.id, p.available_at FROM ` + q + ` p
 	WHERE (k.lid IS NULL OR g.gap)
 	  AND p.topic = k.topic AND p.msg_key = k.msg_key AND p.id < k.id
