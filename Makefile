@@ -22,7 +22,7 @@ REPORT ?=
 GORM_SRC ?= ../gorm
 GORM_DIALECTS ?=
 
-.PHONY: help up down status env test faults demo demo-mysql bench lint gorm-suite
+.PHONY: help up down status env test faults demo demo-mysql bench bench-floor lint gorm-suite
 
 help: ## List the targets (default)
 	@echo "Usage: make <target>"
@@ -55,6 +55,9 @@ demo-mysql: ## Start MariaDB + kfake broker and run examples/mysql (scripts/demo
 
 bench: ## Start servers and run the benchmarks (scripts/bench.sh)
 	scripts/bench.sh
+
+bench-floor: ## The "5 of 5" ratios on a quiet machine: relay and capture vs hand-written, writes by condition, backlog, delayed, latency ×5 (scripts/bench-floor.sh)
+	scripts/bench-floor.sh
 
 gorm-suite: ## Run GORM's own tests/ without and with the plugin and diff (scripts/gorm-suite.sh $(GORM_SRC); not in make test)
 	scripts/gorm-suite.sh $(GORM_SRC) $(GORM_DIALECTS)
