@@ -37,8 +37,9 @@ type pass struct {
 	claimStmt string // claimSQL of the pass's options, built once
 }
 
-// claimSQL locks the first due pending rows in id order, skipping rows
-// other relays hold, and reads for each the id and available_at of the
+// claimSQL locks the first due pending rows in (available_at, id) order
+// (the due index: rows not due are past the end of the range it reads and
+// are never scanned), skipping rows other relays hold, and reads for each the id and available_at of the
 // previous pending row of its topic and key (a backward probe of the
 // pending-key index, LIMIT 1), from which claim.OrderedPrefix drops the
 // rows whose earlier rows are held elsewhere or not due. The rows it drops
@@ -91,7 +92,7 @@ WHERE c.id IN (SELECT id FROM cut)`
 	return `WITH c AS MATERIALIZED (
 	SELECT ` + rowscan.Columns + ` FROM ` + q + `
 	WHERE published_at IS NULL AND dead_at IS NULL AND available_at <= $1` + shardFilter + `
-	ORDER BY id LIMIT $2
+	ORDER BY available_at, id LIMIT $2
 	FOR UPDATE SKIP LOCKED
 )` + bytesCut + `
 SELECT ` + rowscan.ColumnsOf("c") + `, ` + prev + `
@@ -168,7 +169,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		if err != nil {
 			return fail(err)
 		}
-		kept, park := claim.OrderedPrefix(all, now)
+		kept, park := claim.Guard(all, now)
 		if len(park) > 0 {
 			parked = true
 			ids := make([]int64, len(park))
@@ -176,7 +177,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			for i, pk := range park {
 				ids[i], until[i] = pk.ID, pk.Until.UTC()
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE `+p.t.Qualified(p.d)+` o SET available_at = u.until
+			if _, err := tx.ExecContext(ctx, `UPDATE `+p.t.Qualified(p.d)+` o SET available_at = GREATEST(o.available_at, u.until)
 FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, until) WHERE o.id = u.id`, ids, until); err != nil {
 				return fail(err)
 			}
