@@ -253,21 +253,22 @@ func (p *pass) learn(rows []claim.Candidate, quota []int) {
 // The claim reads each shard's due rows in (available_at, id) order, so an
 // earlier pending row of a claimed row's key can be missing from the claim
 // whether it is due or not (a row released by Replay or captured during a
-// backoff can be due before an earlier row of its key). Per key, two index
-// dives on (topic, msg_key, published_at, dead_at, id, available_at),
-// index only, find what the guard needs: the pending row just before the
-// key's first claimed row, and the first pending row between its first and
-// last claimed rows that is not in the claim (the rows after that one are
-// held back whatever it is). (A correlated "MAX(id) … id < o.id" per row,
-// the obvious SQL, made MariaDB read every pending row of the key for each
-// claimed row: 90% of the claim's time on a 100k-row backlog.)
+// backoff can be due before an earlier row of its key). Per key, one index
+// range on (topic, msg_key, published_at, dead_at, id, available_at), index
+// only, finds the first pending row before its last claimed row that is
+// not in the claim: the key's claimed rows before it are kept, the ones
+// after it held back (parked until it is due when it is not). The range
+// stops there, so it reads the key's claimed rows and one more. (A
+// correlated "MAX(id) … id < o.id" per row, the obvious SQL, made MariaDB
+// read every pending row of the key for each claimed row: 90% of the
+// claim's time on a 100k-row backlog.)
 func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time) error {
 	type span struct {
-		topic      string
-		key        []byte
-		first, max int64
-		ids        []int64
-		pending    []claim.Pending
+		topic   string
+		key     []byte
+		max     int64
+		ids     []int64
+		pending []claim.Pending
 	}
 	spans := map[string]*span{}
 	var order []*span
@@ -279,7 +280,7 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 		k := r.Topic + "\x00" + string(r.Key)
 		sp, ok := spans[k]
 		if !ok {
-			sp = &span{topic: r.Topic, key: r.Key, first: r.ID}
+			sp = &span{topic: r.Topic, key: r.Key}
 			spans[k] = sp
 			order = append(order, sp)
 		}
@@ -290,7 +291,6 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 		return nil
 	}
 	q := p.t.Qualified(p.d)
-	const pendingOfKey = ` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL`
 	var b strings.Builder
 	args := make([]any, 0, len(order)*6)
 	for i, sp := range order {
@@ -298,16 +298,10 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 			b.WriteString(" UNION ALL ")
 		}
 		n := strconv.Itoa(i)
-		b.WriteString(`(SELECT ` + n + ` AS k, id, available_at, 0 AS dead FROM ` + q + pendingOfKey +
-			` AND id < ? ORDER BY id DESC LIMIT 1)`)
-		args = append(args, sp.topic, sp.key, sp.first)
-		if len(sp.ids) > 1 && sp.max-sp.first+1 > int64(len(sp.ids)) {
-			// Ids between the first and the last claimed row of the key
-			// that are not claimed: is one of them a pending row of it?
-			b.WriteString(` UNION ALL (SELECT ` + n + ` AS k, id, available_at, 0 AS dead FROM ` + q + pendingOfKey +
-				` AND id > ? AND id < ? AND id NOT IN (` + rowsql.IDList(sp.ids) + `) ORDER BY id LIMIT 1)`)
-			args = append(args, sp.topic, sp.key, sp.first, sp.max)
-		}
+		b.WriteString(`(SELECT ` + n + ` AS k, id, available_at, 0 AS dead FROM ` + q +
+			` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL AND id < ? AND id NOT IN (` +
+			rowsql.IDList(sp.ids) + `) ORDER BY id LIMIT 1)`)
+		args = append(args, sp.topic, sp.key, sp.max)
 		if !p.o.SkipDeadKeys {
 			// The first dead row of the key before its last claimed row
 			// (same index, dead_at range): it blocks the rows after it.
