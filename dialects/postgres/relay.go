@@ -110,7 +110,7 @@ ORDER BY c.id`
 // "shard % m <> ALL(others)" rather than "shard % m = rem": the planner
 // knows nothing of the expression and estimates an equality at 0.5 % of
 // the rows, so with two workers it chose a sequential scan and a sort of
-// every pending row over the pending index's id order (20 ms instead of
+// every pending row over the due index's order (20 ms instead of
 // 6 ms per 500-row claim at 100k pending rows); an inequality it estimates
 // at 99.5 %, and it walks the index.
 func otherRemainders(o dialects.ClaimOptions) string {
