@@ -22,6 +22,12 @@ type Harness struct {
 	// Open returns a fresh, empty database (or schema) of the dialect's
 	// server for one test; it is dropped when the test ends.
 	Open func(t testing.TB) *sql.DB
+	// IndexReads, when set, returns a count that grows by the index
+	// entries a pass's claims read (PostgreSQL: those of the pass's open
+	// claim transaction, 0 without one; MySQL: the pass's session's
+	// Handler_read counters). The case Claim/DelayedNotScanned uses it to
+	// check that a claim does not read the rows that are not due.
+	IndexReads func(t testing.TB, p dialects.Pass) int64
 }
 
 // Run runs the whole suite.

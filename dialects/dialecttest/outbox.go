@@ -8,7 +8,7 @@ import "testing"
 func runOutbox(t *testing.T, h Harness) {
 	t.Run("Migrate", func(t *testing.T) { runMigrate(t, h) })
 	t.Run("Insert", func(t *testing.T) { runInsert(t, h) })
-	t.Run("Claim", func(t *testing.T) { runClaim(t, h) })
+	t.Run("Claim", func(t *testing.T) { runClaim(t, h); runDue(t, h) })
 	t.Run("Finish", func(t *testing.T) { runFinish(t, h) })
 	t.Run("Admin", func(t *testing.T) { runAdmin(t, h) })
 	t.Run("Ack", func(t *testing.T) { runAck(t, h) })

@@ -138,9 +138,11 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		return nil, nil
 	}
 	q := p.t.Qualified(p.d)
-	// One index range per shard (published_at, dead_at, shard, id), read in
-	// id order and cut at limit; the union is cut again. A single
-	// "shard IN (...) ORDER BY id" would sort every pending row.
+	// One range of the due index (published_at, dead_at, shard,
+	// available_at, id) per shard, read in (available_at, id) order up to
+	// now and cut at its quota: rows that are not due are past its end and
+	// never read. The union is cut again, in id order. A single
+	// "shard IN (...) ORDER BY …" would sort every due row.
 	var b strings.Builder
 	args := make([]any, 0, len(p.held)+1)
 	quota := p.quotas(limit)
@@ -149,7 +151,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			b.WriteString(" UNION ALL ")
 		}
 		b.WriteString(`(SELECT id FROM ` + q + ` WHERE published_at IS NULL AND dead_at IS NULL AND shard = ` +
-			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
+			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY available_at, id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
 		args = append(args, now.UTC())
 	}
 	// The bytes bound (ClaimOptions.MaxBytes) is applied while the rows
@@ -177,7 +179,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			// shard holds.
 			p.learn(all, quota)
 		}
-		kept, park := claim.OrderedPrefix(all, now)
+		kept, park := claim.Guard(all, now)
 		if len(park) > 0 {
 			if err := p.park(ctx, park); err != nil {
 				return nil, err
@@ -252,21 +254,24 @@ func (p *pass) learn(rows []claim.Candidate, quota []int) {
 // prevs finds, for each claimed row with a key, the previous pending row of
 // its topic and key that matters for order.
 //
-// A MySQL claim holds its shards alone and reads each shard's due rows in
-// id order, so every due pending row of a key that precedes a claimed row
-// of that key is in the claim; only rows that are not due (waiting for a
-// retry, or parked) can be missing. One statement looks for those: per key,
-// the pending rows before its last claimed row with available_at in the
-// future — an index range with constant bounds on
-// (topic, msg_key, published_at, dead_at, id, available_at), index only,
-// which normally finds nothing. (A correlated "MAX(id) … id < o.id" per
-// row, the obvious SQL, made MariaDB read every pending row of the key for
-// each claimed row: 90% of the claim's time on a 100k-row backlog.)
+// The claim reads each shard's due rows in (available_at, id) order, so an
+// earlier pending row of a claimed row's key can be missing from the claim
+// whether it is due or not (a row released by Replay or captured during a
+// backoff can be due before an earlier row of its key). Per key, one index
+// range on (topic, msg_key, published_at, dead_at, id, available_at), index
+// only, finds the first pending row before its last claimed row that is
+// not in the claim: the key's claimed rows before it are kept, the ones
+// after it held back (parked until it is due when it is not). The range
+// stops there, so it reads the key's claimed rows and one more. (A
+// correlated "MAX(id) … id < o.id" per row, the obvious SQL, made MariaDB
+// read every pending row of the key for each claimed row: 90% of the
+// claim's time on a 100k-row backlog.)
 func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time) error {
 	type span struct {
 		topic   string
 		key     []byte
 		max     int64
+		ids     []int64
 		pending []claim.Pending
 	}
 	spans := map[string]*span{}
@@ -284,24 +289,27 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 			order = append(order, sp)
 		}
 		sp.max = r.ID // rows come in id order
+		sp.ids = append(sp.ids, r.ID)
 	}
 	if len(order) == 0 {
 		return nil
 	}
 	q := p.t.Qualified(p.d)
 	var b strings.Builder
-	args := make([]any, 0, len(order)*4)
+	args := make([]any, 0, len(order)*6)
 	for i, sp := range order {
 		if i > 0 {
 			b.WriteString(" UNION ALL ")
 		}
-		b.WriteString(`(SELECT ` + strconv.Itoa(i) + ` AS k, id, available_at, 0 AS dead FROM ` + q +
-			` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL AND id < ? AND available_at > ?)`)
-		args = append(args, sp.topic, sp.key, sp.max, now.UTC())
+		n := strconv.Itoa(i)
+		b.WriteString(`(SELECT ` + n + ` AS k, id, available_at, 0 AS dead FROM ` + q +
+			` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NULL AND id < ? AND id NOT IN (` +
+			rowsql.IDList(sp.ids) + `) ORDER BY id LIMIT 1)`)
+		args = append(args, sp.topic, sp.key, sp.max)
 		if !p.o.SkipDeadKeys {
 			// The first dead row of the key before its last claimed row
 			// (same index, dead_at range): it blocks the rows after it.
-			b.WriteString(` UNION ALL (SELECT ` + strconv.Itoa(i) + ` AS k, id, available_at, 1 AS dead FROM ` + q +
+			b.WriteString(` UNION ALL (SELECT ` + n + ` AS k, id, available_at, 1 AS dead FROM ` + q +
 				` WHERE topic = ? AND msg_key = ? AND published_at IS NULL AND dead_at IS NOT NULL AND id < ? ORDER BY id LIMIT 1)`)
 			args = append(args, sp.topic, sp.key, sp.max)
 		}

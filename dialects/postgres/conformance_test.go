@@ -13,7 +13,7 @@ import (
 // TestConformance runs the storage seam's conformance suite on a real
 // server (see internal/testenv for how to point it at your own).
 func TestConformance(t *testing.T) {
-	dialecttest.Run(t, dialecttest.Harness{Dialect: postgres.New(), Open: open})
+	dialecttest.Run(t, dialecttest.Harness{Dialect: postgres.New(), Open: open, IndexReads: postgres.IndexReads})
 }
 
 // TestConformanceValues runs the suite with Unnest off: Insert writes a

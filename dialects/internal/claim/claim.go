@@ -117,3 +117,47 @@ func OrderedPrefix(cands []Candidate, now time.Time) (kept []dialects.Row, park 
 	}
 	return kept, park
 }
+
+// Guard is OrderedPrefix for claims that read the due rows in
+// (available_at, id) order rather than in id order. Such a claim can take a
+// row and leave out an earlier row of its key that is due but comes later
+// in that order (its available_at is later: a row released by Replay, or
+// one captured while the earlier row was backing off and not claimed before
+// it came due). OrderedPrefix holds the row back without parking it (its
+// earlier row is due), and every claim would read it again ahead of that
+// row: a claim full of such rows would never reach them. So the rows held
+// back behind an earlier row that is due but later than themselves are
+// also returned in park, with that row's available_at: they move behind it
+// in the claim's order (parking never moves a row earlier), and a later
+// claim reaches the earlier row first. The later held-back rows of the same
+// key move with them.
+func Guard(cands []Candidate, now time.Time) (kept []dialects.Row, park []Park) {
+	kept, park = OrderedPrefix(cands, now)
+	if len(kept)+len(park) == len(cands) {
+		return kept, park
+	}
+	done := make(map[int64]bool, len(kept)+len(park))
+	for _, r := range kept {
+		done[r.ID] = true
+	}
+	for _, pk := range park {
+		done[pk.ID] = true
+	}
+	until := make(map[string]time.Time)
+	for i := range cands {
+		c := &cands[i]
+		if c.Key == nil || done[c.ID] {
+			continue
+		}
+		k := c.Topic + "\x00" + string(c.Key)
+		u, ok := until[k]
+		if !ok && c.PrevAvail.After(c.AvailableAt) {
+			u, ok = c.PrevAvail, true
+			until[k] = u
+		}
+		if ok && u.After(c.AvailableAt) {
+			park = append(park, Park{ID: c.ID, Until: u})
+		}
+	}
+	return kept, park
+}

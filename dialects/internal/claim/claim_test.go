@@ -61,3 +61,26 @@ func TestSetPrevs(t *testing.T) {
 		t.Errorf("other keys touched: %d, %d", cands[1].Prev, cands[3].Prev)
 	}
 }
+
+func TestGuard(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	early, late := now.Add(-time.Minute), now.Add(-time.Second)
+	row := func(id int64, key string, avail time.Time, prev int64, prevAvail time.Time) Candidate {
+		return Candidate{Row: dialects.Row{ID: id, Topic: "t", Key: []byte(key), AvailableAt: avail}, Prev: prev, PrevAvail: prevAvail}
+	}
+	cands := []Candidate{
+		row(10, "a", early, 0, time.Time{}),        // head of a: kept
+		row(11, "b", early, 5, late),               // b's earlier row 5 is due later, unclaimed: moved behind it
+		row(12, "b", late, 11, early),              // behind it, already as late: left as is
+		row(13, "b", early, 12, late),              // behind it, earlier: moved too
+		row(14, "c", late, 7, early),               // c's earlier row 7 is due earlier (held elsewhere): left
+		row(15, "d", early, 8, now.Add(time.Hour)), // d's earlier row waits: parked (OrderedPrefix)
+	}
+	kept, park := Guard(cands, now)
+	if len(kept) != 1 || kept[0].ID != 10 {
+		t.Errorf("kept %v, want row 10", kept)
+	}
+	if want := []Park{{15, now.Add(time.Hour)}, {11, late}, {13, late}}; !reflect.DeepEqual(park, want) {
+		t.Errorf("park %v, want %v", park, want)
+	}
+}
