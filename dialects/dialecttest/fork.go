@@ -23,59 +23,101 @@ func runFork(t *testing.T, h Harness) {
 		if !ok {
 			t.Skip("the dialect's passes do not fork")
 		}
-		// k1 j1 k2 | j2 k3 m1
+		// k1 j1 k2 j2 k3 m1
 		var ids []int64
+		keyOf := map[int64]string{}
 		for _, k := range []string{"k", "j", "k", "j", "k", "m"} {
-			ids = append(ids, e.insert(e.rec("t", []byte(k)))...)
+			id := e.insert(e.rec("t", []byte(k)))[0]
+			ids = append(ids, id)
+			keyOf[id] = k
 		}
-		first := e.claim(f, e.now, 3)
-		if got := idsOf(first); !slices.Equal(got, ids[:3]) {
-			t.Fatalf("first claim = %v, want %v", got, ids[:3])
+		first := idsOf(e.claim(f, e.now, 3))
+		if len(first) == 0 {
+			t.Fatal("first claim got nothing")
 		}
-		fork := f.Fork(nil)
-		t.Cleanup(func() { _ = fork.Close() })
-		// A pass of its own holds back j2 and k3 (their previous rows are
-		// held by the first claim) and cannot take m1 (the fork will hold
-		// it) — checked before the fork claims: it gets m1 only.
+		// A pass of its own takes no row of k or j while the first claim
+		// is open (their first rows are in it; on a dialect that locks
+		// shards it gets no shard at all).
 		other := e.open(dialects.ClaimOptions{})
-		if got := idsOf(e.claim(other, e.now, 100)); !slices.Equal(got, ids[5:]) {
-			t.Fatalf("an unrelated pass's claim beside the open claim = %v, want only %v", got, ids[5:])
+		for _, id := range idsOf(e.claim(other, e.now, 100)) {
+			if keyOf[id] != "m" {
+				t.Fatalf("an unrelated pass beside the open claim %v got row %d of key %s", first, id, keyOf[id])
+			}
 		}
 		if err := other.Close(); err != nil {
 			t.Fatal(err)
 		}
-		second := e.claim(fork, e.now, 100)
-		if got := idsOf(second); !slices.Equal(got, ids[3:]) {
-			t.Fatalf("the fork's claim beside the open claim = %v, want the rows after it %v", got, ids[3:])
+		fork := f.Fork(nil)
+		t.Cleanup(func() { _ = fork.Close() })
+		second := idsOf(e.claim(fork, e.now, 100))
+		// Together the two claims hold every row once, and each key's rows
+		// in the fork's claim come after its rows in the first.
+		all := append(slices.Clone(first), second...)
+		slices.Sort(all)
+		if !slices.Equal(all, ids) {
+			t.Fatalf("first claim %v and the fork's claim beside it %v, want every row once %v", first, second, ids)
 		}
-		// The first batch: k2 failed (retried in a minute); the second
-		// batch's k3 is left untouched by the caller (held back).
+		for _, a := range first {
+			for _, b := range second {
+				if keyOf[a] == keyOf[b] && b < a {
+					t.Fatalf("row %d of key %s in the fork's claim %v is before row %d of the open claim %v",
+						b, keyOf[b], second, a, first)
+				}
+			}
+		}
+		// The first batch: its last row of k failed (retried in a
+		// minute), the rest published; the fork's rows of k are left
+		// untouched by the caller (held back), the rest published.
 		retry := e.now.Add(time.Minute)
-		if err := f.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: ids[:2],
-			Retries: []dialects.Retry{{ID: ids[2], Attempts: 1, AvailableAt: retry, Error: "boom"}},
+		var failed int64
+		for _, id := range first {
+			if keyOf[id] == "k" {
+				failed = id
+			}
+		}
+		if failed == 0 {
+			t.Fatalf("first claim %v has no row of k", first)
+		}
+		var pub1, pub2, heldK []int64
+		for _, id := range first {
+			if id != failed {
+				pub1 = append(pub1, id)
+			}
+		}
+		for _, id := range second {
+			if keyOf[id] == "k" {
+				heldK = append(heldK, id)
+			} else {
+				pub2 = append(pub2, id)
+			}
+		}
+		if err := f.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: pub1,
+			Retries: []dialects.Retry{{ID: failed, Attempts: 1, AvailableAt: retry, Error: "boom"}},
 			Keys:    []dialects.TopicKey{{Topic: "t", Key: []byte("k")}}}); err != nil {
 			t.Fatalf("Finish of the first claim: %v", err)
 		}
-		if err := fork.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: []int64{ids[3], ids[5]}}); err != nil {
+		if err := fork.Finish(e.ctx, dialects.Outcome{Now: e.now, Published: pub2}); err != nil {
 			t.Fatalf("Finish of the fork's claim: %v", err)
 		}
-		for _, id := range []int64{ids[0], ids[1], ids[3], ids[5]} {
+		for _, id := range append(pub1, pub2...) {
 			if e.row(id).PublishedAt == nil {
 				t.Errorf("row %d not marked published", id)
 			}
 		}
+		_ = fork.Close()
+		_ = p0.Close() // a MySQL pass keeps its shards until closed
 		if got := e.claimAll(e.now); len(got) != 0 {
-			t.Fatalf("claim after both = %v, want nothing (k3 waits behind k2, due in a minute)", got)
+			t.Fatalf("claim after both = %v, want nothing: k waits behind row %d, due in a minute", got, failed)
 		}
-		if got := idsOf(e.claim(e.open(dialects.ClaimOptions{}), retry, 100)); !slices.Equal(got, []int64{ids[2], ids[4]}) {
-			t.Fatalf("claim when k2 is due = %v, want k2 then k3 %v", got, []int64{ids[2], ids[4]})
+		if got, want := e.claimAll(retry), append([]int64{failed}, heldK...); !slices.Equal(got, want) {
+			t.Fatalf("claim when row %d is due = %v, want it and then the rest of k %v", failed, got, want)
 		}
 	})
 
 	outboxCase(t, "FinishedClaimIsNotOpen", func(t *testing.T) {
 		// Once the original's claim is finished, its rows no longer count
-		// for the fork: a row whose previous row was claimed, then
-		// released untouched and not published, is held back again.
+		// for the fork: a row claimed, then finished without being
+		// published, is pending again and first in line.
 		e := newOutboxEnv(t, h)
 		p0 := e.open(dialects.ClaimOptions{})
 		f, ok := p0.(dialects.Forker)
@@ -89,10 +131,6 @@ func runFork(t *testing.T, h Harness) {
 		if err := f.Finish(e.ctx, dialects.Outcome{Now: e.now}); err != nil { // nothing published
 			t.Fatal(err)
 		}
-		blocker := e.open(dialects.ClaimOptions{})
-		if got := idsOf(e.claim(blocker, e.now, 1)); !slices.Equal(got, k[:1]) {
-			t.Fatalf("another pass's claim = %v, want %v", got, k[:1])
-		}
 		conn, err := e.db.Conn(e.ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -100,6 +138,19 @@ func runFork(t *testing.T, h Harness) {
 		t.Cleanup(func() { _ = conn.Close() })
 		fork := f.Fork(conn)
 		t.Cleanup(func() { _ = fork.Close() })
+		if h.Dialect.Capabilities().LocksShards {
+			// The fork claims under the original's shard locks: it takes
+			// k1 again, and k2 after it.
+			if got := idsOf(e.claim(fork, e.now, 100)); !slices.Equal(got, k) {
+				t.Fatalf("the fork's claim = %v, want %v", got, k)
+			}
+			return
+		}
+		// Another pass now holds k1: the fork takes nothing.
+		blocker := e.open(dialects.ClaimOptions{})
+		if got := idsOf(e.claim(blocker, e.now, 1)); !slices.Equal(got, k[:1]) {
+			t.Fatalf("another pass's claim = %v, want %v", got, k[:1])
+		}
 		if got := idsOf(e.claim(fork, e.now, 100)); len(got) != 0 {
 			t.Fatalf("the fork's claim = %v, want nothing: row %d is held by another pass", got, k[0])
 		}

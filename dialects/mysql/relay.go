@@ -66,7 +66,7 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 			return nil, fmt.Errorf("relay on %s: %w", t, err)
 		}
 	}
-	p := &pass{d: d, t: t, conn: conn, o: o}
+	p := &pass{d: d, db: db, t: t, conn: conn, o: o, pair: &claim.Pair{}}
 	var err error
 	if p.database, err = currentDatabase(ctx, conn); err != nil {
 		return nil, errors.Join(fmt.Errorf("relay on %s: %w", t, err), p.Close())
@@ -108,8 +108,11 @@ func (d Dialect) Open(ctx context.Context, db *sql.DB, t dialects.Table, o diale
 	return p, nil
 }
 
+var _ dialects.Forker = (*pass)(nil)
+
 type pass struct {
 	d        Dialect
+	db       *sql.DB
 	t        dialects.Table
 	database string
 	conn     *sql.Conn
@@ -120,6 +123,26 @@ type pass struct {
 	// attempt is the process attempt of each row of the last claim: the
 	// mark is conditional on it (see Finish).
 	attempt map[int64]int
+	// pair holds the open claims of the pass and of its fork, if any
+	// (slot 0 the original, 1 the fork); forked is set on the fork.
+	pair   *claim.Pair
+	slot   int
+	forked bool
+}
+
+// Fork implements dialects.Forker: a second pass over the shards this one
+// holds, on its own connection (conn, else one from the pool at its first
+// claim). The fork takes no shard lock: it claims under the original's,
+// and the relay publishes its batch only after the original's batch before
+// it was published and marked (so on a live session). There are no row
+// locks on MySQL: each pass's claim leaves out the rows of the other's
+// open claim, and its order probe counts them as claimed; an open claim
+// closes when its Finish has written everything.
+func (p *pass) Fork(conn *sql.Conn) dialects.Pass {
+	f := &pass{d: p.d, db: p.db, t: p.t, database: p.database, conn: conn, held: p.held, o: p.o,
+		pair: p.pair, slot: 1 - p.slot, forked: true}
+	f.o.Conn = conn
+	return f
 }
 
 func (p *pass) lock(ctx context.Context, shard, waitSecs int) (bool, error) {
@@ -137,6 +160,24 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 	if len(p.held) == 0 {
 		return nil, nil
 	}
+	if p.conn == nil && p.forked {
+		conn, err := p.db.Conn(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
+		}
+		p.conn = conn
+	}
+	// The sibling's open claim, taken before the statements: a row it
+	// finished since is marked (or retried) in what they read.
+	sibling := p.pair.Sibling(p.slot)
+	skip := ""
+	if len(sibling.IDs) > 0 {
+		ids := make([]int64, 0, len(sibling.IDs))
+		for id := range sibling.IDs {
+			ids = append(ids, id)
+		}
+		skip = ` AND id NOT IN (` + rowsql.IDList(ids) + `)`
+	}
 	q := p.t.Qualified(p.d)
 	// One range of the due index (published_at, dead_at, shard,
 	// available_at, id) per shard, read in (available_at, id) order up to
@@ -151,7 +192,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 			b.WriteString(" UNION ALL ")
 		}
 		b.WriteString(`(SELECT id FROM ` + q + ` WHERE published_at IS NULL AND dead_at IS NULL AND shard = ` +
-			strconv.Itoa(s) + ` AND available_at <= ? ORDER BY available_at, id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
+			strconv.Itoa(s) + ` AND available_at <= ?` + skip + ` ORDER BY available_at, id LIMIT ` + strconv.Itoa(quota[i]) + `)`)
 		args = append(args, now.UTC())
 	}
 	// The bytes bound (ClaimOptions.MaxBytes) is applied while the rows
@@ -171,7 +212,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		if err != nil {
 			return nil, fmt.Errorf("claim from %s: %w", p.t, err)
 		}
-		if err := p.prevs(ctx, all, now); err != nil {
+		if err := p.prevs(ctx, all, now, sibling.ByKey); err != nil {
 			return nil, fmt.Errorf("claim from %s: order guard: %w", p.t, err)
 		}
 		if !cut {
@@ -198,6 +239,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 		}
 	}
 	p.claimed = len(out) > 0
+	p.pair.Set(p.slot, out)
 	return out, nil
 }
 
@@ -266,7 +308,10 @@ func (p *pass) learn(rows []claim.Candidate, quota []int) {
 // correlated "MAX(id) … id < o.id" per row, the obvious SQL, made MariaDB
 // read every pending row of the key for each claimed row: 90% of the
 // claim's time on a 100k-row backlog.)
-func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time) error {
+//
+// sibling holds, per topic and key, the rows of the fork's (or the
+// original's) open claim: they count as claimed.
+func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time, sibling map[string][]int64) error {
 	type span struct {
 		topic   string
 		key     []byte
@@ -285,6 +330,7 @@ func (p *pass) prevs(ctx context.Context, rows []claim.Candidate, now time.Time)
 		sp, ok := spans[k]
 		if !ok {
 			sp = &span{topic: r.Topic, key: r.Key}
+			sp.ids = append(sp.ids, sibling[k]...)
 			spans[k] = sp
 			order = append(order, sp)
 		}
@@ -363,6 +409,9 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 		return errors.New("mysql relay: Finish without a claim")
 	}
 	p.claimed = false
+	// Closed once written (or failed): until then the sibling's claims
+	// must not read these rows as pending.
+	defer p.pair.Set(p.slot, nil)
 	q := p.t.Qualified(p.d)
 	// The mark is conditional on the process attempt claimed: a consumer's
 	// FAILED answer may have put a row back to pending for its next
@@ -525,8 +574,10 @@ func (p *pass) Close() error {
 	}
 	conn := p.conn
 	p.conn = nil
+	p.claimed = false
+	p.pair.Set(p.slot, nil)
 	var err error
-	if len(p.held) > 0 {
+	if len(p.held) > 0 && !p.forked { // a fork holds no lock
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err = conn.ExecContext(ctx, `DO RELEASE_ALL_LOCKS()`)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-outbox/outbox/dialects"
@@ -26,7 +25,7 @@ var _ dialects.Relayer = Dialect{}
 // Relays share rows, not shards: o.ShardLocks is ignored (its
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
-	p := &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o), pair: &openClaims{}}
+	p := &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o), pair: &claim.Pair{}}
 	p.on = p.beginner(o.Conn)
 	return p, nil
 }
@@ -43,14 +42,8 @@ type pass struct {
 	claimStmt string // claimSQL of the pass's options, built once
 	// pair holds the open claims of the pass and of its fork, if any
 	// (slot 0 the original, 1 the fork).
-	pair *openClaims
+	pair *claim.Pair
 	slot int
-}
-
-// openClaims are the ids of the open claims of two forked passes.
-type openClaims struct {
-	mu   sync.Mutex
-	open [2]map[int64]bool
 }
 
 // Fork implements dialects.Forker: a second pass with its own transaction
@@ -75,28 +68,6 @@ func (p *pass) beginner(conn *sql.Conn) beginner {
 		return conn
 	}
 	return p.db
-}
-
-// siblingOpen returns the ids of the sibling's open claim (nil when the
-// pass is not forked or the sibling holds none).
-func (p *pass) siblingOpen() map[int64]bool {
-	p.pair.mu.Lock()
-	defer p.pair.mu.Unlock()
-	return p.pair.open[1-p.slot]
-}
-
-// setOpen records the ids of the pass's own open claim (nil: none).
-func (p *pass) setOpen(rows []dialects.Row) {
-	var ids map[int64]bool
-	if len(rows) > 0 {
-		ids = make(map[int64]bool, len(rows))
-		for i := range rows {
-			ids[rows[i].ID] = true
-		}
-	}
-	p.pair.mu.Lock()
-	p.pair.open[p.slot] = ids
-	p.pair.mu.Unlock()
 }
 
 // claimSQL locks the first due pending rows in (available_at, id) order
@@ -250,7 +221,7 @@ func (p *pass) Claim(ctx context.Context, now time.Time, limit int) ([]dialects.
 	)
 	// Taken before the claim's snapshot: a sibling row finished meanwhile
 	// is no longer pending in it, so no row can lean on a stale set.
-	sibling := p.siblingOpen()
+	sibling := p.pair.Sibling(p.slot).IDs
 	for round := 0; round < claim.MaxRounds; round++ {
 		args := []any{now.UTC(), limit}
 		if !p.o.SkipDeadKeys {
@@ -298,7 +269,7 @@ FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, until) WHERE o.id = u.id`,
 		return nil, tx.Rollback()
 	}
 	p.tx = tx
-	p.setOpen(out)
+	p.pair.Set(p.slot, out)
 	return out, nil
 }
 
@@ -308,7 +279,7 @@ func (p *pass) Finish(ctx context.Context, o dialects.Outcome) error {
 		return errors.New("postgres relay: Finish without a claim")
 	}
 	p.tx = nil
-	p.setOpen(nil)
+	p.pair.Set(p.slot, nil)
 	if err := finish(ctx, p.d, tx, p.t, o); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -403,7 +374,7 @@ func (p *pass) Close() error {
 	}
 	tx := p.tx
 	p.tx = nil
-	p.setOpen(nil)
+	p.pair.Set(p.slot, nil)
 	return tx.Rollback()
 }
 
