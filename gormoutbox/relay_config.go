@@ -145,7 +145,7 @@ type RelayConfig struct {
 
 	// NoOverlap turns off claiming a worker's next batch while its current
 	// one is published and marked. By default, on the databases whose
-	// passes can be forked (PostgreSQL: dialects.Forker), each worker holds
+	// passes can be forked (dialects.Forker: both), each worker holds
 	// two claims — the batch being published and the next one — on two
 	// connections, so that the claim's database time overlaps the
 	// broker's; batches are still published one after the other, in claim

@@ -100,7 +100,7 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 
 // drain is one worker's loop of Drain.
 //
-// When the dialect's pass can be forked (dialects.Forker, PostgreSQL), the
+// When the dialect's pass can be forked (dialects.Forker: PostgreSQL and MySQL), the
 // worker claims the next batch on the fork while the current batch is
 // published and marked, so that the claim's round trips and server time
 // overlap the broker's; the batches are still published one after the
