@@ -32,7 +32,8 @@ type LatencyItem struct {
 // second — and measures, per event, from the return of the writer's
 // commit to a consumer's receipt of the message. "wake" wires the
 // documented wake-ups (gormoutbox.Config.Wake, and Relay.Listen on
-// PostgreSQL); "cron-only" does not.
+// PostgreSQL); "listen" (PostgreSQL) only Relay.Listen, as a relay in
+// another process is woken; "cron-only" neither.
 func BenchmarkCommitToKafkaLatency(b *testing.B) {
 	const (
 		rate     = 1000
@@ -40,10 +41,13 @@ func BenchmarkCommitToKafkaLatency(b *testing.B) {
 		writers  = 16
 	)
 	for _, d := range testenv.Dialects() {
-		for _, mode := range []string{"wake", "cron-only"} {
+		for _, mode := range []string{"wake", "listen", "cron-only"} {
+			if mode == "listen" && d.Name != "postgres" {
+				continue
+			}
 			b.Run(d.Name+"/"+mode, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					lat := latencyRun(b, d, mode == "wake", rate, duration, writers)
+					lat := latencyRun(b, d, mode == "wake", mode != "cron-only", rate, duration, writers)
 					slices.Sort(lat)
 					q := func(p float64) float64 {
 						return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
@@ -59,7 +63,7 @@ func BenchmarkCommitToKafkaLatency(b *testing.B) {
 	}
 }
 
-func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration time.Duration, writers int) []time.Duration {
+func latencyRun(b *testing.B, d testenv.Dialect, wake, listen bool, rate int, duration time.Duration, writers int) []time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var sched atomic.Pointer[scheduler.Scheduler]
@@ -105,7 +109,7 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration t
 	s.Start()
 	sched.Store(s)
 	defer func() { _ = s.Stop(context.Background()) }()
-	if wake && d.Name == "postgres" {
+	if listen && d.Name == "postgres" {
 		go func() { _ = relay.ListenWith(ctx, func() { _ = s.Wake("relay") }, pgListen("")) }()
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -191,7 +195,7 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, rate int, duration t
 	if missing > 0 || len(lat) == 0 {
 		b.Fatalf("%d of %d events never arrived", missing, len(committed))
 	}
-	b.Logf("%s wake=%v: %d events committed in %v (%.0f/s offered)", d.Name, wake, len(committed), duration,
+	b.Logf("%s wake=%v listen=%v: %d events committed in %v (%.0f/s offered)", d.Name, wake, listen, len(committed), duration,
 		float64(len(committed))/duration.Seconds())
 	return lat
 }

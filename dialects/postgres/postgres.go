@@ -147,7 +147,52 @@ $$`,
 			`INSERT INTO ` + sequence.Table(t).Qualified(d) + ` (topic, msg_key, seq)
 VALUES ('', ''::bytea, 1 + floor(random() * 9007199254740990)::bigint) ON CONFLICT DO NOTHING`,
 		},
-	}}
+	}, wakeStep(d, t)}
+}
+
+// wakeStep (version 6) makes the trigger notify only while a listener
+// waits for it. PostgreSQL serialises the commits of notifying
+// transactions (PreCommit_Notify holds a database-wide lock until the
+// commit is flushed), which cost a quarter to a half of a one-row capture
+// with 4 writers. The listener (package pgxlisten) that waits holds the
+// arm lock (WakeLocks) exclusively; a writer's trigger takes it shared
+// for its transaction when it can, and notifies only when it cannot (a
+// listener is waiting). Holding it shared keeps the listener from arming
+// until the writer's commit, so the listener, once armed, wakes its relay
+// for the rows of every writer that did not notify: nothing is missed,
+// and no one ever waits for the lock (both sides only try it).
+func wakeStep(d Dialect, t dialects.Table) dialects.Migration {
+	arm, _ := WakeLocks(t)
+	return dialects.Migration{
+		Version: 6,
+		Statements: []string{
+			`CREATE OR REPLACE FUNCTION ` + notifyFunc(d, t) + `() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NOT pg_try_advisory_xact_lock_shared(` + strconv.FormatInt(arm, 10) + `) THEN
+		PERFORM pg_notify('` + Channel(t) + `', '');
+	END IF;
+	RETURN NULL;
+END
+$$`,
+		},
+	}
+}
+
+// WakeLocks are the advisory lock numbers of outbox table t's wake-ups:
+// arm, held exclusively by the listener that waits for a writer's
+// notification and taken shared by the writers' trigger (schema version
+// 6); lead, held by the one listener (of all processes) that arms, the
+// others only listening.
+func WakeLocks(t dialects.Table) (arm, lead int64) {
+	h := func(s string) int64 {
+		x := uint64(14695981039346656037)
+		for _, c := range []byte(s) {
+			x ^= uint64(c)
+			x *= 1099511628211
+		}
+		return int64(x)
+	}
+	return h("gormoutbox:wake:arm:" + t.String()), h("gormoutbox:wake:lead:" + t.String())
 }
 
 // Channel is the LISTEN/NOTIFY channel of outbox table t: one per table
@@ -161,7 +206,7 @@ func notifyFunc(d Dialect, t dialects.Table) string {
 }
 
 // LatestVersion is the schema version Migrate brings a table to.
-const LatestVersion = 5
+const LatestVersion = 6
 
 func migrationsTable(d Dialect, t dialects.Table) string {
 	return t.Sibling("_migrations").Qualified(d)
