@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sync/atomic"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
