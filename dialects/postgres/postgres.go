@@ -27,7 +27,8 @@ type Dialect struct {
 	// Unnest makes Insert send a batch as one array per column and insert
 	// it with unnest: one statement text for every batch size and 11 bind
 	// parameters instead of 11 per row, which PostgreSQL parses and plans
-	// faster (about 20% less time for a batch of 100). It needs a driver
+	// faster (about 20% less time for a batch of 100; a single row still
+	// goes as VALUES, which is faster for one). It needs a driver
 	// that binds Go slices as arrays: pgx (GORM's default) does. Without
 	// it, Insert uses a multi-row VALUES list.
 	Unnest bool
@@ -296,7 +297,11 @@ func (d Dialect) SchemaVersion(ctx context.Context, db *sql.DB, t dialects.Table
 
 // Insert implements dialects.Dialect.
 func (d Dialect) Insert(ctx context.Context, q dialects.Conn, t dialects.Table, recs []dialects.Record) error {
-	if !d.Unnest {
+	// One row (a captured single-entity write, the commonest): a VALUES
+	// row of 12 parameters parses and binds faster than 12 one-element
+	// arrays through unnest (202 vs 234 µs per insert and rollback on this
+	// machine; unnest wins from a few rows on: 2.6 vs 4.0 ms at 100).
+	if !d.Unnest || len(recs) == 1 {
 		return insert.Chunked(ctx, d, d, q, t, recs)
 	}
 	n := len(recs)
