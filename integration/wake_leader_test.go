@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,8 +124,24 @@ func TestWakeArmed(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { _ = tx.Rollback() }()
-		if _, err := tx.Exec(`SELECT pg_advisory_xact_lock_shared($1)`, arm); err != nil { // waits for the disarm
-			t.Fatal(err)
+		// Try (never wait: the leader may have armed again, and then only
+		// a writer's notification disarms it), nudging the leader with a
+		// commit between tries.
+		for i := 0; ; i++ {
+			var got bool
+			if err := tx.QueryRow(`SELECT pg_try_advisory_xact_lock_shared($1)`, arm).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got {
+				break
+			}
+			if i == 200 {
+				t.Fatal("the leader stays armed after 200 notifying commits")
+			}
+			if err := db.Create(&Inventory{SKU: fmt.Sprint("nudge-", i)}).Error; err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
 		}
 		before := woken.Load()
 		time.Sleep(200 * time.Millisecond)
