@@ -40,9 +40,9 @@ func New() Listener { return Listener{} }
 // taken from p.DB (whose driver must be pgx) or opened from p.DSN (a pgx
 // connection string, URL or key=value), it LISTENs on p.Table's channel and
 // calls p.Notify for every notification: after a commit that wrote outbox
-// rows, within about 2 ms (wake.go). When the connection drops it takes another (backing
-// off up to 5 s), tells p.OnError, and calls p.Notify once, for what it may
-// have missed. It returns nil when ctx is done; at once an error if p.DB's
+// rows, within about 2 ms (wake.go). When the connection drops it takes
+// another (backing off up to 5 s), tells p.OnError, and calls p.Notify
+// once, for what it may have missed. It returns nil when ctx is done; at once an error if p.DB's
 // driver is not pgx or p.DSN cannot be parsed, and an error wrapping
 // postgres.ErrTransactionPooler if the connection reaches the server
 // through a transaction pooler (PgBouncer with pool_mode = transaction):
