@@ -73,6 +73,10 @@ type stmtState struct {
 	// write ("" when it had none), to see RETURNING change it (MariaDB
 	// reports the row another unique key conflicted with).
 	preKeys []string
+	// ret: an update by condition that returns its rows (capture_returning.go);
+	// returned: the rows it returned, in key order.
+	ret      *returning
+	returned []reflect.Value
 }
 
 // softScoped reports whether GORM applies the model's soft-delete scope to
@@ -295,8 +299,17 @@ func (p *Plugin) prepare(db *gorm.DB) {
 	}
 	stmt := db.Statement
 	if st.byCondition {
+		returns := p.returnsUpdate(stmt, st)
+		if returns && !p.cfg.BeforeImage {
+			p.prepareReturning(db, st, false) // the write locks its rows itself
+			return
+		}
 		if err := p.lockMatching(db, st); err != nil {
 			_ = db.AddError(fmt.Errorf("gormoutbox: %s of %s: %w", st.op, st.m.name, err))
+			return
+		}
+		if returns {
+			p.prepareReturning(db, st, true)
 		}
 		return
 	}
@@ -336,6 +349,7 @@ func (p *Plugin) end(db *gorm.DB) {
 		return
 	}
 	st := v.(*stmtState)
+	st.endReturning()
 	committed := false
 	if st.startedTx {
 		if db.Error != nil {

@@ -15,4 +15,5 @@ func runOutbox(t *testing.T, h Harness) {
 	t.Run("Hostile", func(t *testing.T) { runHostile(t, h) })
 	t.Run("Bytes", func(t *testing.T) { runBytes(t, h) })
 	t.Run("Sequence", func(t *testing.T) { runSequence(t, h) })
+	t.Run("UpdateReturning", func(t *testing.T) { runUpdateReturning(t, h) })
 }
