@@ -48,10 +48,12 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 // soft-delete scope when scoped), FOR UPDATE when lock; limit > 0 reads
 // them in order (orderBy, then the key) and at most limit of them; by are
 // the fields the rows are keyed by (default the primary key); from holds
-// the other tables of an UPDATE … FROM.
+// the other tables of an UPDATE … FROM; keysOnly reads only the primary
+// key columns (the other fields of the values read are zero).
 type rowRead struct {
 	exprs        []clause.Expression
 	scoped, lock bool
+	keysOnly     bool
 	limit        int
 	by           []*schema.Field
 	from         *clause.From
@@ -92,13 +94,19 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflec
 		st.AddClause(clause.Limit{Limit: &limit})
 		parts = append(parts, "ORDER BY", "LIMIT")
 	}
-	if from != nil {
+	if from != nil || r.keysOnly {
 		// Only m's columns, of m's table: the other tables have theirs.
-		cols := make([]clause.Column, 0, len(m.schema.DBNames))
-		for _, n := range m.schema.DBNames {
+		names := m.schema.DBNames
+		if r.keysOnly {
+			names = m.pkDBNames
+		}
+		cols := make([]clause.Column, 0, len(names))
+		for _, n := range names {
 			cols = append(cols, clause.Column{Table: clause.CurrentTable, Name: n})
 		}
 		st.AddClause(clause.Select{Columns: cols})
+	}
+	if from != nil {
 		tables := append([]clause.Table{{Name: clause.CurrentTable}}, from.Tables...)
 		st.AddClause(clause.From{Tables: tables, Joins: from.Joins})
 	}
