@@ -163,3 +163,62 @@ func waitForLock(t *testing.T, db *sql.DB, done chan *gorm.DB) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The events of an upsert show the rows as committed, column by column,
+// whether the plugin reads them back or knows them from the statement
+// (PostgreSQL, DO UPDATE of columns to the values inserted): a row that
+// existed keeps its created_at and the columns not updated, and takes the
+// updated_at UpdateAll sets; a new row is as inserted, database defaults
+// included; a row the DO UPDATE leaves as it was has no event.
+func TestUpsertEventsShowRowsAsCommitted(t *testing.T) {
+	forEachCaptureDialect(t, func(t *testing.T, d testenv.Dialect) {
+		db, _ := setup(t, d, nil, gormoutbox.Config{}, &Inventory{})
+		old := []Inventory{{ID: 1, SKU: "u1", Quantity: 1}, {ID: 2, SKU: "u2", Quantity: 2}}
+		if err := db.Create(&old).Error; err != nil {
+			t.Fatal(err)
+		}
+		base := len(readOutbox(t, db, ""))
+		rows := []Inventory{{ID: 1, SKU: "u1", Quantity: 10}, {ID: 2, SKU: "u2", Quantity: 20}, {ID: 3, SKU: "u3", Quantity: 30}}
+		if err := db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: clause.AssignmentColumns([]string{"quantity"})}).
+			Create(&[]Inventory{{ID: 1, SKU: "u1", Quantity: 10, Note: "other"}, {ID: 2, SKU: "u2", Quantity: 21, Note: "other"}}).Error; err != nil {
+			t.Fatal(err)
+		}
+		var committed []Inventory
+		if err := db.Order("id").Find(&committed).Error; err != nil {
+			t.Fatal(err)
+		}
+		events := readOutbox(t, db, "")[base:]
+		wantIDs := []string{"1", "2", "3", "2"}
+		if len(events) != len(wantIDs) {
+			t.Fatalf("%d events, want %d (none for the row the second upsert left as it was)", len(events), len(wantIDs))
+		}
+		for i, ev := range events {
+			if ev.AggregateID != wantIDs[i] {
+				t.Fatalf("event %d is of row %s, want %s", i, ev.AggregateID, wantIDs[i])
+			}
+		}
+		check := func(ev outboxRow, row Inventory) {
+			t.Helper()
+			p := ev.Payload
+			if p["Quantity"] != float64(row.Quantity) || p["Note"] != row.Note || p["SKU"] != row.SKU {
+				t.Fatalf("event of row %d: %s, want the row as committed %+v", row.ID, ev.RawPayload, row)
+			}
+			for name, want := range map[string]time.Time{"CreatedAt": row.CreatedAt, "UpdatedAt": row.UpdatedAt} {
+				s, _ := p[name].(string)
+				got, err := time.Parse(time.RFC3339Nano, s)
+				if err != nil || !got.Equal(want) {
+					t.Fatalf("event of row %d: %s %q, want %s as committed", row.ID, name, s, want.Format(time.RFC3339Nano))
+				}
+			}
+		}
+		check(events[0], committed[0]) // row 1: unchanged since
+		check(events[2], committed[2]) // row 3: created
+		check(events[3], committed[1]) // row 2: its last update
+		if committed[1].Note != "none" || committed[1].Quantity != 21 || !committed[1].CreatedAt.Equal(committed[0].CreatedAt) {
+			t.Fatalf("rows as committed: %+v", committed)
+		}
+	})
+}
