@@ -31,7 +31,9 @@ import (
 // (creates of structs, and the refusal of INSERT IGNORE), capture_map.go
 // (creates from maps), capture_upsert.go, capture_update.go,
 // capture_delete.go, capture_condition.go (writes by condition: the locking
-// read and the restriction), capture_rows.go (the rows as committed: the
+// read and the restriction), capture_returning.go (PostgreSQL's update by
+// condition in one statement), capture_upsert_images.go (an upsert's rows
+// known without a re-read), capture_rows.go (the rows as committed: the
 // reads, and times cut as stored), keys.go (keys, generated and unique
 // keys, entity values), event.go (building and inserting the events),
 // wake.go (wake-ups), errors.go (UncapturedError). What differs between
