@@ -131,6 +131,14 @@ func (p *Plugin) prepareReturning(db *gorm.DB, st *stmtState, plain bool) {
 			p.updateReturner().WriteUpdateReturning(dialects.PartLock, p.returningUpdate(b, st))
 		}}
 		r.restrict = &lockedRestriction{p: p, st: st}
+		// (the caller's conditions) AND the restriction: GORM joins an
+		// Or(…) to what precedes it, so the conditions are grouped first.
+		if c, ok := stmt.Clauses["WHERE"]; ok {
+			if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 {
+				c.Expression = clause.Where{Exprs: []clause.Expression{clause.And(w.Exprs...)}}
+				stmt.Clauses["WHERE"] = c
+			}
+		}
 		stmt.AddClause(clause.Where{Exprs: []clause.Expression{r.restrict}})
 	}
 	build = append(build, stmt.BuildClauses...)
@@ -161,7 +169,7 @@ func (p *Plugin) returningUpdate(b clause.Builder, st *stmtState) dialects.Retur
 	return u
 }
 
-// writeConditions returns the conditions of the statement's WHERE as GORM
+// conditions returns the conditions of the statement's WHERE as GORM
 // builds it (the caller's, the model's primary key, the scopes), without
 // the plugin's restriction.
 func (r *returning) conditions() []clause.Expression {

@@ -110,9 +110,9 @@ func TestUpdateByConditionLocksInKeyOrder(t *testing.T) {
 	}
 }
 
-// An update by condition that sets nothing new still reports the rows it
-// matched, and one that matches nothing writes no event; a RETURNING of
-// the caller's is honoured (the plugin then reads the rows itself).
+// An update by condition that matches nothing writes no event; one by
+// Where(…).Or(…) writes the events of the rows either matches; a RETURNING
+// of the caller's is honoured (the plugin then reads the rows itself).
 func TestUpdateByConditionEdges(t *testing.T) {
 	forEachCaptureDialect(t, func(t *testing.T, d testenv.Dialect) {
 		db, _ := setup(t, d, nil, gormoutbox.Config{}, &LockOrderRow{})
@@ -126,15 +126,24 @@ func TestUpdateByConditionEdges(t *testing.T) {
 		if res.Error != nil || res.RowsAffected != 0 || len(readOutbox(t, db, "")) != base {
 			t.Fatalf("update matching nothing: %v, %d rows, %d events", res.Error, res.RowsAffected, len(readOutbox(t, db, ""))-base)
 		}
+		res = db.Model(&LockOrderRow{}).Where("n = ?", 1).Or("n = ?", 3).Update("n", gorm.Expr("n + 1"))
+		if res.Error != nil || res.RowsAffected != 2 {
+			t.Fatalf("update by Where.Or: %v, %d rows, want 2", res.Error, res.RowsAffected)
+		}
+		rows := readOutbox(t, db, "")[base:]
+		checkRows(t, rows, want{Type: "LockOrderRowUpdated", Payload: map[string]any{"N": 2}},
+			want{Type: "LockOrderRowUpdated", Payload: map[string]any{"N": 4}})
+		base += len(rows)
 		if d.Name == "postgres" {
 			var out []LockOrderRow
 			res = db.Model(&out).Clauses(clause.Returning{}).Where("n >= ?", 2).Update("n", gorm.Expr("n * 10"))
-			if res.Error != nil || res.RowsAffected != 2 || len(out) != 2 {
+			if res.Error != nil || res.RowsAffected != 3 || len(out) != 3 {
 				t.Fatalf("update with the caller's RETURNING: %v, %d rows, %d returned", res.Error, res.RowsAffected, len(out))
 			}
 			rows := readOutbox(t, db, "")[base:]
 			checkRows(t, rows, want{Type: "LockOrderRowUpdated", Payload: map[string]any{"N": 20}},
-				want{Type: "LockOrderRowUpdated", Payload: map[string]any{"N": 30}})
+				want{Type: "LockOrderRowUpdated", Payload: map[string]any{"N": 20}},
+				want{Type: "LockOrderRowUpdated", Payload: map[string]any{"N": 40}})
 		}
 	})
 }
