@@ -77,6 +77,25 @@ func (r *returningPool) ExecContext(ctx context.Context, query string, args ...a
 	return driver.RowsAffected(n), nil
 }
 
+// Commit implements gorm.TxCommitter: the pool stands in for the
+// statement's transaction (prepareReturning runs only in one), so that a
+// callback between the write and captureUpdate that asks whether the
+// statement runs in a transaction gets the same answer.
+func (r *returningPool) Commit() error {
+	if c, ok := r.ConnPool.(gorm.TxCommitter); ok {
+		return c.Commit()
+	}
+	return gorm.ErrInvalidTransaction
+}
+
+// Rollback implements gorm.TxCommitter (see Commit).
+func (r *returningPool) Rollback() error {
+	if c, ok := r.ConnPool.(gorm.TxCommitter); ok {
+		return c.Rollback()
+	}
+	return gorm.ErrInvalidTransaction
+}
+
 // lockedRestriction is the condition (dialects.PartRestrict) that
 // restricts the UPDATE to the rows its own locking read locked.
 type lockedRestriction struct {
