@@ -28,8 +28,8 @@ const (
 	// PartLock comes before the UPDATE: it locks, in key order, at most
 	// Limit+1 of the rows of Table that Where matches.
 	PartLock ReturningPart = iota
-	// PartRestrict is a condition of the UPDATE's WHERE: the row is one
-	// of those locked, and no more than Limit were.
+	// PartRestrict is a condition of the UPDATE's WHERE: no more than
+	// Limit rows were locked (taken before the UPDATE writes any row).
 	PartRestrict
 	// PartReturn comes after the UPDATE: the rows written, every column,
 	// in key order. With Plain, the rows written in no particular order

@@ -96,8 +96,9 @@ func (r *returningPool) Rollback() error {
 	return gorm.ErrInvalidTransaction
 }
 
-// lockedRestriction is the condition (dialects.PartRestrict) that
-// restricts the UPDATE to the rows its own locking read locked.
+// lockedRestriction is the condition (dialects.PartRestrict) that lets the
+// UPDATE write only when its own locking read locked no more than
+// MaxConditionRows rows.
 type lockedRestriction struct {
 	p  *Plugin
 	st *stmtState

@@ -19,15 +19,20 @@ const (
 //	WITH gormoutbox_locked AS (SELECT keys FROM t WHERE cond ORDER BY keys
 //	    LIMIT limit+1 FOR UPDATE),
 //	gormoutbox_written AS (UPDATE t SET … WHERE cond
-//	    AND (keys) IN (SELECT keys FROM gormoutbox_locked)
 //	    AND (SELECT count(*) FROM gormoutbox_locked) <= limit
 //	    RETURNING *)
 //	SELECT * FROM gormoutbox_written ORDER BY keys
 //
-// The locking read emits the rows in key order and locks each as it does
-// (two such updates cannot deadlock on their rows); the count is taken
-// before any row is written, so a write matching more than limit rows
-// writes none.
+// The count is a one-time filter, taken before the UPDATE scans a row: the
+// locking read has then emitted the rows in key order and locked each as
+// it did (two such updates cannot deadlock on their rows), and a write
+// matching more than limit rows writes none. The UPDATE is not joined to
+// the rows locked: both see the statement's snapshot, so it matches the
+// rows locked (with PostgreSQL's generic plan of a prepared statement, a
+// join to the CTE was a nested loop rescanning it per row, 2–3.6 ms for
+// 100 rows against 0.23 ms); a row that changes twice under concurrent
+// commits in between may be written without the lock in order, and is
+// still returned (RETURNING returns every row written).
 func (d Dialect) WriteUpdateReturning(part dialects.ReturningPart, p dialects.ReturningUpdate) {
 	w := p.W
 	keys := make([]string, len(p.Keys))
@@ -45,8 +50,7 @@ func (d Dialect) WriteUpdateReturning(part dialects.ReturningPart, p dialects.Re
 		}
 		_, _ = w.WriteString(" ORDER BY " + list + " LIMIT " + strconv.Itoa(p.Limit+1) + " FOR UPDATE), " + writtenCTE + " AS (")
 	case dialects.PartRestrict:
-		_, _ = w.WriteString("(" + list + ") IN (SELECT " + list + " FROM " + lockedCTE + ") AND (SELECT count(*) FROM " +
-			lockedCTE + ") <= " + strconv.Itoa(p.Limit))
+		_, _ = w.WriteString("(SELECT count(*) FROM " + lockedCTE + ") <= " + strconv.Itoa(p.Limit))
 	case dialects.PartReturn:
 		if p.Plain {
 			_, _ = w.WriteString("RETURNING *")
