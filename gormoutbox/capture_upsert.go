@@ -43,7 +43,10 @@ func conflictOnPrimaryKey(oc clause.OnConflict, m *model) bool {
 // catches a conflict on another unique key (MySQL): the statement fails
 // rather than emit the wrong events. PostgreSQL has no gap locks: a row of
 // the same key inserted and committed by another transaction between the
-// read and the write is reported as Created (with the committed values).
+// read and the write is reported as Created (with the committed values
+// when re-read; with the values inserted when upsertImages knew the rows:
+// the columns the DO UPDATE left, created_at say, are then the statement's,
+// not the other transaction's).
 func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value) {
 	stmt, m := db.Statement, st.m
 	by := m.pkFields
