@@ -31,7 +31,9 @@ import (
 // (creates of structs, and the refusal of INSERT IGNORE), capture_map.go
 // (creates from maps), capture_upsert.go, capture_update.go,
 // capture_delete.go, capture_condition.go (writes by condition: the locking
-// read and the restriction), capture_rows.go (the rows as committed: the
+// read and the restriction), capture_returning.go (PostgreSQL's update by
+// condition in one statement), capture_upsert_images.go (an upsert's rows
+// known without a re-read), capture_rows.go (the rows as committed: the
 // reads, and times cut as stored), keys.go (keys, generated and unique
 // keys, entity values), event.go (building and inserting the events),
 // wake.go (wake-ups), errors.go (UncapturedError). What differs between
@@ -73,6 +75,10 @@ type stmtState struct {
 	// write ("" when it had none), to see RETURNING change it (MariaDB
 	// reports the row another unique key conflicted with).
 	preKeys []string
+	// ret: an update by condition that returns its rows (capture_returning.go);
+	// returned: the rows it returned, in key order.
+	ret      *returning
+	returned []reflect.Value
 }
 
 // softScoped reports whether GORM applies the model's soft-delete scope to
@@ -295,8 +301,17 @@ func (p *Plugin) prepare(db *gorm.DB) {
 	}
 	stmt := db.Statement
 	if st.byCondition {
+		returns := p.returnsUpdate(stmt, st)
+		if returns && !p.cfg.BeforeImage {
+			p.prepareReturning(db, st, false) // the write locks its rows itself
+			return
+		}
 		if err := p.lockMatching(db, st); err != nil {
 			_ = db.AddError(fmt.Errorf("gormoutbox: %s of %s: %w", st.op, st.m.name, err))
+			return
+		}
+		if returns {
+			p.prepareReturning(db, st, true)
 		}
 		return
 	}
@@ -336,6 +351,7 @@ func (p *Plugin) end(db *gorm.DB) {
 		return
 	}
 	st := v.(*stmtState)
+	st.endReturning()
 	committed := false
 	if st.startedTx {
 		if db.Error != nil {

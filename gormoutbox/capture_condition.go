@@ -36,6 +36,9 @@ func (p *Plugin) lockMatching(db *gorm.DB, st *stmtState) error {
 	read := rowRead{exprs: exprs, scoped: st.softScoped(stmt), lock: true, limit: MaxConditionRows + 1}
 	if st.op == opUpdate {
 		read.from = updateFrom(stmt)
+		// An update's events show the rows read after it: before it only
+		// their keys are needed, unless for the before-images.
+		read.keysOnly = !p.cfg.BeforeImage
 	}
 	limited := false
 	if n, ok := writeLimit(stmt); ok && n == 0 {

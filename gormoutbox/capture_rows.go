@@ -2,6 +2,7 @@ package gormoutbox
 
 import (
 	"context"
+	"database/sql"
 	"reflect"
 	"time"
 
@@ -47,10 +48,12 @@ func (p *Plugin) loadBy(db *gorm.DB, m *model, by []*schema.Field, keys [][]any,
 // soft-delete scope when scoped), FOR UPDATE when lock; limit > 0 reads
 // them in order (orderBy, then the key) and at most limit of them; by are
 // the fields the rows are keyed by (default the primary key); from holds
-// the other tables of an UPDATE … FROM.
+// the other tables of an UPDATE … FROM; keysOnly reads only the primary
+// key columns (the other fields of the values read are zero).
 type rowRead struct {
 	exprs        []clause.Expression
 	scoped, lock bool
+	keysOnly     bool
 	limit        int
 	by           []*schema.Field
 	from         *clause.From
@@ -65,12 +68,8 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflec
 	if by == nil {
 		by = m.pkFields
 	}
-	q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
+	q, slice := m.rowsQuery(db)
 	st := q.Statement
-	st.ConnPool = db.Statement.ConnPool
-	st.Context = db.Statement.Context
-	slice := reflect.New(reflect.SliceOf(m.schema.ModelType))
-	st.Dest, st.Model, st.Schema = slice.Interface(), slice.Interface(), m.schema
 	st.Unscoped = !scoped
 	if scoped {
 		for _, c := range m.schema.QueryClauses {
@@ -95,13 +94,19 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflec
 		st.AddClause(clause.Limit{Limit: &limit})
 		parts = append(parts, "ORDER BY", "LIMIT")
 	}
-	if from != nil {
+	if from != nil || r.keysOnly {
 		// Only m's columns, of m's table: the other tables have theirs.
-		cols := make([]clause.Column, 0, len(m.schema.DBNames))
-		for _, n := range m.schema.DBNames {
+		names := m.schema.DBNames
+		if r.keysOnly {
+			names = m.pkDBNames
+		}
+		cols := make([]clause.Column, 0, len(names))
+		for _, n := range names {
 			cols = append(cols, clause.Column{Table: clause.CurrentTable, Name: n})
 		}
 		st.AddClause(clause.Select{Columns: cols})
+	}
+	if from != nil {
 		tables := append([]clause.Table{{Name: clause.CurrentTable}}, from.Tables...)
 		st.AddClause(clause.From{Tables: tables, Joins: from.Joins})
 	}
@@ -120,20 +125,13 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflec
 	if err != nil {
 		return nil, nil, err
 	}
-	st.ReflectValue = slice.Elem()
-	gorm.Scan(rows, q, 0)
-	cerr := rows.Close()
-	if q.Error != nil {
-		return nil, nil, q.Error
+	elems, err := scanRows(q, slice, rows)
+	if err != nil {
+		return nil, nil, err
 	}
-	if cerr != nil {
-		return nil, nil, cerr
-	}
-	sv := slice.Elem()
-	out := make(map[string]reflect.Value, sv.Len())
+	out := make(map[string]reflect.Value, len(elems))
 	var order [][]any
-	for i := 0; i < sv.Len(); i++ {
-		e := sv.Index(i)
+	for _, e := range elems {
 		k := fieldValues(st.Context, by, e)
 		ks := keyString(k)
 		if _, dup := out[ks]; dup {
@@ -145,6 +143,46 @@ func (p *Plugin) selectRows(db *gorm.DB, m *model, r rowRead) (map[string]reflec
 		}
 	}
 	return out, order, nil
+}
+
+// rowsQuery returns a query of m's table on the statement's own
+// connection, with GORM's clause builders but no callbacks, and the
+// pointer to the slice of model values its rows are scanned into.
+func (m *model) rowsQuery(db *gorm.DB) (*gorm.DB, reflect.Value) {
+	q := db.Session(&gorm.Session{NewDB: true}).Table(db.Statement.Table)
+	st := q.Statement
+	st.ConnPool = db.Statement.ConnPool
+	st.Context = db.Statement.Context
+	slice := reflect.New(reflect.SliceOf(m.schema.ModelType))
+	st.Dest, st.Model, st.Schema = slice.Interface(), slice.Interface(), m.schema
+	return q, slice
+}
+
+// scanRows scans rows, which it closes, into the slice of q (rowsQuery)
+// and returns its elements.
+func scanRows(q *gorm.DB, slice reflect.Value, rows *sql.Rows) ([]reflect.Value, error) {
+	q.Statement.ReflectValue = slice.Elem()
+	gorm.Scan(rows, q, 0)
+	cerr := rows.Close()
+	if q.Error != nil {
+		return nil, q.Error
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+	sv := slice.Elem()
+	out := make([]reflect.Value, sv.Len())
+	for i := range out {
+		out[i] = sv.Index(i)
+	}
+	return out, nil
+}
+
+// scanModelRows reads rows of m's table (every column), which it closes, into
+// fresh model values, in the order read.
+func (p *Plugin) scanModelRows(db *gorm.DB, m *model, rows *sql.Rows) ([]reflect.Value, error) {
+	q, slice := m.rowsQuery(db)
+	return scanRows(q, slice, rows)
 }
 
 // roundTimes returns copies of elems whose time values are cut to

@@ -11,7 +11,17 @@ import (
 // as committed, read back by its key.
 func (p *Plugin) captureUpdate(db *gorm.DB) {
 	st := stateOf(db)
-	if st == nil || db.Error != nil {
+	if st == nil {
+		return
+	}
+	if st.ret != nil {
+		st.endReturning()
+		if db.Error == nil {
+			p.captureReturned(db, st)
+		}
+		return
+	}
+	if db.Error != nil {
 		return
 	}
 	stmt, m := db.Statement, st.m

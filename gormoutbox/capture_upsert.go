@@ -37,12 +37,16 @@ func conflictOnPrimaryKey(oc clause.OnConflict, m *model) bool {
 // key: Created for the rows that did not exist (prepare read the others
 // under a row lock), Updated for the existing rows the statement changed
 // (before and after images compared), nothing for the rest (DO NOTHING, or
-// an update that changed nothing). The after-images are re-read. The
+// an update that changed nothing). The after-images are known from the
+// statement where it can tell them (upsertImages), re-read otherwise. The
 // count is cross-checked against RowsAffected where it is reliable, which
 // catches a conflict on another unique key (MySQL): the statement fails
 // rather than emit the wrong events. PostgreSQL has no gap locks: a row of
 // the same key inserted and committed by another transaction between the
-// read and the write is reported as Created (with the committed values).
+// read and the write is reported as Created (with the committed values
+// when re-read; with the values inserted when upsertImages knew the rows:
+// the columns the DO UPDATE left, created_at say, are then the statement's,
+// not the other transaction's).
 func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value) {
 	stmt, m := db.Statement, st.m
 	by := m.pkFields
@@ -57,10 +61,13 @@ func (p *Plugin) captureUpsert(db *gorm.DB, st *stmtState, elems []reflect.Value
 		_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: primary key not set after the write", m.name))
 		return
 	}
-	rows, err := p.loadBy(db, m, by, keys, false, false)
-	if err != nil {
-		_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: read the rows after the write: %w", m.name, err))
-		return
+	rows, known := p.upsertImages(db, st, elems, keys)
+	if !known {
+		var err error
+		if rows, err = p.loadBy(db, m, by, keys, false, false); err != nil {
+			_ = db.AddError(fmt.Errorf("gormoutbox: upsert of %s: read the rows after the write: %w", m.name, err))
+			return
+		}
 	}
 	var (
 		out                         []reflect.Value
@@ -171,7 +178,7 @@ func (m *model) sameRow(ctx context.Context, a, b reflect.Value) bool {
 		}
 		va, _ := f.ValueOf(ctx, a)
 		vb, _ := f.ValueOf(ctx, b)
-		if !reflect.DeepEqual(va, vb) {
+		if !sameValue(va, vb) {
 			return false
 		}
 	}

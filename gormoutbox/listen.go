@@ -33,12 +33,15 @@ type ListenOptions struct {
 	DSN string
 }
 
-// ListenWith calls wake after every commit that wrote outbox rows, from
-// any process, until ctx is done: on PostgreSQL through LISTEN on a
-// connection of its own, by o.Listener (the outbox table's trigger sends
-// NOTIFY, which PostgreSQL delivers at commit, one per transaction),
-// reconnecting when it drops (backing off up to 5 s; logged). It returns
-// nil once ctx is done. wake must not block; scheduler.Wake fits:
+// ListenWith calls wake after commits that wrote outbox rows, from any
+// process, until ctx is done: on PostgreSQL through LISTEN on a
+// connection of its own, by o.Listener, reconnecting when it drops
+// (backing off up to 5 s; logged). The outbox table's trigger sends NOTIFY
+// (delivered at commit) while a listener waits for one; while writers are
+// at work, the leading listener wakes every listener itself every few
+// milliseconds instead, so that the writers' commits are not serialised
+// by NOTIFY (package pgxlisten). It returns nil once ctx is done. wake
+// must not block; scheduler.Wake fits:
 //
 //	go relay.ListenWith(ctx, func() { _ = sched.Wake("outbox-relay") },
 //		gormoutbox.ListenOptions{Listener: pgxlisten.New()})

@@ -32,8 +32,9 @@ type LatencyItem struct {
 // second — and measures, per event, from the return of the writer's
 // commit to a consumer's receipt of the message. "wake" wires the
 // documented wake-ups (gormoutbox.Config.Wake, and Relay.Listen on
-// PostgreSQL); "cron-only" does not. The pool keeps as many idle
-// connections as the README recommends (one per writer), except in
+// PostgreSQL); "listen" (PostgreSQL) only Relay.Listen, as a relay in
+// another process is woken; "cron-only" neither. The pool keeps as many
+// idle connections as the README recommends (one per writer), except in
 // "wake-default-pool", which leaves database/sql's default (2 idle).
 func BenchmarkCommitToKafkaLatency(b *testing.B) {
 	const (
@@ -42,14 +43,18 @@ func BenchmarkCommitToKafkaLatency(b *testing.B) {
 		writers  = 16
 	)
 	for _, d := range testenv.Dialects() {
-		for _, mode := range []string{"wake", "wake-default-pool", "cron-only"} {
+		for _, mode := range []string{"wake", "wake-default-pool", "listen", "cron-only"} {
+			if mode == "listen" && d.Name != "postgres" {
+				continue
+			}
 			b.Run(d.Name+"/"+mode, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					idle := writers
 					if mode == "wake-default-pool" {
 						idle = 0
 					}
-					st := latencyRun(b, d, mode != "cron-only", idle, rate, duration, writers)
+					wake := mode == "wake" || mode == "wake-default-pool"
+					st := latencyRun(b, d, wake, mode != "cron-only", idle, rate, duration, writers)
 					lat := st.total
 					q := func(lat []time.Duration, p float64) float64 {
 						slices.Sort(lat)
@@ -106,9 +111,10 @@ func (h *stageHook) AfterPublish(_ context.Context, m *gormoutbox.Message, _ tim
 	h.mark(m, h.accepted)
 }
 
-// latencyRun runs one measurement; idle, when positive, is the pool's
+// latencyRun runs one measurement: wake wires Config.Wake, listen
+// Relay.ListenWith (PostgreSQL); idle, when positive, is the pool's
 // SetMaxIdleConns (0 leaves database/sql's default).
-func latencyRun(b *testing.B, d testenv.Dialect, wake bool, idle, rate int, duration time.Duration, writers int) latencyStages {
+func latencyRun(b *testing.B, d testenv.Dialect, wake, listen bool, idle, rate int, duration time.Duration, writers int) latencyStages {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var sched atomic.Pointer[scheduler.Scheduler]
@@ -156,7 +162,7 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, idle, rate int, dura
 	s.Start()
 	sched.Store(s)
 	defer func() { _ = s.Stop(context.Background()) }()
-	if wake && d.Name == "postgres" {
+	if listen && d.Name == "postgres" {
 		go func() { _ = relay.ListenWith(ctx, func() { _ = s.Wake("relay") }, pgListen("")) }()
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -251,7 +257,7 @@ func latencyRun(b *testing.B, d testenv.Dialect, wake bool, idle, rate int, dura
 	if missing > 0 || len(st.total) == 0 || len(st.claim) == 0 {
 		b.Fatalf("%d of %d events never arrived (%d with stages)", missing, len(committed), len(st.claim))
 	}
-	b.Logf("%s wake=%v: %d events committed in %v (%.0f/s offered)", d.Name, wake, len(committed), duration,
+	b.Logf("%s wake=%v listen=%v: %d events committed in %v (%.0f/s offered)", d.Name, wake, listen, len(committed), duration,
 		float64(len(committed))/duration.Seconds())
 	return st
 }

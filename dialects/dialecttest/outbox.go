@@ -18,4 +18,5 @@ func runOutbox(t *testing.T, h Harness) {
 	t.Run("Guard", func(t *testing.T) { runGuard(t, h) })
 	t.Run("Fork", func(t *testing.T) { runFork(t, h) })
 	t.Run("HeldConn", func(t *testing.T) { runHeldConn(t, h) })
+	t.Run("UpdateReturning", func(t *testing.T) { runUpdateReturning(t, h) })
 }

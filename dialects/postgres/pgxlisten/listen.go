@@ -25,8 +25,10 @@ import (
 )
 
 // Listener LISTENs on the channel of an outbox table, whose trigger sends
-// NOTIFY at the commit of every transaction that wrote rows to it. It
-// holds no state: the zero value is ready to use.
+// NOTIFY at the commit of a transaction that wrote rows to it while a
+// listener waits for one (wake.go: while writers are at work, the leading
+// listener notifies instead). It holds no state: the zero value is ready
+// to use.
 type Listener struct{}
 
 var _ dialects.CommitListener = Listener{}
@@ -37,10 +39,10 @@ func New() Listener { return Listener{} }
 // Listen implements dialects.CommitListener: on a connection of its own,
 // taken from p.DB (whose driver must be pgx) or opened from p.DSN (a pgx
 // connection string, URL or key=value), it LISTENs on p.Table's channel and
-// calls p.Notify for every notification, that is, after every commit that
-// wrote outbox rows. When the connection drops it takes another (backing
-// off up to 5 s), tells p.OnError, and calls p.Notify once, for what it may
-// have missed. It returns nil when ctx is done; at once an error if p.DB's
+// calls p.Notify for every notification: after a commit that wrote outbox
+// rows, within about 2 ms (wake.go). When the connection drops it takes
+// another (backing off up to 5 s), tells p.OnError, and calls p.Notify
+// once, for what it may have missed. It returns nil when ctx is done; at once an error if p.DB's
 // driver is not pgx or p.DSN cannot be parsed, and an error wrapping
 // postgres.ErrTransactionPooler if the connection reaches the server
 // through a transaction pooler (PgBouncer with pool_mode = transaction):
@@ -146,23 +148,24 @@ func listen(ctx context.Context, with withConn, t dialects.Table, notify func(),
 var errNotPgx = errors.New("postgres Listen needs the pgx driver (gorm.io/driver/postgres's default)")
 
 func listenOn(ctx context.Context, pc *pgx.Conn, t dialects.Table, notify func(), missed bool) error {
-	if err := checkSession(ctx, pc, t); err != nil {
+	serverPID, err := checkSession(ctx, pc, t)
+	if err != nil {
+		return err
+	}
+	// The broadcasts the leader sends (wake.go) need not wait for their
+	// commit to be flushed: they change nothing.
+	if _, err := pc.Exec(ctx, `SET synchronous_commit = off`); err != nil {
 		return err
 	}
 	// Without arguments pgx sends these with the simple protocol: no
 	// prepared statement, whatever the connection's query exec mode.
-	if _, err := pc.Exec(ctx, `LISTEN `+postgres.Dialect{}.Quote(postgres.Channel(t))); err != nil {
+	if _, err := pc.Exec(ctx, listenSQL(t)); err != nil {
 		return err
 	}
 	if missed {
 		notify() // rows may have been committed while no one listened
 	}
-	for {
-		if _, err := pc.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		notify()
-	}
+	return (&waker{pc: pc, t: t, pid: serverPID, notify: notify}).run(ctx)
 }
 
 // checkSession returns an error wrapping ErrTransactionPooler when pc
@@ -180,20 +183,20 @@ func listenOn(ctx context.Context, pc *pgx.Conn, t dialects.Table, notify func()
 // one connection would prove nothing: with an otherwise idle pool both
 // statements get the same server connection and the notification comes
 // back as if the session were kept.
-func checkSession(ctx context.Context, pc *pgx.Conn, t dialects.Table) error {
+func checkSession(ctx context.Context, pc *pgx.Conn, t dialects.Table) (uint32, error) {
 	var serverPID uint32
 	if err := pc.QueryRow(ctx, `SELECT pg_backend_pid()`, pgx.QueryExecModeSimpleProtocol).Scan(&serverPID); err != nil {
-		return err
+		return 0, err
 	}
 	keyPID := pc.PgConn().PID()
 	if serverPID == keyPID {
-		return nil
+		return serverPID, nil
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	probe := `gormoutbox_probe_` + hex.EncodeToString(b[:])
 	if _, err := pc.Exec(ctx, `LISTEN `+probe); err != nil {
-		return err
+		return 0, err
 	}
 	// pc's config carries pc's own notification handler (pgx installs it
 	// at connect): copied as it is, the second connection would hand its
@@ -203,14 +206,14 @@ func checkSession(ctx context.Context, pc *pgx.Conn, t dialects.Table) error {
 	cfg.OnNotification = nil
 	other, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("probe whether the pooler keeps the session: %w", err)
+		return 0, fmt.Errorf("probe whether the pooler keeps the session: %w", err)
 	}
 	_, err = other.Exec(ctx, `NOTIFY `+probe)
 	cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_ = other.Close(cctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("probe whether the pooler keeps the session: %w", err)
+		return 0, fmt.Errorf("probe whether the pooler keeps the session: %w", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
@@ -220,10 +223,10 @@ func checkSession(ctx context.Context, pc *pgx.Conn, t dialects.Table) error {
 	_, err = pc.WaitForNotification(wctx)
 	if err == nil {
 		_, err = pc.Exec(ctx, `UNLISTEN `+probe)
-		return err
+		return serverPID, err
 	}
 	if ctx.Err() != nil || wctx.Err() == nil {
-		return err
+		return 0, err
 	}
 	// Best effort: the server connection that ran LISTEN is likely the one
 	// the pooler gives us now.
@@ -231,7 +234,7 @@ func checkSession(ctx context.Context, pc *pgx.Conn, t dialects.Table) error {
 	_, _ = pc.Exec(uctx, `UNLISTEN `+probe)
 	ucancel()
 	c := pc.Config()
-	return fmt.Errorf("listen on %s via %s:%d/%s: %w: the connection is pooled (its cancel key names process %d, the server says it is process %d) "+
+	return 0, fmt.Errorf("listen on %s via %s:%d/%s: %w: the connection is pooled (its cancel key names process %d, the server says it is process %d) "+
 		"and a NOTIFY from a second connection did not reach it within %v; "+
 		"give the listener a connection that bypasses the pooler: gormoutbox Relay.ListenWith(ctx, wake, gormoutbox.ListenOptions{DSN: \"postgres://…the server itself…\"}) "+
 		"(or a PgBouncer database with pool_mode = session)",
