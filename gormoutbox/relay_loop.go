@@ -100,7 +100,8 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 
 // drain is one worker's loop of Drain.
 //
-// When the dialect's pass can be forked (dialects.Forker: PostgreSQL and MySQL), the
+// With RelayConfig.Overlap, when the dialect's pass can be forked
+// (dialects.Forker: PostgreSQL and MySQL), the
 // worker claims the next batch on the fork while the current batch is
 // published and marked, so that the claim's round trips and server time
 // overlap the broker's; the batches are still published one after the
@@ -124,7 +125,7 @@ func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimO
 		fork     dialects.Pass
 		forkConn *sql.Conn
 	)
-	if f, ok := pass.(dialects.Forker); ok && !r.cfg.NoOverlap {
+	if f, ok := pass.(dialects.Forker); ok && r.cfg.Overlap {
 		if forkConn, err = r.conns.get(ctx); err != nil {
 			_ = pass.Close()
 			r.conns.put(conn, false)

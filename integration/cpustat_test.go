@@ -4,6 +4,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // cpuTicks reads the machine's CPU time from /proc/stat (Linux; zeros
@@ -37,16 +39,45 @@ func cpuTicks() (busy, total uint64) {
 	return busy, total
 }
 
-// cpuMeter adds up the busy and total ticks of the spans it measures.
-type cpuMeter struct{ busy, total uint64 }
+// selfCPU is the CPU time of this process (the Go side: the relay, and
+// the in-process kfake broker when no real one is given).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuMeter adds up the busy and total ticks of the spans it measures, and
+// this process's CPU time in them.
+type cpuMeter struct {
+	busy, total uint64
+	self        time.Duration
+}
 
 // measure runs f and adds the machine's CPU ticks during it.
 func (m *cpuMeter) measure(f func()) {
-	b0, t0 := cpuTicks()
+	b0, t0, s0 := cpuTicks2()
 	f()
-	b1, t1 := cpuTicks()
+	b1, t1, s1 := cpuTicks2()
 	m.busy += b1 - b0
 	m.total += t1 - t0
+	m.self += s1 - s0
+}
+
+func cpuTicks2() (busy, total uint64, self time.Duration) {
+	busy, total = cpuTicks()
+	return busy, total, selfCPU()
+}
+
+// selfMsPer1k is this process's CPU time, in milliseconds, per 1,000 of n
+// events.
+func (m *cpuMeter) selfMsPer1k(n float64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return m.self.Seconds() * 1000 / (n / 1000)
 }
 
 // share is the fraction of the machine's CPU time that was busy.

@@ -21,9 +21,9 @@ func TestRelayHoldsItsConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		sqlDB.SetMaxIdleConns(0)
-		run := func(held int) int64 {
+		run := func(held int, overlap bool) int64 {
 			pub := &recordingPublisher{}
-			r := newRelay(t, db, pub, gormoutbox.RelayConfig{BatchSize: 10, HeldConns: held, LockWait: -1})
+			r := newRelay(t, db, pub, gormoutbox.RelayConfig{BatchSize: 10, HeldConns: held, Overlap: overlap, LockWait: -1})
 			defer r.Close()
 			drain := func() int {
 				res, err := r.Drain(t.Context())
@@ -47,10 +47,13 @@ func TestRelayHoldsItsConnections(t *testing.T) {
 			}
 			return sqlDB.Stats().MaxIdleClosed - before
 		}
-		if closed := run(0); closed != 0 {
+		if closed := run(0, false); closed != 0 {
 			t.Errorf("with held connections (default), %d connections were closed and reopened by the relay's passes, want 0", closed)
 		}
-		if closed := run(-1); closed == 0 {
+		if closed := run(0, true); closed != 0 {
+			t.Errorf("with held connections and Overlap (a fork per worker), %d connections were closed and reopened, want 0", closed)
+		}
+		if closed := run(-1, false); closed == 0 {
 			t.Errorf("without held connections, no connection was reopened: the check cannot tell")
 		}
 	})

@@ -56,8 +56,8 @@ func (p *failOncePublisher) Publish(_ context.Context, msgs []gormoutbox.Message
 
 func (p *failOncePublisher) Close() error { return nil }
 
-// The relay claims a worker's next batch while the current one is
-// published (a forked pass, PostgreSQL). When a row of the current batch
+// With Overlap the relay claims a worker's next batch while the current
+// one is published (a forked pass). When a row of the current batch
 // fails, the rows of its key in the next batch — claimed beside it — are
 // held back and published after it, in order; nothing is lost.
 func TestRelayOverlapHoldsBackFailedKey(t *testing.T) {
@@ -66,7 +66,7 @@ func TestRelayOverlapHoldsBackFailedKey(t *testing.T) {
 		const n = 12
 		writeSeqEvents(t, db, "overlap", 1, n, 1, n)
 		pub := &failOncePublisher{delay: 300 * time.Millisecond}
-		r := newRelay(t, db, pub, gormoutbox.RelayConfig{BatchSize: 2, Workers: 1,
+		r := newRelay(t, db, pub, gormoutbox.RelayConfig{BatchSize: 2, Workers: 1, Overlap: true,
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond, LockWait: -1})
 		drainUntilEmpty(t, r, 30*time.Second)
 		var seqs []int

@@ -31,8 +31,8 @@ bench() { # NAME BENCHTIME COUNT
 }
 
 bench 'RelayVsHandWritten' "${rounds}x" 1
-bench 'CaptureVsHandWritten' "${rounds}x" 1
-bench 'CaptureByCondition' 1x "$rounds"
+bench 'CaptureVsHandWritten' "$((rounds * 10))x" 2
+bench 'CaptureByCondition' 300x 2
 bench 'RelayBacklog' 1x 1
 bench 'ClaimDelayedAhead' 1x 1
 bench 'CommitToKafkaLatency/postgres/(wake|wake-default-pool|listen)$' 1x "$runs"
