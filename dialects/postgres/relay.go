@@ -131,9 +131,14 @@ WHERE k.id IN (SELECT id FROM cut)`
 	if !o.SkipDeadKeys {
 		prev = `CASE WHEN dv.id > COALESCE(` + pid + `, 0) THEN dv.id ELSE ` + pid + ` END,
 	CASE WHEN dv.id > COALESCE(` + pid + `, 0) THEN $3 ELSE ` + pav + ` END`
+		// Probed only when the table has a dead row at all (one look at
+		// the dead index — its order, so that the planner keeps to it on
+		// a table not analysed —, a one-time filter): 500 probes of an
+		// empty index were a tenth of the claim.
 		dead = ` LEFT JOIN LATERAL (
 	SELECT d.id FROM ` + q + ` d
-	WHERE d.topic = k.topic AND d.msg_key = k.msg_key AND d.id < k.id AND d.dead_at IS NOT NULL
+	WHERE (SELECT EXISTS (SELECT 1 FROM ` + q + ` x WHERE x.dead_at IS NOT NULL ORDER BY x.dead_at, x.id LIMIT 1))
+	  AND d.topic = k.topic AND d.msg_key = k.msg_key AND d.id < k.id AND d.dead_at IS NOT NULL
 	ORDER BY d.id DESC LIMIT 1
 ) dv ON true`
 	}
