@@ -101,12 +101,14 @@ func (r *Relay) Drain(ctx context.Context) (DrainResult, error) {
 // drain is one worker's loop of Drain.
 //
 // With RelayConfig.Overlap, when the dialect's pass can be forked
-// (dialects.Forker: PostgreSQL and MySQL), the
-// worker claims the next batch on the fork while the current batch is
-// published and marked, so that the claim's round trips and server time
-// overlap the broker's; the batches are still published one after the
-// other, in claim order, and the rows of the next batch whose key had a
-// row left unpublished in the current one are held back (batch's prior).
+// (dialects.Forker: PostgreSQL and MySQL), the worker claims the next
+// batch on the fork while the current batch is published and marked, so
+// that the claim's round trips and server time overlap the broker's; the
+// batches are still published one after the other, in claim order, and
+// the rows of the next batch whose key had a row left unpublished in the
+// current one are held back (batch's prior). The passes run on the
+// connections the relay holds (relay_conns.go); after an error they go
+// back to the pool instead.
 func (r *Relay) drain(ctx context.Context, start time.Time, opts dialects.ClaimOptions, g *idleGroup, pl *passLog) (DrainResult, error) {
 	var total DrainResult
 	conn, err := r.conns.get(ctx)
