@@ -103,7 +103,7 @@ func (k *connKeeper) expire() {
 }
 
 // close returns every held connection to the pool.
-func (k *connKeeper) close() error {
+func (k *connKeeper) close() {
 	k.mu.Lock()
 	held := k.held
 	k.held = nil
@@ -114,5 +114,4 @@ func (k *connKeeper) close() error {
 	for _, h := range held {
 		_ = h.c.Close()
 	}
-	return nil
 }

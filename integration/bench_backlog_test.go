@@ -49,101 +49,43 @@ func BenchmarkClaimDelayedAhead(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			type tcase struct {
-				label   string
-				delayed int
-				t       dialects.Table
-				pass    dialects.Pass
-				times   []time.Duration
-			}
-			cases := []*tcase{
+			cases := [2]*claimTable{
 				{label: "none", t: dialects.Table{Name: "outbox_due_only"}},
-				{label: "100k delayed", delayed: bbDelayed, t: dialects.Table{Name: "outbox_delayed"}},
+				{label: "100k delayed", t: dialects.Table{Name: "outbox_delayed"}},
 			}
+			delayed := [2]int{0, bbDelayed}
 			opts := dialects.ClaimOptions{Shards: rbShards}
-			for _, c := range cases {
+			for i, c := range cases {
 				start := time.Now()
 				if err := dl.Migrate(ctx, sqlDB, c.t); err != nil {
 					b.Fatal(err)
 				}
 				now := time.Now().UTC()
-				if c.delayed > 0 {
-					recs := rbRecords(c.delayed, "delayed-bench", now)
-					for i := range recs {
-						recs[i].AvailableAt = now.Add(time.Hour)
+				if delayed[i] > 0 {
+					recs := rbRecords(delayed[i], "delayed-bench", now)
+					for j := range recs {
+						recs[j].AvailableAt = now.Add(time.Hour)
 					}
 					rbInsert(b, dl, sqlDB, c.t, recs)
 				}
 				rbInsert(b, dl, sqlDB, c.t, rbRecords(rbPending, "claim-bench", now))
 				rbAnalyze(b, dl, sqlDB, c.t)
-				b.Logf("%s: %d delayed rows, then %d due ones, in %v", c.t, c.delayed, rbPending,
+				b.Logf("%s: %d delayed rows, then %d due ones, in %v", c.t, delayed[i], rbPending,
 					time.Since(start).Round(time.Millisecond))
-				if d.Name == "mysql" {
-					if c.pass, err = dl.Open(ctx, sqlDB, c.t, opts); err != nil {
-						b.Fatal(err)
-					}
-					defer func() { _ = c.pass.Close() }()
-				}
 			}
-			claim := func(c *tcase) time.Duration {
-				start := time.Now()
-				p := c.pass
-				if p == nil {
-					var err error
-					if p, err = dl.Open(ctx, sqlDB, c.t, opts); err != nil {
-						b.Fatal(err)
-					}
-				}
-				rows, err := p.Claim(ctx, time.Now(), rbBatch)
-				if err != nil {
-					b.Fatalf("claim on %s: %v", c.t, err)
-				}
-				if c.pass == nil {
-					if err := p.Close(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				el := time.Since(start)
-				if len(rows) != rbBatch {
-					b.Fatalf("claim on %s: %d rows, want %d", c.t, len(rows), rbBatch)
-				}
-				return el
-			}
-			for r := 0; r < rbWarmRounds; r++ {
-				for _, c := range cases {
-					claim(c)
-				}
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				for r := 0; r < rbRounds; r++ {
-					first, second := cases[0], cases[1]
-					if r%2 == 1 {
-						first, second = second, first
-					}
-					first.times = append(first.times, claim(first))
-					second.times = append(second.times, claim(second))
-				}
-			}
-			b.StopTimer()
-			none, delayed := bbMedian(cases[0].times), bbMedian(cases[1].times)
+			timeClaims(b, dl, sqlDB, opts, cases)
+			none, late := medianDuration(cases[0].times), medianDuration(cases[1].times)
 			b.ReportMetric(0, "ns/op")
 			b.ReportMetric(float64(none.Nanoseconds()), "none-ns/claim")
-			b.ReportMetric(float64(delayed.Nanoseconds()), "delayed-ns/claim")
-			b.ReportMetric(float64(delayed)/float64(none), "delayed/none")
+			b.ReportMetric(float64(late.Nanoseconds()), "delayed-ns/claim")
+			b.ReportMetric(float64(late)/float64(none), "delayed/none")
 			for _, c := range cases {
 				b.Logf("%s: %d claims of %d rows, median %v, min %v, max %v", c.label, len(c.times), rbBatch,
-					bbMedian(c.times).Round(time.Microsecond), slices.Min(c.times).Round(time.Microsecond),
+					medianDuration(c.times).Round(time.Microsecond), slices.Min(c.times).Round(time.Microsecond),
 					slices.Max(c.times).Round(time.Microsecond))
 			}
 		})
 	}
-}
-
-func bbMedian(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // BenchmarkRelayBacklog compares the relay's rate on two backlogs of

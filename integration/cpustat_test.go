@@ -56,19 +56,16 @@ type cpuMeter struct {
 	self        time.Duration
 }
 
-// measure runs f and adds the machine's CPU ticks during it.
+// measure runs f and adds the machine's CPU ticks and this process's CPU
+// time during it.
 func (m *cpuMeter) measure(f func()) {
-	b0, t0, s0 := cpuTicks2()
+	b0, t0 := cpuTicks()
+	s0 := selfCPU()
 	f()
-	b1, t1, s1 := cpuTicks2()
+	b1, t1 := cpuTicks()
+	m.self += selfCPU() - s0
 	m.busy += b1 - b0
 	m.total += t1 - t0
-	m.self += s1 - s0
-}
-
-func cpuTicks2() (busy, total uint64, self time.Duration) {
-	busy, total = cpuTicks()
-	return busy, total, selfCPU()
 }
 
 // selfMsPer1k is this process's CPU time, in milliseconds, per 1,000 of n

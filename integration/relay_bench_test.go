@@ -638,12 +638,8 @@ ORDER BY s.n`
 // on two outbox tables that differ only in the published rows they keep:
 // 1,000 and 1,000,000 (older than the rbPending pending rows, same topic
 // and keys). Claims alternate between the tables. Reported: the median ns
-// per claim of each and their ratio (1M ÷ 1k).
-//
-// PostgreSQL: a claim is Open (no I/O), Claim (BEGIN + SELECT … FOR UPDATE
-// SKIP LOCKED) and Close (ROLLBACK). MySQL: a pass holding every shard is
-// opened once per table and each claim is one Claim on it (a MySQL claim
-// is a plain SELECT on the pass's connection, with nothing to release).
+// per claim of each and their ratio (1M ÷ 1k). What a claim is on each
+// database: timeClaims.
 func BenchmarkClaimCost(b *testing.B) {
 	for _, d := range testenv.Dialects() {
 		b.Run(d.Name, func(b *testing.B) {
@@ -658,84 +654,27 @@ func BenchmarkClaimCost(b *testing.B) {
 				b.Fatal(err)
 			}
 			topic := "claim-bench"
-			type tcase struct {
-				label     string
-				published int
-				t         dialects.Table
-				pass      dialects.Pass
-				times     []time.Duration
+			cases := [2]*claimTable{
+				{label: "1k", t: dialects.Table{Name: "outbox_1k"}},
+				{label: "1M", t: dialects.Table{Name: "outbox_1m"}},
 			}
-			cases := []*tcase{
-				{label: "1k", published: 1_000, t: dialects.Table{Name: "outbox_1k"}},
-				{label: "1M", published: 1_000_000, t: dialects.Table{Name: "outbox_1m"}},
-			}
+			published := [2]int{1_000, 1_000_000}
 			opts := dialects.ClaimOptions{Shards: rbShards}
-			for _, c := range cases {
+			for i, c := range cases {
 				start := time.Now()
 				if err := dl.Migrate(ctx, sqlDB, c.t); err != nil {
 					b.Fatal(err)
 				}
 				now := time.Now().UTC()
-				rbFillPublished(b, dl, sqlDB, c.t, topic, c.published, now.Add(-time.Hour))
+				rbFillPublished(b, dl, sqlDB, c.t, topic, published[i], now.Add(-time.Hour))
 				filled := time.Since(start)
 				rbInsert(b, dl, sqlDB, c.t, rbRecords(rbPending, topic, now))
 				rbAnalyze(b, dl, sqlDB, c.t)
-				b.Logf("%s: %d published rows in %v, then %d pending, analyzed, in %v in all", c.t, c.published,
+				b.Logf("%s: %d published rows in %v, then %d pending, analyzed, in %v in all", c.t, published[i],
 					filled.Round(time.Millisecond), rbPending, time.Since(start).Round(time.Millisecond))
-				if d.Name == "mysql" {
-					c.pass, err = dl.Open(ctx, sqlDB, c.t, opts)
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer func() { _ = c.pass.Close() }()
-				}
 			}
-			claim := func(c *tcase) time.Duration {
-				start := time.Now()
-				p := c.pass
-				if p == nil {
-					var err error
-					if p, err = dl.Open(ctx, sqlDB, c.t, opts); err != nil {
-						b.Fatal(err)
-					}
-				}
-				rows, err := p.Claim(ctx, time.Now(), rbBatch)
-				if err != nil {
-					b.Fatalf("claim on %s: %v", c.t, err)
-				}
-				if c.pass == nil {
-					if err := p.Close(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				el := time.Since(start)
-				if len(rows) != rbBatch {
-					b.Fatalf("claim on %s: %d rows, want %d", c.t, len(rows), rbBatch)
-				}
-				return el
-			}
-			for r := 0; r < rbWarmRounds; r++ {
-				for _, c := range cases {
-					claim(c)
-				}
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				for r := 0; r < rbRounds; r++ {
-					first, second := cases[0], cases[1]
-					if r%2 == 1 {
-						first, second = second, first
-					}
-					first.times = append(first.times, claim(first))
-					second.times = append(second.times, claim(second))
-				}
-			}
-			b.StopTimer()
-			median := func(ds []time.Duration) time.Duration {
-				s := slices.Clone(ds)
-				slices.Sort(s)
-				return s[len(s)/2]
-			}
+			timeClaims(b, dl, sqlDB, opts, cases)
+			median := medianDuration
 			mean := func(ds []time.Duration) time.Duration {
 				var t time.Duration
 				for _, d := range ds {
@@ -823,4 +762,82 @@ func BenchmarkRelayWorkers(b *testing.B) {
 			})
 		}
 	}
+}
+
+// claimTable is one of the two tables a claim benchmark compares.
+type claimTable struct {
+	label string
+	t     dialects.Table
+	times []time.Duration // of the timed claims
+}
+
+// timeClaims times claims of rbBatch rows on the two tables (filled by
+// the caller), rbWarmRounds untimed first, then rbRounds per iteration,
+// alternating which table goes first. A claim is released unfinished, so
+// that every claim reads the same rows. PostgreSQL: a claim is Open (no
+// I/O), Claim (BEGIN + the claim statement) and Close (ROLLBACK). MySQL:
+// a pass holding every shard is opened once per table and each claim is
+// one Claim on it (a plain SELECT, nothing to release).
+func timeClaims(b *testing.B, dl dialects.Dialect, sqlDB *sql.DB, opts dialects.ClaimOptions, cases [2]*claimTable) {
+	b.Helper()
+	ctx := context.Background()
+	var held [2]dialects.Pass
+	if dl.Capabilities().LocksShards {
+		for i, c := range cases {
+			p, err := dl.Open(ctx, sqlDB, c.t, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = p.Close() }()
+			held[i] = p
+		}
+	}
+	claim := func(i int) time.Duration {
+		c := cases[i]
+		start := time.Now()
+		p := held[i]
+		if p == nil {
+			var err error
+			if p, err = dl.Open(ctx, sqlDB, c.t, opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rows, err := p.Claim(ctx, time.Now(), rbBatch)
+		if err != nil {
+			b.Fatalf("claim on %s: %v", c.t, err)
+		}
+		if held[i] == nil {
+			if err := p.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		el := time.Since(start)
+		if len(rows) != rbBatch {
+			b.Fatalf("claim on %s: %d rows, want %d", c.t, len(rows), rbBatch)
+		}
+		return el
+	}
+	for r := 0; r < rbWarmRounds; r++ {
+		claim(0)
+		claim(1)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rbRounds; r++ {
+			first, second := 0, 1
+			if r%2 == 1 {
+				first, second = 1, 0
+			}
+			cases[first].times = append(cases[first].times, claim(first))
+			cases[second].times = append(cases[second].times, claim(second))
+		}
+	}
+	b.StopTimer()
+}
+
+// medianDuration is the median of ds.
+func medianDuration(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -26,7 +26,7 @@ var _ dialects.Relayer = Dialect{}
 // Capabilities have no LocksShards).
 func (d Dialect) Open(_ context.Context, db *sql.DB, t dialects.Table, o dialects.ClaimOptions) (dialects.Pass, error) {
 	p := &pass{d: d, db: db, t: t, o: o, claimStmt: claimSQL(d, t, o), pair: &claim.Pair{}}
-	p.on = p.beginner(o.Conn)
+	p.on = p.beginOn(o.Conn)
 	return p, nil
 }
 
@@ -53,7 +53,7 @@ type pass struct {
 func (p *pass) Fork(conn *sql.Conn) dialects.Pass {
 	f := &pass{d: p.d, db: p.db, t: p.t, o: p.o, claimStmt: p.claimStmt, pair: p.pair, slot: 1 - p.slot}
 	f.o.Conn = conn
-	f.on = f.beginner(conn)
+	f.on = f.beginOn(conn)
 	return f
 }
 
@@ -62,8 +62,9 @@ type beginner interface {
 	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
 }
 
-// beginner returns conn, or the pass's pool when conn is nil.
-func (p *pass) beginner(conn *sql.Conn) beginner {
+// beginOn returns what the pass begins its claims on: conn, or the pass's
+// pool when conn is nil.
+func (p *pass) beginOn(conn *sql.Conn) beginner {
 	if conn != nil {
 		return conn
 	}
